@@ -1,0 +1,1 @@
+"""CNN Internals: paper-faithful CNNs and what their feature maps respond to."""

@@ -1,0 +1,25 @@
+"""User errors: one clear line on stderr and a non-zero exit, never a traceback."""
+
+import functools
+import sys
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad params, bad data, no network). The message says how."""
+
+
+def cli(main):
+    """Wrap a stage's ``main`` so a UserError ends in one line on stderr and exit code 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper

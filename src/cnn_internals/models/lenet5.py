@@ -1,0 +1,165 @@
+"""LeNet-5 as LeCun, Bottou, Bengio & Haffner (1998) describe it.
+
+Input 32x32 (MNIST's 28x28 padded by 2), C1 6@5x5, S2 2x2 subsampling with a trainable
+coefficient and bias per map, C3 16@5x5 over the paper's partial connection table (Table I),
+S4, C5 120@5x5, F6 84, and an output layer of Euclidean RBF units whose prototypes are 7x12
+bitmaps of the digits with -1/+1 pixels. Every layer up to F6 is squashed by the scaled
+tanh f(a) = A tanh(S a), A = 1.7159, S = 2/3. Weights start U(-2.4/F, 2.4/F), F the fan-in.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import ScaledTanh
+
+# Table I of the paper: which S2 maps (rows) each C3 map (columns) reads. The first six C3 maps
+# take contiguous triples, the next six contiguous quadruples, three take discontinuous
+# quadruples and the last takes all six: 60 connections instead of 96.
+C3_TABLE = (
+    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1),
+    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2),
+    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
+    (0, 1, 2, 3, 4, 5),
+)
+
+# Our own 7x12 drawings of the ten digits ('#' = +1, '.' = -1): the paper's RBF prototypes are
+# "stylized images of the characters drawn on a 7x12 bitmap", fixed during training.
+DIGIT_BITMAPS = (
+    ("..###..", ".#...#.", "#.....#", "#.....#", "#.....#", "#.....#",
+     "#.....#", "#.....#", "#.....#", "#.....#", ".#...#.", "..###.."),
+    ("...#...", "..##...", ".#.#...", "...#...", "...#...", "...#...",
+     "...#...", "...#...", "...#...", "...#...", "...#...", ".#####."),
+    (".####..", "#....#.", "......#", "......#", ".....#.", "....#..",
+     "...#...", "..#....", ".#.....", "#......", "#......", "#######"),
+    (".#####.", "#.....#", "......#", "......#", ".....#.", "..###..",
+     ".....#.", "......#", "......#", "......#", "#.....#", ".#####."),
+    ("....##.", "...#.#.", "..#..#.", ".#...#.", "#....#.", "#....#.",
+     "#######", ".....#.", ".....#.", ".....#.", ".....#.", ".....#."),
+    ("#######", "#......", "#......", "#......", "#####..", ".....#.",
+     "......#", "......#", "......#", "......#", "#....#.", ".####.."),
+    ("..####.", ".#.....", "#......", "#......", "#......", "#.###..",
+     "##...#.", "#.....#", "#.....#", "#.....#", ".#...#.", "..###.."),
+    ("#######", "......#", "......#", ".....#.", ".....#.", "....#..",
+     "....#..", "...#...", "...#...", "..#....", "..#....", "..#...."),
+    ("..###..", ".#...#.", "#.....#", "#.....#", ".#...#.", "..###..",
+     ".#...#.", "#.....#", "#.....#", "#.....#", ".#...#.", "..###.."),
+    ("..###..", ".#...#.", "#.....#", "#.....#", "#.....#", ".#...##",
+     "..###.#", "......#", "......#", "......#", ".....#.", ".####.."),
+)
+
+
+def digit_prototypes():
+    """(10, 84) tensor of -1/+1: the RBF centres, one 7x12 bitmap per digit."""
+    rows = ["".join(bitmap) for bitmap in DIGIT_BITMAPS]
+    return torch.tensor([[1.0 if ch == "#" else -1.0 for ch in row] for row in rows])
+
+
+class Subsampling(nn.Module):
+    """S2/S4: the four inputs of each 2x2 window are added, multiplied by a trainable
+    coefficient and offset by a trainable bias, one pair per feature map."""
+
+    def __init__(self, channels, kernel_size=2, stride=2):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, 0
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):  # (B, C, H, W) -> (B, C, H/2, W/2)
+        window_sum = F.avg_pool2d(x, self.kernel_size, self.stride) * self.kernel_size**2
+        return window_sum * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+    def fan_in(self):
+        return torch.full((self.weight.numel(),), float(self.kernel_size**2))
+
+
+class TableConv2d(nn.Conv2d):
+    """A convolution whose output map o reads only the input maps table[o] (C3)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, table=None):
+        super().__init__(in_channels, out_channels, kernel_size)
+        mask = torch.ones(out_channels, in_channels, 1, 1)
+        if table is not None:
+            mask.zero_()
+            for out_map, in_maps in enumerate(table):
+                mask[out_map, list(in_maps)] = 1.0
+        self.register_buffer("mask", mask)
+
+    def forward(self, x):
+        return self._conv_forward(x, self.weight * self.mask, self.bias)
+
+    def fan_in(self):
+        kh, kw = self.kernel_size
+        return self.mask.flatten(1).sum(1) * kh * kw
+
+
+class RBFOutput(nn.Module):
+    """y_i = sum_j (x_j - w_ij)^2: each output is the squared distance to a class prototype."""
+
+    def __init__(self, prototypes, learnable=False):
+        super().__init__()
+        if learnable:
+            self.prototypes = nn.Parameter(prototypes.clone())
+        else:
+            self.register_buffer("prototypes", prototypes.clone())
+
+    def forward(self, x):  # (B, 84) -> (B, 10) penalties, lower is better
+        return (x.unsqueeze(1) - self.prototypes.unsqueeze(0)).pow(2).sum(-1)
+
+
+class LeNet5(nn.Module):
+    """Returns class *scores*, the negated RBF penalties, so argmax predicts as for any net."""
+
+    def __init__(self, c3_table=True, learnable_prototypes=False):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 5)                    # C1: (B, 6, 28, 28)
+        self.tanh1 = ScaledTanh()
+        self.pool1 = Subsampling(6)                        # S2: (B, 6, 14, 14)
+        self.tanh2 = ScaledTanh()
+        self.conv2 = TableConv2d(6, 16, 5, C3_TABLE if c3_table else None)  # C3: (B, 16, 10, 10)
+        self.tanh3 = ScaledTanh()
+        self.pool2 = Subsampling(16)                       # S4: (B, 16, 5, 5)
+        self.tanh4 = ScaledTanh()
+        self.conv3 = nn.Conv2d(16, 120, 5)                 # C5: (B, 120, 1, 1)
+        self.tanh5 = ScaledTanh()
+        self.f6 = nn.Linear(120, 84)                       # F6: (B, 84)
+        self.tanh6 = ScaledTanh()
+        self.rbf = RBFOutput(digit_prototypes(), learnable=learnable_prototypes)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        """U(-2.4/F, 2.4/F) per unit, F its fan-in (C3's depends on its row of the table).
+        Biases start at zero: the paper gives no rule for them."""
+        for module in (self.conv1, self.pool1, self.conv2, self.pool2, self.conv3, self.f6):
+            if hasattr(module, "fan_in"):
+                fan_in = module.fan_in()
+            else:
+                fan_in = torch.full((module.weight.shape[0],), float(module.weight[0].numel()))
+            bound = (2.4 / fan_in).view(-1, *([1] * (module.weight.dim() - 1)))
+            module.weight.uniform_(-1.0, 1.0).mul_(bound)
+            module.bias.zero_()
+
+    def forward(self, x):  # (B, 1, 32, 32) -> (B, 10)
+        x = self.tanh2(self.pool1(self.tanh1(self.conv1(x))))
+        x = self.tanh4(self.pool2(self.tanh3(self.conv2(x))))
+        x = self.tanh5(self.conv3(x)).flatten(1)
+        return -self.rbf(self.tanh6(self.f6(x)))
+
+
+def lenet5_loss(scores, targets, j=5.0):
+    """The paper's eq. (9): y_correct + log(e^-j + sum_i e^-y_i), with y = -scores.
+
+    Pulls the correct penalty down while pushing the others up (the log-sum-exp term) and
+    stops pushing once they exceed j (the e^-j term), averaged over the batch."""
+    penalty_correct = -scores.gather(1, targets.unsqueeze(1)).squeeze(1)
+    floor = torch.full_like(scores[:, :1], -j)
+    return (penalty_correct + torch.logsumexp(torch.cat([scores, floor], 1), dim=1)).mean()
+
+
+def mnist_to_lenet_input(images_uint8, background=-0.1, foreground=1.175):
+    """(N, 28, 28) uint8 -> (N, 1, 32, 32) float: pad 2 and map 0 -> background, 255 ->
+    foreground, the paper's levels (mean input near 0, variance near 1)."""
+    x = torch.as_tensor(images_uint8).float().div_(255.0)
+    x = background + (foreground - background) * x
+    return F.pad(x.unsqueeze(1), (2, 2, 2, 2), value=background)

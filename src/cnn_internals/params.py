@@ -1,0 +1,46 @@
+"""params.yaml access with validation: a bad or missing key is a UserError naming the key."""
+
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError
+
+_MISSING = object()
+
+
+def load_params(path="params.yaml"):
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found: run from the repository root or pass --params")
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UserError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(params, dict):
+        raise UserError(f"{path} must be a mapping of sections")
+    return params
+
+
+def get(params, dotted, kind=None, choices=None, minimum=None, above=None, default=_MISSING):
+    """The value at ``dotted`` (e.g. "train.lenet5.lr"), checked; UserError names the key."""
+    node = params
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            if default is not _MISSING:
+                return default
+            raise UserError(f"params.yaml: missing key {dotted!r}")
+        node = node[part]
+    if kind is not None:
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # bool is an int in Python; a YAML `true` must not pass as a count.
+        if isinstance(node, bool) and bool not in kinds or not isinstance(node, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise UserError(f"params.yaml: {dotted} must be {names}, got {node!r}")
+    if choices is not None and node not in choices:
+        raise UserError(f"params.yaml: {dotted} must be one of {', '.join(map(str, choices))}; got {node!r}")
+    if minimum is not None and node < minimum:
+        raise UserError(f"params.yaml: {dotted} must be >= {minimum}, got {node!r}")
+    if above is not None and node <= above:
+        raise UserError(f"params.yaml: {dotted} must be > {above}, got {node!r}")
+    return node

@@ -1,0 +1,348 @@
+"""One projection engine for every net: receptive fields, patches, and unit activations
+projected into pixel space (gradient, deconvnet, guided backprop) plus Grad-CAM.
+
+The three projections are one backward pass that differs only at the nonlinearities
+(Springenberg et al. 2015, fig. 1). For a ReLU with input x and incoming gradient g:
+    gradient         g * 1[x > 0]
+    deconvnet        relu(g)                 (Zeiler & Fergus: the forward mask is ignored)
+    guided_backprop  relu(g) * 1[x > 0]
+Everything else -- convolutions (transposed conv with the same weights, bias never enters),
+max-pool switches (autograd sums where overlapping windows share an argmax), avg-pool, LRN --
+uses its true gradient. The scaled tanh of LeNet, f(x) = A tanh(S x), has no published rule;
+ours carries the ReLU rules over term by term:
+    gradient         g * f'(x)
+    deconvnet        relu(g) * f'(0)         (input-independent, like deconvnet's ReLU)
+    guided_backprop  relu(g) * f'(x)         (the true local slope, gated by relu(g))
+For ReLU f'(x) = 1[x > 0] and f'(0) = 1 on the linear side, so the ReLU rules are this rule.
+
+Rules are installed by swapping each activation module's ``forward`` for the duration of the
+call (in-place ReLUs then run out of place, so a captured activation is never overwritten) and
+always restored in ``finally``. Forward passes stop at the requested layer.
+"""
+
+import contextlib
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .models.layers import ScaledTanh
+
+METHODS = ("gradient", "deconvnet", "guided_backprop")
+
+# CPU: a chunk of ~16 rows beat both one row at a time and all rows at once (benchmarks/projection.py).
+CPU_CHUNK = 16
+
+
+class _StopForward(Exception):
+    def __init__(self, output):
+        super().__init__()
+        self.output = output
+
+
+def get_module(model, layer):
+    modules = dict(model.named_modules())
+    if layer not in modules or layer == "":
+        names = ", ".join(n for n in modules if n)
+        raise ValueError(f"unknown layer {layer!r}; the model has: {names}")
+    return modules[layer]
+
+
+@contextlib.contextmanager
+def _hooks(*handles):
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def forward_to(model, layer, images, capture=()):
+    """Run ``model`` on ``images`` only as far as module ``layer`` (None: the whole model);
+    return that output and a dict of the outputs of the modules named in ``capture``."""
+    captured = {}
+
+    def keep(name):
+        def hook(module, args, output):
+            captured[name] = output
+            # Later in-place ops would overwrite what we keep: give them a copy instead.
+            return output.clone()
+        return hook
+
+    def halt(module, args, output):
+        raise _StopForward(output)
+
+    handles = [get_module(model, n).register_forward_hook(keep(n)) for n in capture if n != layer]
+    if layer is not None:
+        handles.append(get_module(model, layer).register_forward_hook(halt))
+    with _hooks(*handles):
+        try:
+            output = model(images)
+        except _StopForward as done:
+            captured[layer] = done.output
+            return done.output, captured
+    if layer is not None:
+        raise ValueError(f"layer {layer!r} never ran in the model's forward pass")
+    return output, captured
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """model.eval() for the duration, then every module's own training flag back."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+class _ReLURule(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, guided):
+        out = x.clamp_min(0)
+        ctx.guided = guided
+        ctx.save_for_backward(out if guided else None)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clamp_min(0)
+        if ctx.guided:
+            (out,) = ctx.saved_tensors
+            grad = grad * (out > 0)
+        return grad, None
+
+
+class _TanhRule(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, a, s, guided):
+        t = torch.tanh(s * x)
+        ctx.a, ctx.s, ctx.guided = a, s, guided
+        ctx.save_for_backward(t if guided else None)
+        return a * t
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clamp_min(0)
+        if ctx.guided:
+            (t,) = ctx.saved_tensors
+            slope = ctx.a * ctx.s * (1 - t * t)   # f'(x)
+        else:
+            slope = ctx.a * ctx.s                 # f'(0)
+        return grad * slope, None, None, None
+
+
+def _rule_forward(module, method):
+    guided = method == "guided_backprop"
+    if isinstance(module, nn.ReLU):
+        return lambda x: _ReLURule.apply(x, guided)
+    if isinstance(module, ScaledTanh):
+        return lambda x: _TanhRule.apply(x, module.a, module.s, guided)
+    if isinstance(module, nn.Tanh):
+        return lambda x: _TanhRule.apply(x, 1.0, 1.0, guided)
+    if type(module).__module__ == nn.modules.activation.__name__:
+        def refuse(*args, **kwargs):
+            raise ValueError(f"{method} has no rule for {type(module).__name__}; use 'gradient'")
+        return refuse
+    return None
+
+
+@contextlib.contextmanager
+def backward_rules(model, method):
+    """Install ``method``'s backward rule on every activation module, restore on exit."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    patched = []
+    try:
+        if method != "gradient":
+            for module in model.modules():
+                forward = _rule_forward(module, method)
+                if forward is not None:
+                    patched.append((module, module.__dict__.get("forward")))
+                    module.forward = forward
+        yield
+    finally:
+        for module, previous in patched:
+            del module.forward
+            if previous is not None:
+                module.forward = previous
+
+
+def default_chunk(images, rows):
+    """Rows per forward/backward pass. CPU: CPU_CHUNK (larger batches lose cache locality).
+    GPU: as many as a quarter of the free memory holds, at ~4 bytes x 8 per input value
+    (activations of a conv net to its middle layers are a few times the input)."""
+    if images.device.type != "cuda":
+        return min(rows, CPU_CHUNK)
+    free, _ = torch.cuda.mem_get_info(images.device)
+    per_row = images[0].numel() * images.element_size() * 64
+    return max(1, min(rows, int(free // 4 // per_row)))
+
+
+def _as_index(values, device):
+    return torch.as_tensor(values, dtype=torch.long, device=device).reshape(-1)
+
+
+def _unit_selector(images, channels, rows, cols):
+    channels, rows, cols = (_as_index(v, images.device) for v in (channels, rows, cols))
+    if not len(channels) == len(rows) == len(cols) == images.shape[0]:
+        raise ValueError("images, channels, rows and cols must have the same length")
+
+    def select(acts, part):  # acts: (b, C, H, W) for the rows in ``part``
+        return acts[torch.arange(acts.shape[0], device=acts.device), channels[part], rows[part], cols[part]]
+
+    return select
+
+
+def _class_selector(images, classes):
+    classes = _as_index(classes, images.device)
+
+    def select(scores, part):  # scores: (b, classes)
+        return scores[torch.arange(scores.shape[0], device=scores.device), classes[part]]
+
+    return select
+
+
+def _input_gradients(model, images, method, stop_layer, select, chunk):
+    """d select(forward_to(stop_layer)) / d images under ``method``'s rules, chunk by chunk."""
+    chunk = chunk or default_chunk(images, images.shape[0])
+    out = torch.empty_like(images)
+    with eval_mode(model), backward_rules(model, method), torch.enable_grad():
+        for start in range(0, images.shape[0], chunk):
+            part = slice(start, start + chunk)
+            x = images[part].detach().requires_grad_(True)
+            target, _ = forward_to(model, stop_layer, x)
+            (out[part],) = torch.autograd.grad(select(target, part).sum(), x)
+    return out
+
+
+def project(model, layer, images, channels, rows, cols, method="gradient", chunk=None):
+    """Project unit activations into pixel space.
+
+    Row b of the result (shaped like ``images``) is the backward pass under ``method`` of the
+    activation at (channels[b], rows[b], cols[b]) of module ``layer``'s output for images[b],
+    seeded with a unit gradient there. Rows are independent (eval mode), so any number are
+    pushed through in chunks of ``chunk`` rows (default: ``default_chunk``).
+    """
+    select = _unit_selector(images, channels, rows, cols)
+    return _input_gradients(model, images, method, layer, select, chunk)
+
+
+# ---------------------------------------------------------------- receptive fields
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _geometry(module):
+    """(kernel, stride, padding, dilation) pairs of a sliding-window module, else None."""
+    if not hasattr(module, "kernel_size"):
+        return None
+    kernel, dilation = _pair(module.kernel_size), _pair(getattr(module, "dilation", 1))
+    stride = _pair(module.stride if module.stride is not None else module.kernel_size)
+    padding = getattr(module, "padding", 0)
+    if padding == "valid":
+        padding = 0
+    elif padding == "same":
+        padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
+    return kernel, stride, _pair(padding), dilation
+
+
+def receptive_field(model, layer, input_size):
+    """(size, stride, padding) of a unit of ``layer``: unit (i, j) sees input rows
+    [i*stride - padding, i*stride - padding + size - 1] (and the same for columns).
+
+    Walks the leaf modules the forward pass runs up to ``layer`` (Araujo et al. 2019:
+    r += (k-1)*d*S; P += p*S; S *= s). A module without a window must keep the spatial size,
+    or the field is undefined and ValueError says which. ``input_size`` is (C, H, W).
+    Returns ints, or (row, col) pairs where the two axes differ.
+    """
+    param = next(model.parameters())
+    probe = torch.zeros(1, *input_size, dtype=param.dtype, device=param.device)
+    trace = []
+
+    def record(module, args, output):
+        trace.append((module, args[0].shape[-2:], output.shape[-2:]))
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    with _hooks(*(m.register_forward_hook(record) for m in leaves)), eval_mode(model), torch.no_grad():
+        forward_to(model, layer, probe)
+    size, stride, padding = [1, 1], [1, 1], [0, 0]
+    for module, in_hw, out_hw in trace:
+        geometry = _geometry(module)
+        if geometry is None:
+            if in_hw != out_hw:
+                raise ValueError(f"receptive field undefined: {type(module).__name__} changes the "
+                                 f"spatial size {tuple(in_hw)} -> {tuple(out_hw)} without a window")
+            continue
+        for axis in range(2):
+            k, s, p, d = (g[axis] for g in geometry)
+            size[axis] += (k - 1) * d * stride[axis]
+            padding[axis] += p * stride[axis]
+            stride[axis] *= s
+    if size[0] == size[1] and stride[0] == stride[1] and padding[0] == padding[1]:
+        return size[0], stride[0], padding[0]
+    return tuple(size), tuple(stride), tuple(padding)
+
+
+def crop_patches(images, layer_rf, rows, cols):
+    """(B, C, size, size): the input window unit (rows[b], cols[b]) sees in images[b],
+    zero where the window leaves the image (the zero padding the convolutions saw)."""
+    size, stride, padding = (_pair(v) for v in layer_rf)
+    rows, cols = _as_index(rows, images.device), _as_index(cols, images.device)
+    top = rows * stride[0] - padding[0]
+    left = cols * stride[1] - padding[1]
+    height, width = images.shape[-2:]
+    lo_r, lo_c = max(0, -int(top.min())), max(0, -int(left.min()))
+    hi_r = max(0, int(top.max()) + size[0] - height)
+    hi_c = max(0, int(left.max()) + size[1] - width)
+    padded = F.pad(images, (lo_c, hi_c, lo_r, hi_r))
+    r = (top + lo_r)[:, None] + torch.arange(size[0], device=images.device)  # (B, size)
+    c = (left + lo_c)[:, None] + torch.arange(size[1], device=images.device)
+    b = torch.arange(images.shape[0], device=images.device)[:, None, None, None]
+    ch = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
+    return padded[b, ch, r[:, None, :, None], c[:, None, None, :]]
+
+
+# ---------------------------------------------------------------- Grad-CAM
+
+def _cam(activations, gradients, size):
+    """Selvaraju et al. 2017: channel weights = spatial mean of the gradient; ReLU of the
+    weighted sum of maps; bilinear upsampling to the input."""
+    weights = gradients.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * activations).sum(1, keepdim=True))
+    return F.interpolate(cam, size=size, mode="bilinear", align_corners=False).squeeze(1)
+
+
+def _grad_cam_rows(model, cam_layer, stop_layer, images, select, chunk):
+    chunk = chunk or default_chunk(images, images.shape[0])
+    out = images.new_empty(images.shape[0], *images.shape[-2:])
+    with eval_mode(model), torch.enable_grad():
+        for start in range(0, images.shape[0], chunk):
+            part = slice(start, start + chunk)
+            target, captured = forward_to(model, stop_layer, images[part].detach(), capture=(cam_layer,))
+            acts = captured[cam_layer]
+            (grads,) = torch.autograd.grad(select(target, part).sum(), acts)
+            out[part] = _cam(acts.detach(), grads, images.shape[-2:])
+    return out
+
+
+def grad_cam(model, layer, images, classes, chunk=None):
+    """(B, H, W) Grad-CAM heatmaps of class classes[b] at module ``layer`` for images[b]."""
+    return _grad_cam_rows(model, layer, None, images, _class_selector(images, classes), chunk)
+
+
+def unit_grad_cam(model, layer, images, channels, rows, cols, cam_layer=None, chunk=None):
+    """(B, H, W) Grad-CAM whose target is the unit (channels[b], rows[b], cols[b]) of
+    ``layer`` instead of a class score, taken at ``cam_layer`` (default: ``layer`` itself,
+    where it is the unit's own map, rectified and upsampled)."""
+    select = _unit_selector(images, channels, rows, cols)
+    return _grad_cam_rows(model, cam_layer or layer, layer, images, select, chunk)
+
+
+def guided_grad_cam(model, layer, images, classes, chunk=None):
+    """(B, C, H, W): Grad-CAM times the guided backprop of the class score (Selvaraju et al.)."""
+    select = _class_selector(images, classes)
+    guided = _input_gradients(model, images, "guided_backprop", None, select, chunk)
+    return guided * grad_cam(model, layer, images, classes, chunk).unsqueeze(1)
