@@ -33,7 +33,7 @@ class _Running:
         flat = output.detach().flatten(2)                       # (B, C, H*W)
         batch_values, batch_positions = flat.max(dim=2)         # first maximum on ties
         batch_images = torch.arange(first_index, first_index + flat.shape[0], device=flat.device)
-        values = batch_values.t().float()                        # (C, B)
+        values = batch_values.t()                                # (C, B)
         images = batch_images.expand_as(values)
         positions = batch_positions.t()
         if self.values is not None:
