@@ -1,0 +1,1 @@
+"""Datasets: downloads (mirrors, md5, retry, atomic) and the readers of their formats."""

@@ -1,0 +1,267 @@
+"""Fetch files by URL with md5 checks, bounded retries, mirrors and an all-or-nothing output.
+
+Every file of a dataset is downloaded into a temporary folder beside ``dest_dir``; only when
+all of them are verified (md5, and for ``.gz`` a full decompression) does that folder replace
+``dest_dir`` in one ``os.replace``. Any failure removes the temporary folder, so a failed or
+killed download never leaves a partial dataset behind.
+
+Per file the candidate URLs are, in order: ``$CNN_INTERNALS_MIRROR/<name>`` (or the ``mirror``
+argument), the entry's ``url``, then each of its ``mirrors``. Transient failures (timeouts,
+resets, truncated bodies, HTTP 408/429/5xx) are retried with bounded exponential backoff;
+permanent ones (refused connection, unknown host, HTTP 4xx, missing local file, bad md5 or
+gzip) move on to the next URL at once.
+"""
+
+import contextlib
+import gzip
+import hashlib
+import http.client
+import os
+import shutil
+import socket
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zlib
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..errors import UserError
+
+MIRROR_ENV = "CNN_INTERNALS_MIRROR"
+CHUNK = 1 << 16
+MAX_BACKOFF = 8.0  # seconds: one wait never exceeds this, whatever ``backoff`` and ``tries`` are
+_USER_AGENT = "cnn_internals (python urllib)"
+_TRANSIENT_HTTP = {408, 425, 429}
+
+
+class _Transient(Exception):
+    """A failure worth retrying on the same URL."""
+
+
+class _Permanent(Exception):
+    """A failure that the same URL will repeat: move on to the next one."""
+
+
+def md5sum(path):
+    """Hex md5 of the file at ``path``, read in chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def default_mode(kind="file"):
+    """Permission bits a plain ``open``/``mkdir`` would give under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if kind == "dir" else 0o666) & ~umask
+
+
+def _replace_dir(src, dest):
+    """Make folder ``src`` become ``dest``, removing whatever ``dest`` was first."""
+    src, dest = Path(src), Path(dest)
+    if dest.is_symlink() or dest.is_file():
+        dest.unlink()
+    elif dest.exists():
+        # Move the old folder aside first, so ``dest`` is missing for one rename at most.
+        trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+        os.replace(dest, trash / dest.name)
+        os.replace(src, dest)
+        shutil.rmtree(trash, ignore_errors=True)
+        return
+    os.replace(src, dest)
+
+
+@contextlib.contextmanager
+def atomic_dir(dest_dir):
+    """Yield a temporary folder beside ``dest_dir``; on success it replaces ``dest_dir``.
+
+    On any exception the temporary folder is removed and ``dest_dir`` is left as it was.
+    """
+    dest_dir = Path(dest_dir)
+    dest_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".tmp", dir=dest_dir.parent))
+    try:
+        os.chmod(tmp, default_mode("dir"))  # mkdtemp's 0700 is for the temp name only
+        yield tmp
+        _replace_dir(tmp, dest_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
+def _mirror_base(mirror):
+    """A mirror URL base; a plain folder path becomes a ``file://`` URL."""
+    mirror = mirror.strip()
+    if "://" not in mirror:
+        return Path(mirror).expanduser().resolve().as_uri()
+    return mirror.rstrip("/")
+
+
+def file_name(url):
+    """The file name a URL is saved under: the last part of its path."""
+    name = os.path.basename(urllib.parse.urlparse(url).path)
+    name = urllib.parse.unquote(name)
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise UserError(f"cannot tell the file name from URL {url!r}: it must end in /NAME")
+    return name
+
+
+def _reason(err):
+    """Classify a network/IO exception: (transient?, one-line reason)."""
+    if isinstance(err, urllib.error.HTTPError):
+        err.close()
+        text = f"HTTP {err.code} {err.reason}".strip()
+        return err.code >= 500 or err.code in _TRANSIENT_HTTP, text
+    if isinstance(err, urllib.error.URLError):
+        inner = err.reason
+        if isinstance(inner, BaseException):
+            return _reason(inner)
+        return False, _one_line(inner)
+    if isinstance(err, http.client.IncompleteRead):
+        return True, f"connection closed early ({len(err.partial)} bytes short read)"
+    if isinstance(err, ConnectionRefusedError):
+        return False, "connection refused"
+    if isinstance(err, socket.gaierror):
+        return False, f"unknown host ({_one_line(err.strerror or err)})"
+    if isinstance(err, (TimeoutError, socket.timeout)):
+        return True, "timed out"
+    if isinstance(err, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+        return True, f"connection lost ({_one_line(err.strerror or type(err).__name__)})"
+    if isinstance(err, http.client.HTTPException):
+        return True, f"bad HTTP response ({type(err).__name__})"
+    if isinstance(err, FileNotFoundError):
+        return False, "no such file"
+    if isinstance(err, OSError):
+        return False, _one_line(err.strerror or err)
+    return False, _one_line(f"{type(err).__name__}: {err}")
+
+
+def _stream(url, part, name, timeout):
+    """Download ``url`` into ``part``; return its md5. Network errors become _Transient/_Permanent."""
+    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    digest = hashlib.md5()
+    received = 0
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            with open(part, "wb") as out, tqdm(
+                total=total, desc=name, unit="B", unit_scale=True, unit_divisor=1024,
+                disable=None, leave=False,
+            ) as bar:
+                while True:
+                    chunk = response.read(CHUNK)
+                    if not chunk:
+                        break
+                    try:
+                        out.write(chunk)
+                    except OSError as err:  # our disk, not the network: no other URL will help
+                        raise UserError(f"cannot write {part}: {_one_line(err.strerror or err)}") from None
+                    digest.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            if total is not None and received < total:
+                raise http.client.IncompleteRead(b"\0" * received, total - received)
+    except UserError:
+        raise
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
+        if isinstance(err, ValueError):  # e.g. "unknown url type"
+            raise _Permanent(_one_line(err)) from None
+        transient, text = _reason(err)
+        raise (_Transient if transient else _Permanent)(text) from None
+    return digest.hexdigest()
+
+
+def _check_gzip(path):
+    """Raise _Permanent unless ``path`` holds a complete gzip stream."""
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error):
+        raise _Permanent("not a valid gzip file (truncated or corrupt)") from None
+
+
+def _fetch_url(url, part, name, md5, tries, backoff, timeout):
+    """Try one URL up to ``tries`` times; return None on success or the failure reason."""
+    for attempt in range(1, tries + 1):
+        try:
+            got = _stream(url, part, name, timeout)
+        except _Transient as err:
+            if attempt == tries:
+                return f"{err} after {tries} tries" if tries > 1 else str(err)
+            time.sleep(min(backoff * 2 ** (attempt - 1), MAX_BACKOFF))
+            continue
+        except _Permanent as err:
+            return str(err)
+        if got != md5:
+            return f"md5 mismatch: expected {md5}, got {got}"
+        if name.endswith(".gz"):
+            try:
+                _check_gzip(part)
+            except _Permanent as err:
+                return str(err)
+        return None
+    return "not tried"  # tries < 1 is refused by fetch()
+
+
+def candidate_urls(entry, mirror=None):
+    """The URLs tried for one params entry, in order (mirror first when one is set)."""
+    name = file_name(entry["url"])
+    urls = []
+    if mirror:
+        urls.append(f"{_mirror_base(mirror)}/{urllib.parse.quote(name)}")
+    urls.append(entry["url"])
+    urls.extend(entry.get("mirrors") or [])
+    seen = set()
+    return [u for u in urls if not (u in seen or seen.add(u))]
+
+
+def fetch(entries, dest_dir, mirror=None, tries=3, backoff=0.5, timeout=30):
+    """Download every ``{url, md5, mirrors?}`` entry into ``dest_dir`` (named after the URL).
+
+    ``mirror`` (default: ``$CNN_INTERNALS_MIRROR``) is a base URL or folder tried first for
+    each file. Either every file ends up verified in ``dest_dir``, which is replaced as a whole,
+    or a UserError is raised with one line listing every URL tried and why it failed, and
+    nothing is written. Returns the list of written paths.
+    """
+    if mirror is None:
+        mirror = os.environ.get(MIRROR_ENV) or None
+    if tries < 1:
+        raise ValueError("tries must be >= 1")
+    plan = []
+    for entry in entries:
+        name = file_name(entry["url"])
+        if any(name == other for other, _, _ in plan):
+            raise UserError(f"two download entries are both named {name}")
+        plan.append((name, str(entry["md5"]).lower(), candidate_urls(entry, mirror)))
+
+    dest_dir = Path(dest_dir)
+    with atomic_dir(dest_dir) as tmp:
+        for name, md5, urls in plan:
+            part = tmp / f".{name}.part"
+            failures = []
+            for url in urls:
+                reason = _fetch_url(url, part, name, md5, tries, backoff, timeout)
+                if reason is None:
+                    os.replace(part, tmp / name)
+                    break
+                failures.append(f"{url} ({reason})")
+                with contextlib.suppress(FileNotFoundError):
+                    part.unlink()
+            else:
+                raise UserError(
+                    f"could not fetch {name}: {'; '.join(failures)} — check the network or set "
+                    f"{MIRROR_ENV} to a folder/URL holding {name}"
+                )
+    return [dest_dir / name for name, _, _ in plan]

