@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,6 +16,7 @@ def atomic_path(path):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, default_mode())  # mkstemp's 0600 is for the temp name only
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -28,6 +30,18 @@ def write_bytes(path, data):
         tmp.write_bytes(data)
 
 
+def write_torch(path, obj):
+    """torch.save through a buffer: saved to a file path, torch names the archive's records
+    after the (temporary, random) file name, and equal weights would differ in bytes."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes(path, buf.getvalue())
+
+
 def write_text(path, text):
     write_bytes(path, text.encode("utf-8"))
 
@@ -35,3 +49,43 @@ def write_text(path, text):
 def write_json(path, obj):
     """Sorted keys and a trailing newline, so equal content means equal bytes."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def default_mode(kind="file"):
+    """Permission bits a plain ``open``/``mkdir`` would give under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if kind == "dir" else 0o666) & ~umask
+
+
+def _replace_dir(src, dest):
+    """Make folder ``src`` become ``dest``, removing whatever ``dest`` was first."""
+    src, dest = Path(src), Path(dest)
+    if dest.is_symlink() or dest.is_file():
+        dest.unlink()
+    elif dest.exists():
+        # Move the old folder aside first, so ``dest`` is missing for one rename at most.
+        trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+        os.replace(dest, trash / dest.name)
+        os.replace(src, dest)
+        shutil.rmtree(trash, ignore_errors=True)
+        return
+    os.replace(src, dest)
+
+
+@contextlib.contextmanager
+def atomic_dir(dest_dir):
+    """Yield a temporary folder beside ``dest_dir``; on success it replaces ``dest_dir``.
+
+    On any exception the temporary folder is removed and ``dest_dir`` is left as it was.
+    """
+    dest_dir = Path(dest_dir)
+    dest_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".tmp", dir=dest_dir.parent))
+    try:
+        os.chmod(tmp, default_mode("dir"))  # mkdtemp's 0700 is for the temp name only
+        yield tmp
+        _replace_dir(tmp, dest_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

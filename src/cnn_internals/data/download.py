@@ -17,9 +17,7 @@ import gzip
 import hashlib
 import http.client
 import os
-import shutil
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -29,6 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..atomic import atomic_dir
 from ..errors import UserError
 
 MIRROR_ENV = "CNN_INTERNALS_MIRROR"
@@ -53,46 +52,6 @@ def md5sum(path):
         for chunk in iter(lambda: f.read(CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def default_mode(kind="file"):
-    """Permission bits a plain ``open``/``mkdir`` would give under the current umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return (0o777 if kind == "dir" else 0o666) & ~umask
-
-
-def _replace_dir(src, dest):
-    """Make folder ``src`` become ``dest``, removing whatever ``dest`` was first."""
-    src, dest = Path(src), Path(dest)
-    if dest.is_symlink() or dest.is_file():
-        dest.unlink()
-    elif dest.exists():
-        # Move the old folder aside first, so ``dest`` is missing for one rename at most.
-        trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
-        os.replace(dest, trash / dest.name)
-        os.replace(src, dest)
-        shutil.rmtree(trash, ignore_errors=True)
-        return
-    os.replace(src, dest)
-
-
-@contextlib.contextmanager
-def atomic_dir(dest_dir):
-    """Yield a temporary folder beside ``dest_dir``; on success it replaces ``dest_dir``.
-
-    On any exception the temporary folder is removed and ``dest_dir`` is left as it was.
-    """
-    dest_dir = Path(dest_dir)
-    dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".tmp", dir=dest_dir.parent))
-    try:
-        os.chmod(tmp, default_mode("dir"))  # mkdtemp's 0700 is for the temp name only
-        yield tmp
-        _replace_dir(tmp, dest_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _one_line(text):

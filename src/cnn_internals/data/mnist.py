@@ -5,15 +5,13 @@ then the data in C order. MNIST only uses dtype 0x08 (unsigned byte).
 """
 
 import gzip
-import os
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import atomic_dir, atomic_path
 from ..errors import UserError
-from .download import atomic_dir, default_mode
 
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -74,7 +72,6 @@ def write_idx(path, array):
     data = np.ascontiguousarray(array).tobytes()
     path = Path(path)
     with atomic_path(path) as tmp:
-        os.chmod(tmp, default_mode())  # mkstemp's 0600 is for the temp name only
         with open(tmp, "wb") as f:
             if path.suffix == ".gz":
                 # No name and mtime 0 in the gzip header: the bytes depend on the array alone.
