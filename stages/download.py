@@ -11,13 +11,12 @@ The output folder is replaced only once every file is verified; on failure nothi
 and one line on stderr says what went wrong and how to fix it (exit code 2).
 """
 
-import argparse
 import re
 import sys
 from pathlib import Path
 
 from cnn_internals.data import download, mnist
-from cnn_internals.errors import UserError, cli
+from cnn_internals.errors import ArgumentParser, UserError, cli
 from cnn_internals.params import get, load_params
 
 _MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
@@ -74,10 +73,9 @@ DATASETS = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS),
                         help="which dataset to download")

@@ -8,7 +8,6 @@ layer, and writes data/mined/<net>.json: per layer, values/images/rows/cols as
 map's spatial maximum).
 """
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from tqdm import tqdm
 
 from cnn_internals.atomic import write_json
 from cnn_internals.data.datasets import SPLITS
-from cnn_internals.errors import UserError, cli
+from cnn_internals.errors import ArgumentParser, UserError, cli
 from cnn_internals.mining import top_k_activations
 from cnn_internals.models import NETS, VALIDATORS, get_net
 from cnn_internals.params import get, load_params
@@ -28,7 +27,7 @@ BATCH = 512
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--net", required=True, choices=sorted(NETS))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)

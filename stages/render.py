@@ -8,7 +8,6 @@ guided_backprop, grad_cam, guided_grad_cam) and cropped to their receptive field
 input patch each unit sees. All rows of a layer go through the projection engine together.
 """
 
-import argparse
 import json
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from tqdm import tqdm
 
 from cnn_internals.atomic import write_bytes
 from cnn_internals.data.datasets import SPLITS
-from cnn_internals.errors import UserError, cli
+from cnn_internals.errors import ArgumentParser, UserError, cli
 from cnn_internals.models import NETS, VALIDATORS, get_net
 from cnn_internals.params import get, load_params
 from cnn_internals.pipeline import load_inputs, load_model, load_stats, mined_path
@@ -27,7 +26,7 @@ from cnn_internals.training import pick_device
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--net", required=True, choices=sorted(NETS))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)

@@ -4,19 +4,18 @@ dataset's training split, into data/stats/<dataset>/ (mean_image.npy, stats.json
     python stages/stats.py --dataset mnist
 """
 
-import argparse
 from pathlib import Path
 
 from cnn_internals.atomic import atomic_dir
 from cnn_internals.data.datasets import LOADERS, load_split
-from cnn_internals.errors import cli
+from cnn_internals.errors import ArgumentParser, cli
 from cnn_internals.pipeline import raw_dir, stats_dir
 from cnn_internals.stats import image_statistics, save_statistics
 
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", required=True, choices=sorted(LOADERS))
     parser.add_argument("--raw", type=Path, help="raw data folder (default data/raw/<dataset>)")
     parser.add_argument("--out", type=Path, help="output folder (default data/stats/<dataset>)")

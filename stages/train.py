@@ -9,7 +9,6 @@ template). Checkpoints every epoch to checkpoints/<net>/ and resumes from there 
 with the same params; the checkpoint is deleted once the run completes.
 """
 
-import argparse
 import csv
 import hashlib
 import io
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 
 from cnn_internals.atomic import write_json, write_text, write_torch
-from cnn_internals.errors import cli
+from cnn_internals.errors import ArgumentParser, cli
 from cnn_internals.models import NETS, VALIDATORS, get_net
 from cnn_internals.params import load_params
 from cnn_internals.pipeline import load_inputs, load_stats, weights_path
@@ -43,7 +42,7 @@ def confusion_csv(actual, predicted):
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--net", required=True, choices=sorted(NETS))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)

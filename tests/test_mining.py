@@ -27,7 +27,11 @@ def brute_force(acts, k):
 
 def all_outputs(net, layer, images):
     out = {}
-    handle = dict(net.named_modules())[layer].register_forward_hook(lambda m, a, o: out.setdefault("x", o.clone()))
+
+    def keep(module, args, output):
+        out["x"] = output.clone()
+
+    handle = dict(net.named_modules())[layer].register_forward_hook(keep)
     with torch.no_grad():
         net.eval()(images)
     handle.remove()

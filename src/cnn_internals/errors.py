@@ -1,5 +1,6 @@
 """User errors: one clear line on stderr and a non-zero exit, never a traceback."""
 
+import argparse
 import functools
 import sys
 
@@ -23,3 +24,15 @@ def cli(main):
             sys.exit(130)
 
     return wrapper
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line too (argparse's own prints the usage first)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(**kwargs)
+
+    def error(self, message):
+        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)

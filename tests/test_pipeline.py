@@ -1,0 +1,227 @@
+"""End to end: `dvc repro render@lenet5` in a copy of this repo, on small MNIST files served
+from 127.0.0.1 through CNN_INTERNALS_MIRROR (the params' own URLs refuse connections)."""
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from cnn_internals.data import mnist
+from cnn_internals.models import NETS
+from conftest import FakeServer
+
+REPO = Path(__file__).resolve().parents[1]
+EPOCHS = 3
+
+KILL_AFTER_FIRST_EPOCH = """
+import os, runpy, signal, sys
+from cnn_internals import training
+save = training.Checkpoint.save
+def save_then_die(self, state):
+    save(self, state)
+    os.kill(os.getpid(), signal.SIGKILL)     # as hard as a power cut, right after epoch 1
+training.Checkpoint.save = save_then_die
+sys.argv = ["stages/train.py", "--net", "lenet5"]
+runpy.run_path("stages/train.py", run_name="__main__")
+"""
+
+
+def copy_repo(dest):
+    """The working tree as git sees it, less the committed outputs, as a fresh git repo."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                            cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        src = REPO / name
+        if not src.is_file() or name == "dvc.lock" or name.startswith(("metrics/", "images/", "tests/")):
+            continue
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / name)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+def env(mirror):
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "CNN_INTERNALS_MIRROR": mirror, "DVC_NO_ANALYTICS": "1"}
+
+
+def run(cmd, cwd, mirror, check=True):
+    result = subprocess.run(cmd, cwd=cwd, env=env(mirror), capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def set_params(repo, refused, md5s, **changes):
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["data"]["mnist"]["source"] = "official"
+    params["data"]["mnist"]["files"] = [{"url": f"{refused}/mnist/{name}", "md5": md5s[name]}
+                                        for pair in mnist.FILES.values() for name in pair]
+    params["train"]["lenet5"].update(epochs=EPOCHS, batch_size=16, device="cpu")
+    params["render"]["lenet5"]["channels"] = 2
+    for dotted, value in changes.items():
+        node = params
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        if value is None:
+            del node[last]
+        else:
+            node[last] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def server(mnist_files):
+    fake = FakeServer().start()
+    for name, data in mnist_files["bytes"].items():
+        fake.serve(f"/mirror/{name}", data)
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def refused():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, server, refused, mnist_files):
+    repo = copy_repo(tmp_path_factory.mktemp("built"))
+    set_params(repo, refused, mnist_files["md5"])
+    mirror = f"{server.base_url}/mirror"
+    result = run(["dvc", "repro", "render@lenet5"], repo, mirror)
+    return {"repo": repo, "mirror": mirror, "log": result.stdout}
+
+
+def outputs(repo):
+    names = ["models/lenet5.pt", "data/mined/lenet5.json", "metrics/lenet5.json", "metrics/lenet5_history.tsv",
+             "metrics/lenet5_confusion.csv"] + [f"images/lenet-5_{layer}.png" for layer in NETS["lenet5"].layers]
+    return {name: (repo / name).read_bytes() for name in names}
+
+
+def test_repro_downloads_through_the_mirror_and_trains_with_falling_loss(built, server, mnist_files):
+    repo = built["repo"]
+    assert all(server.count(f"/mirror/{name}") >= 1 for name in mnist_files["md5"])
+    metrics = json.loads((repo / "metrics/lenet5.json").read_text())
+    assert metrics["train_images"] == 60 and metrics["test_images"] == 20 and metrics["epochs"] == EPOCHS
+    assert all(math.isfinite(v) for v in metrics.values())
+    rows = list(csv.DictReader(io.StringIO((repo / "metrics/lenet5_history.tsv").read_text()), delimiter="\t"))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
+    losses = [float(r["train_loss"]) for r in rows]
+    assert losses[-1] < losses[0]
+    confusion = list(csv.DictReader(io.StringIO((repo / "metrics/lenet5_confusion.csv").read_text())))
+    assert [int(r["actual"]) for r in confusion] == mnist_files["test"][1].tolist()
+    accuracy = np.mean([r["actual"] == r["predicted"] for r in confusion])
+    assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    state = torch.load(repo / "models/lenet5.pt", weights_only=True)
+    assert state["conv1.weight"].shape == (6, 1, 5, 5)
+
+
+def test_mined_top_k_are_the_real_spatial_maxima_of_the_trained_model(built, mnist_files):
+    repo = built["repo"]
+    net = NETS["lenet5"]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    model = net.build(params["train"]["lenet5"])
+    model.load_state_dict(torch.load(repo / "models/lenet5.pt", weights_only=True))
+    model.eval()
+    x = net.inputs(mnist_files["test"][0], None, params["train"]["lenet5"])
+    acts = {}
+    hooks = [getattr(model, n).register_forward_hook(lambda m, a, o, n=n: acts.__setitem__(n, o.detach()))
+             for n in net.layers]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    mined = json.loads((repo / "data/mined/lenet5.json").read_text())
+    assert mined["split"] == "test" and mined["k"] == 9
+    for layer in net.layers:
+        entry = {f: torch.tensor(v) for f, v in mined["layers"][layer].items()}
+        maxima = acts[layer].flatten(2).amax(2)                      # (N, C)
+        assert entry["values"].shape == (acts[layer].shape[1], 9)
+        brute = torch.sort(maxima.t(), dim=1, descending=True, stable=True)
+        assert torch.equal(entry["values"], brute.values[:, :9])
+        assert torch.equal(entry["images"], brute.indices[:, :9])
+        picked = acts[layer][entry["images"], torch.arange(len(entry["images"]))[:, None], entry["rows"], entry["cols"]]
+        assert torch.equal(picked, entry["values"])
+
+
+def test_every_picture_is_a_non_blank_png_without_metadata(built):
+    for layer in NETS["lenet5"].layers:
+        path = built["repo"] / f"images/lenet-5_{layer}.png"
+        with Image.open(path) as img:
+            assert img.format == "PNG" and img.size[0] > 400 and img.size[1] > 200
+            assert not {k for k in img.info if k.lower() in ("software", "creation time", "date")}
+            assert np.asarray(img.convert("L")).std() > 10
+
+
+def test_second_repro_does_nothing(built):
+    repo, before = built["repo"], outputs(built["repo"])
+    again = run(["dvc", "repro", "render@lenet5"], repo, built["mirror"])
+    assert "Running stage" not in again.stdout
+    status = run(["dvc", "status"], repo, built["mirror"])
+    assert "up to date" in status.stdout
+    assert outputs(repo) == before
+
+
+def test_training_killed_mid_run_resumes_to_identical_outputs(built, tmp_path, refused, mnist_files):
+    repo = copy_repo(tmp_path)
+    set_params(repo, refused, mnist_files["md5"])
+    run(["dvc", "repro", "stats@mnist"], repo, built["mirror"])
+    killed = run([sys.executable, "-c", KILL_AFTER_FIRST_EPOCH], repo, built["mirror"], check=False)
+    assert killed.returncode == -9
+    assert (repo / "checkpoints/lenet5/last.pt").is_file() and not (repo / "models/lenet5.pt").exists()
+    resumed = run(["dvc", "repro", "render@lenet5"], repo, built["mirror"])
+    assert "resuming from epoch 1" in resumed.stdout
+    assert not (repo / "checkpoints/lenet5").exists()
+    assert outputs(repo) == outputs(built["repo"])
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert lock == yaml.safe_load((built["repo"] / "dvc.lock").read_text())
+
+
+@pytest.mark.parametrize("stage,changes,message", [
+    ("train", {"train.lenet5.epochs": 0}, "train.lenet5.epochs must be >= 1"),
+    ("train", {"train.lenet5.lr": 0}, "train.lenet5.lr must be > 0"),
+    ("train", {"train.lenet5.batch_size": None}, "missing key 'train.lenet5.batch_size'"),
+    ("train", {"train.lenet5.optimizer": "lbfgs"}, "train.lenet5.optimizer must be one of"),
+    ("mine", {"mine.lenet5.k": 0}, "mine.lenet5.k must be >= 1"),
+    ("mine", {"mine.lenet5.split": "val"}, "mine.lenet5.split must be one of"),
+    ("render", {"render.lenet5.method": "saliency"}, "render.lenet5.method must be one of"),
+    ("render", {"render.lenet5.channels": "six"}, "render.lenet5.channels must be int"),
+    ("download", {"data.mnist.source": "web"}, "data.mnist.source must be one of"),
+])
+def test_bad_params_fail_in_one_line_before_any_output(tmp_path, refused, mnist_files, stage, changes, message):
+    repo = copy_repo(tmp_path)
+    set_params(repo, refused, mnist_files["md5"], **changes)
+    args = ["--dataset", "mnist"] if stage == "download" else ["--net", "lenet5"]
+    result = run([sys.executable, f"stages/{stage}.py", *args], repo, "", check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+    assert not any((repo / d).exists() for d in ("data", "models", "checkpoints"))
+    assert not any((repo / "images").glob("*.png")) and not any((repo / "metrics").glob("*"))
+
+
+def test_unreachable_mirrors_fail_fast_naming_every_url(tmp_path, refused, mnist_files):
+    repo = copy_repo(tmp_path)
+    set_params(repo, refused, mnist_files["md5"])
+    result = run(["dvc", "repro", "download@mnist"], repo, f"{refused}/offline", check=False)
+    assert result.returncode != 0
+    assert f"{refused}/offline/train-images-idx3-ubyte.gz" in result.stderr + result.stdout
+    assert f"{refused}/mnist/train-images-idx3-ubyte.gz" in result.stderr + result.stdout
+    assert not (repo / "data/raw/mnist").exists()
