@@ -1,0 +1,233 @@
+"""Streaming top-k mining on AlexNet against a bare forward pass: time and peak memory, in one run.
+
+    python benchmarks/mining.py [--quick] [--device auto|cpu|cuda] [--images N] [--out FILE]
+
+Workload. A random-weight AlexNet (benchmarks/bench_common.py; float32, eval mode, 224x224
+inputs) and N random images in batches of 64 (N = 256 on CPU, 2048 on CUDA, or --images).
+  ours   cnn_internals.mining.top_k_activations(model, ["conv1", ..., "conv5"], batches, k=9)
+  bare   torch.no_grad() forward of an nn.Sequential slice of the same model up to conv5 (none
+         of our code, no hooks) over the same batches, outputs thrown away.
+
+Time: the batches are made before the clock starts (generating them is not what is compared);
+time.perf_counter, one warm-up pass, the median of --repeats passes (3), torch.cuda.synchronize
+on CUDA. Goal: ours / bare <= 1.2.
+
+Memory: each of ours and bare, at N and at 4N images, runs in a fresh Python process (this
+script re-invoked with a hidden flag) that builds the model, then streams the batches from a
+generator seeded per batch, so the data set itself is never held and cannot mask what the miner
+keeps. On CPU the figure is the growth of the peak resident set size over the run: the peak
+(VmHWM) is reset to the current RSS just before the pass (/proc/self/clear_refs), and the
+growth is the peak after minus the RSS before. resource.getrusage's ru_maxrss cannot be reset
+and, after fork+exec, starts from the parent's peak, so it is only the fallback off Linux. The
+children run with MALLOC_MMAP_THRESHOLD_=65536 (see MALLOC_ENV) so RSS follows the live tensors
+rather than glibc's heap fragmentation. On CUDA it is torch.cuda.max_memory_allocated over
+the run minus the memory allocated before it. A streaming
+miner's growth should not depend on N (4N / N about 1) and should sit close to the bare forward's.
+
+Figures go to benchmarks/results/mining.json (sorted keys) or --out. The full run takes about
+1.5 minutes on 2 CPU cores.
+
+--quick (smoke test, about 15 s on 2 cores): N = 16 in batches of 16 (so 4N is 4 batches of the
+same size), one repeat. Quick figures are written only where --out says.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from bench_common import (CONV_LAYERS, INPUT_SHAPE, RESULTS, alexnet, describe, machine, pick_device, timed,
+                          truncated, write_json)
+from cnn_internals.mining import top_k_activations
+
+K = 9
+BATCH = 64
+DEFAULT_IMAGES = {"cpu": 256, "cuda": 2048}
+QUICK_IMAGES = 16
+GOAL_TIME_RATIO = 1.2
+# For the memory children: a fixed glibc mmap threshold (this also turns off its dynamic growth),
+# so every tensor buffer over 64 KiB is its own mapping, returned to the OS when freed. With the
+# default, glibc raises the threshold as big blocks are freed and serves later ones from a heap
+# that only grows, and peak RSS then climbs with the number of batches for the bare forward too:
+# it would measure fragmentation, not what the miner keeps. Respected if already set.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+SEED = 0
+
+
+def lazy_batches(n, batch, device):
+    """N random images in batches, each batch made on demand from its own seed."""
+    for first in range(0, n, batch):
+        g = torch.Generator().manual_seed(SEED + first)
+        yield torch.randn(min(batch, n - first), *INPUT_SHAPE, generator=g).to(device)
+
+
+def mine(model, batches):
+    return top_k_activations(model, list(CONV_LAYERS), batches, K)
+
+
+def bare_forward(trunk, batches):
+    with torch.no_grad():
+        for batch in batches:
+            trunk(batch)
+
+
+def time_both(n, batch, repeats, device):
+    """Median seconds of (bare, ours) over the same N images, made before the clock starts."""
+    model = alexnet(device=device)
+    trunk = truncated(model, "conv5")
+    batches = list(lazy_batches(n, batch, device))
+    bare_s, _ = timed(lambda: bare_forward(trunk, batches), repeats, device)
+    ours_s, _ = timed(lambda: mine(model, batches), repeats, device)
+    return bare_s, ours_s
+
+
+def _proc_status(field):
+    """A ``kB`` field of /proc/self/status in bytes (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def _start_rss_peak():
+    """Reset the peak RSS to the current RSS and return the current RSS (bytes).
+
+    Linux: writing 5 to /proc/self/clear_refs resets VmHWM, the process's peak RSS. Without
+    it the peak would keep what building the model briefly took, and ru_maxrss is worse still:
+    after fork+exec it starts from the *parent's* peak, which hides the child's growth.
+    Elsewhere: ru_maxrss, which is only an upper bound on the start."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _proc_status("VmRSS")
+    except (OSError, KeyError):
+        return _ru_maxrss_bytes()
+
+
+def _peak_rss():
+    try:
+        return _proc_status("VmHWM")
+    except (OSError, KeyError):
+        return _ru_maxrss_bytes()
+
+
+def _ru_maxrss_bytes():
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024   # bytes on macOS, KiB on Linux
+
+
+def measure_memory(kind, n, batch, device):
+    """In this (fresh) process: peak memory growth of one pass of ``kind`` over N lazy images."""
+    model = alexnet(device=device)
+    trunk = truncated(model, "conv5")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    else:
+        before = _start_rss_peak()
+    if kind == "ours":
+        mine(model, lazy_batches(n, batch, device))
+    else:
+        bare_forward(trunk, lazy_batches(n, batch, device))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        after = torch.cuda.max_memory_allocated(device)
+    else:
+        after = _peak_rss()
+    return {"before_bytes": before, "peak_bytes": after, "growth_bytes": after - before}
+
+
+def memory_in_fresh_process(kind, n, batch, device):
+    command = [sys.executable, str(Path(__file__).resolve()), "--_memory", kind, "--images", str(n),
+               "--batch", str(batch), "--device", device.type]
+    env = {**MALLOC_ENV, **os.environ}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"memory measurement {kind} N={n} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def ratio_or_none(a, b):
+    return a / b if b else None
+
+
+def mib(value):
+    return value / 2**20
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="N=16 in batches of 16, 1 repeat (smoke test)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--images", type=int, default=None, help="N (default 256 on CPU, 2048 on CUDA, quick 16)")
+    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--repeats", type=int, default=None, help="timed passes (default 3, quick 1)")
+    parser.add_argument("--out", default=None, help="JSON file (default benchmarks/results/mining.json; "
+                                                    "--quick writes only where --out says)")
+    parser.add_argument("--_memory", choices=("ours", "bare"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    device = pick_device(args.device)
+
+    if args._memory:   # child process of memory_in_fresh_process
+        print(json.dumps(measure_memory(args._memory, args.images, args.batch, device)))
+        return
+
+    n = args.images or (QUICK_IMAGES if args.quick else DEFAULT_IMAGES[device.type])
+    batch = min(args.batch, n)
+    repeats = args.repeats or (1 if args.quick else 3)
+    info = machine(device)
+    print(describe(info))
+    print(f"top-{K} over {', '.join(CONV_LAYERS)}; N = {n} random images in batches of {batch}; "
+          f"median of {repeats} after a warm-up{', QUICK' if args.quick else ''}")
+
+    bare_s, ours_s = time_both(n, batch, repeats, device)
+    ratio = ours_s / bare_s
+    print(f"\ntime for {n} images:  bare forward to conv5 {bare_s:.3f} s ({n / bare_s:.1f} img/s)   "
+          f"ours {ours_s:.3f} s ({n / ours_s:.1f} img/s)")
+    print(f"  ours / bare  {ratio:.3f}   goal <= {GOAL_TIME_RATIO}: {'met' if ratio <= GOAL_TIME_RATIO else 'MISSED'}")
+
+    what = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "peak RSS (VmHWM reset before the pass)"
+    print(f"\npeak memory growth over one pass, {what}, each in a fresh process:")
+    memory = {}
+    for kind in ("bare", "ours"):
+        memory[kind] = {}
+        for images in (n, 4 * n):
+            m = memory_in_fresh_process(kind, images, batch, device)
+            memory[kind][str(images)] = m
+            print(f"  {kind:4}  N = {images:5d}: {mib(m['growth_bytes']):8.1f} MiB "
+                  f"(from {mib(m['before_bytes']):.1f} to {mib(m['peak_bytes']):.1f} MiB)")
+    growth = {kind: {images: memory[kind][images]["growth_bytes"] for images in memory[kind]} for kind in memory}
+    memory_ratios = {
+        "ours_4n_over_n": ratio_or_none(growth["ours"][str(4 * n)], growth["ours"][str(n)]),
+        "bare_4n_over_n": ratio_or_none(growth["bare"][str(4 * n)], growth["bare"][str(n)]),
+        "ours_over_bare_at_n": ratio_or_none(growth["ours"][str(n)], growth["bare"][str(n)]),
+        "ours_over_bare_at_4n": ratio_or_none(growth["ours"][str(4 * n)], growth["bare"][str(4 * n)]),
+    }
+    for name, value in memory_ratios.items():
+        print(f"  {name:22} " + ("   n/a" if value is None else f"{value:6.3f}"))
+
+    out = args.out or (None if args.quick else RESULTS / "mining.json")
+    if out is not None:
+        write_json(out, {
+            "machine": info,
+            "config": {"quick": args.quick, "images": n, "batch": batch, "k": K, "layers": list(CONV_LAYERS),
+                       "repeats": repeats, "input": list(INPUT_SHAPE), "dtype": "float32",
+                       "memory_measure": what,
+                       "memory_child_env": {k: os.environ.get(k, v) for k, v in MALLOC_ENV.items()}},
+            "time_s": {"bare": bare_s, "ours": ours_s},
+            "images_per_s": {"bare": n / bare_s, "ours": n / ours_s},
+            "ours_over_bare_time": ratio,
+            "goal_ours_over_bare_time": GOAL_TIME_RATIO,
+            "goal_met": ratio <= GOAL_TIME_RATIO,
+            "memory": memory,
+            "memory_ratios": memory_ratios,
+        })
+
+
+if __name__ == "__main__":
+    main()
