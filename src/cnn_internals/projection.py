@@ -29,8 +29,9 @@ from .models.layers import ScaledTanh
 
 METHODS = ("gradient", "deconvnet", "guided_backprop")
 
-# CPU: a chunk of ~16 rows beat both one row at a time and all rows at once (benchmarks/projection.py).
-CPU_CHUNK = 16
+# CPU: chunks of 8 rows beat both one row at a time and all 54 at once, and edged out 16
+# (benchmarks/projection.py sweep on 2 cores).
+CPU_CHUNK = 8
 
 
 class _StopForward(Exception):
