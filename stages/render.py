@@ -56,9 +56,8 @@ def main(argv=None):
         idx, rows, cols = (top[f][:n].reshape(-1) for f in ("images", "rows", "cols"))
         x = inputs[idx].to(device)
         shown, patches, rf = unit_pictures(model, layer, x, ch.to(device), rows.to(device), cols.to(device),
-                                           method, net.input_size)
-        patches = net.to_display(patches.cpu(), stats, p)
-        shown = shown.cpu().reshape(n, k, *shown.shape[1:])
+                                           method, net.input_size, lambda v: net.to_display(v, stats, p))
+        shown = shown.reshape(n, k, *shown.shape[1:])
         patches = patches.reshape(n, k, *patches.shape[1:])
         size = rf[0] if isinstance(rf[0], int) else "x".join(map(str, rf[0]))
         title = (f"{net.title} {layer}: top {k} {split} images of maps 0-{n - 1}, {method.replace('_', ' ')}; "

@@ -31,20 +31,20 @@ def heat_overlay(heat, patches):
     return (0.55 * coloured + 0.45 * grey).to(patches.dtype)
 
 
-def unit_pictures(model, layer, inputs, channels, rows, cols, method, input_size):
-    """(pictures, patches) in [0, 1], each (B, C', size, size): what ``method`` shows for each
-    unit, cropped to its receptive field, and the input patch the unit sees."""
+def unit_pictures(model, layer, inputs, channels, rows, cols, method, input_size, to_display):
+    """(pictures, patches, receptive field): for each unit, what ``method`` shows of it and
+    the input patch it sees, both cropped to its receptive field, (B, C', size, size) on the
+    CPU in [0, 1]. ``to_display`` maps model inputs to [0, 1] for the patches."""
     rf = receptive_field(model, layer, input_size)
-    patches = crop_patches(inputs, rf, rows, cols)
+    patches = to_display(crop_patches(inputs, rf, rows, cols).cpu())
     if method in ("grad_cam", "guided_grad_cam"):
-        heat = unit_grad_cam(model, layer, inputs, channels, rows, cols).unsqueeze(1)
-        heat = crop_patches(heat, rf, rows, cols)
+        heat = crop_patches(unit_grad_cam(model, layer, inputs, channels, rows, cols).unsqueeze(1), rf, rows, cols)
         if method == "grad_cam":
-            return heat, patches, rf
+            return heat_overlay(heat.cpu(), patches), patches, rf
         grads = project(model, layer, inputs, channels, rows, cols, "guided_backprop")
-        return signed_to_unit(crop_patches(grads, rf, rows, cols) * heat), patches, rf
+        return signed_to_unit((crop_patches(grads, rf, rows, cols) * heat).cpu()), patches, rf
     grads = project(model, layer, inputs, channels, rows, cols, method)
-    return signed_to_unit(crop_patches(grads, rf, rows, cols)), patches, rf
+    return signed_to_unit(crop_patches(grads, rf, rows, cols).cpu()), patches, rf
 
 
 def mosaic(tiles, side):

@@ -1,0 +1,66 @@
+"""Pictures: what each method shows is the projection cropped to the receptive field without
+losing anything, in [0, 1]; patches are the exact input windows; PNGs are reproducible."""
+
+import io
+
+import pytest
+import torch
+from PIL import Image
+
+from cnn_internals.models.lenet5 import LeNet5
+from cnn_internals.projection import project
+from cnn_internals.render import RENDER_METHODS, layer_figure, mosaic, signed_to_unit, unit_pictures
+
+
+@pytest.fixture(scope="module")
+def units():
+    torch.manual_seed(0)
+    model = LeNet5().double()
+    x = torch.randn(4, 1, 32, 32, dtype=torch.float64)
+    return model, x, torch.tensor([0, 3, 7, 15]), torch.tensor([0, 4, 9, 2]), torch.tensor([9, 0, 5, 2])
+
+
+@pytest.mark.parametrize("method", RENDER_METHODS)
+def test_pictures_are_unit_range_tiles_of_the_receptive_field(method, units):
+    model, x, ch, rows, cols = units
+    shown, patches, rf = unit_pictures(model, "conv2", x, ch, rows, cols, method, (1, 32, 32), torch.sigmoid)
+    assert rf == (14, 2, 0)
+    assert shown.shape[0] == 4 and shown.shape[-2:] == (14, 14)
+    assert shown.min() >= 0 and shown.max() <= 1
+    for b in range(4):   # conv2 unit (r, c) sees rows 2r..2r+13 and columns 2c..2c+13
+        r, c = 2 * rows[b], 2 * cols[b]
+        assert torch.allclose(patches[b], torch.sigmoid(x[b, :, r:r + 14, c:c + 14]), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("method", ["gradient", "deconvnet", "guided_backprop"])
+def test_cropping_to_the_receptive_field_loses_nothing(method, units):
+    model, x, ch, rows, cols = units
+    full = project(model, "conv2", x, ch, rows, cols, method)
+    shown, _, _ = unit_pictures(model, "conv2", x, ch, rows, cols, method, (1, 32, 32), lambda v: v)
+    for b in range(4):
+        r, c = 2 * rows[b], 2 * cols[b]
+        inside = full[b, :, r:r + 14, c:c + 14]
+        assert full[b].abs().sum() == pytest.approx(inside.abs().sum().item(), rel=1e-12)
+        assert torch.allclose(shown[b], signed_to_unit(inside[None])[0])
+
+
+def test_signed_to_unit_keeps_zero_at_mid_grey_and_scales_per_tile():
+    tiles = torch.tensor([[[[-2.0, 0.0, 1.0]]], [[[0.0, 0.5, 0.25]]]])
+    assert signed_to_unit(tiles).flatten().tolist() == [0.0, 0.5, 0.75, 0.5, 1.0, 0.75]
+
+
+def test_mosaic_places_tiles_row_major_with_white_gaps():
+    tiles = torch.arange(4, dtype=torch.float64).view(4, 1, 1, 1).expand(4, 1, 2, 2) / 4
+    grid = mosaic(tiles, 2)
+    assert grid.shape == (5, 5, 3)
+    assert grid[0, 0, 0] == 0.0 and grid[0, 3, 0] == 0.25 and grid[3, 0, 0] == 0.5 and grid[4, 4, 1] == 0.75
+    assert (grid[2, :, :] == 1).all() and (grid[:, 2, :] == 1).all()
+
+
+def test_figure_png_has_no_metadata_and_equal_inputs_give_equal_bytes():
+    g = torch.Generator().manual_seed(1)
+    pictures, patches = torch.rand(3, 9, 1, 5, 5, generator=g), torch.rand(3, 9, 1, 5, 5, generator=g)
+    first = layer_figure(pictures, patches, [0, 1, 2], [1.0, 2.0, 3.0], "t")
+    assert first == layer_figure(pictures, patches, [0, 1, 2], [1.0, 2.0, 3.0], "t")
+    with Image.open(io.BytesIO(first)) as img:
+        assert img.format == "PNG" and not img.info.get("Software")
