@@ -8,18 +8,16 @@ layer, and writes data/mined/<net>.json: per layer, values/images/rows/cols as
 map's spatial maximum).
 """
 
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from cnn_internals.atomic import write_json
 from cnn_internals.data.datasets import SPLITS
-from cnn_internals.errors import ArgumentParser, UserError, cli
+from cnn_internals.errors import UserError, cli
 from cnn_internals.mining import top_k_activations
-from cnn_internals.models import NETS, VALIDATORS, get_net
-from cnn_internals.params import get, load_params
-from cnn_internals.pipeline import load_inputs, load_model, mined_path
+from cnn_internals.params import get
+from cnn_internals.pipeline import net_stage_args, load_inputs, load_model, mined_path
 from cnn_internals.training import pick_device
 
 BATCH = 512
@@ -27,15 +25,9 @@ BATCH = 512
 
 @cli
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--net", required=True, choices=sorted(NETS))
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    args = parser.parse_args(argv)
-    net = get_net(args.net)
-    params = load_params(args.params)
+    net, params = net_stage_args(__doc__, argv)
     k = get(params, f"mine.{net.name}.k", kind=int, minimum=1)
     split = get(params, f"mine.{net.name}.split", kind=str, choices=SPLITS[net.dataset])
-    VALIDATORS[net.name](params)
     device = pick_device("auto")
     model = load_model(net, params, device)
     inputs, _ = load_inputs(net, params, split)

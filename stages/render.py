@@ -16,26 +16,19 @@ from tqdm import tqdm
 
 from cnn_internals.atomic import write_bytes
 from cnn_internals.data.datasets import SPLITS
-from cnn_internals.errors import ArgumentParser, UserError, cli
-from cnn_internals.models import NETS, VALIDATORS, get_net
-from cnn_internals.params import get, load_params
-from cnn_internals.pipeline import load_inputs, load_model, load_stats, mined_path
+from cnn_internals.errors import UserError, cli
+from cnn_internals.params import get
+from cnn_internals.pipeline import net_stage_args, load_inputs, load_model, load_stats, mined_path
 from cnn_internals.render import RENDER_METHODS, layer_figure, unit_pictures
 from cnn_internals.training import pick_device
 
 
 @cli
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--net", required=True, choices=sorted(NETS))
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    args = parser.parse_args(argv)
-    net = get_net(args.net)
-    params = load_params(args.params)
+    net, params = net_stage_args(__doc__, argv)
     channels = get(params, f"render.{net.name}.channels", kind=int, minimum=1)
     method = get(params, f"render.{net.name}.method", kind=str, choices=RENDER_METHODS)
     split = get(params, f"mine.{net.name}.split", kind=str, choices=SPLITS[net.dataset])
-    VALIDATORS[net.name](params)
     mined_file = mined_path(net)
     if not mined_file.is_file():
         raise UserError(f"{mined_file} missing: run `dvc repro mine@{net.name}` first")

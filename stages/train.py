@@ -17,10 +17,8 @@ from pathlib import Path
 import torch
 
 from cnn_internals.atomic import write_json, write_text, write_torch
-from cnn_internals.errors import ArgumentParser, cli
-from cnn_internals.models import NETS, VALIDATORS, get_net
-from cnn_internals.params import load_params
-from cnn_internals.pipeline import load_inputs, load_stats, weights_path
+from cnn_internals.errors import cli
+from cnn_internals.pipeline import net_stage_args, load_inputs, load_stats, weights_path
 from cnn_internals.training import (Checkpoint, evaluate, make_deterministic, params_tag, pick_device,
                                     read_recipe, train)
 
@@ -42,14 +40,8 @@ def confusion_csv(actual, predicted):
 
 @cli
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--net", required=True, choices=sorted(NETS))
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    args = parser.parse_args(argv)
-    net = get_net(args.net)
-    params = load_params(args.params)
+    net, params = net_stage_args(__doc__, argv)
     recipe = read_recipe(params, net.name)
-    VALIDATORS[net.name](params)
     p = params["train"][net.name]
     device = pick_device(p["device"])
     make_deterministic()

@@ -5,8 +5,22 @@ from pathlib import Path
 import torch
 
 from .data.datasets import load_split
-from .errors import UserError
+from .errors import ArgumentParser, UserError
+from .models import NETS, VALIDATORS, get_net
+from .params import load_params
 from .stats import load_statistics
+
+
+def net_stage_args(description, argv=None):
+    """The command line every per-net stage shares (--net, --params): returns the registry
+    entry and the params, whose net-specific keys are already checked."""
+    parser = ArgumentParser(description=description)
+    parser.add_argument("--net", required=True, choices=sorted(NETS))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args(argv)
+    net, params = get_net(args.net), load_params(args.params)
+    VALIDATORS[net.name](params)
+    return net, params
 
 
 def raw_dir(dataset):
