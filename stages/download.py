@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-from cnn_internals.data import download, mnist
+from cnn_internals.data import download, mnist, raw_dir
 from cnn_internals.errors import ArgumentParser, UserError, cli
 from cnn_internals.params import get, load_params
 
@@ -89,7 +89,7 @@ def parse_args(argv=None):
 @cli
 def main(argv=None):
     args = parse_args(argv)
-    out = args.out if args.out is not None else Path("data/raw") / args.dataset
+    out = args.out if args.out is not None else raw_dir(args.dataset)
     params = load_params(args.params)
     print(DATASETS[args.dataset](params, out))
 

@@ -1,4 +1,5 @@
-"""Stage `mine@<net>`: the top-k images of every feature map of every conv layer.
+"""Stage `mine@<net>`: the top-k images of every feature map at each of the net's five depths
+(for LeNet-5: the conv layers C1, C3, C5 and the subsampling layers S2, S4).
 
     python stages/mine.py --net lenet5
 
@@ -7,7 +8,6 @@ layer, and writes data/mined/<net>.json: per layer, values/images/rows/cols as
 (channels x k) lists, best first (image = index in the split, rows/cols = the position of the
 map's spatial maximum).
 """
-
 
 import torch
 from tqdm import tqdm

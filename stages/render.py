@@ -1,8 +1,8 @@
-"""Stage `render@<net>`: one picture per conv layer, images/<prefix>_<layer>.png.
+"""Stage `render@<net>`: one picture per depth the net shows, images/<prefix>_<layer>.png.
 
     python stages/render.py --net lenet5
 
-For the first ``render.<net>.channels`` maps of each layer: the top-k units found by the
+For the first ``render.<net>.channels`` maps of each of those layers: the top-k units found by the
 mine stage projected into pixel space with ``render.<net>.method`` (gradient, deconvnet,
 guided_backprop, grad_cam, guided_grad_cam) and cropped to their receptive field, beside the
 input patch each unit sees. All rows of a layer go through the projection engine together.

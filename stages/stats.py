@@ -7,9 +7,9 @@ dataset's training split, into data/stats/<dataset>/ (mean_image.npy, stats.json
 from pathlib import Path
 
 from cnn_internals.atomic import atomic_dir
+from cnn_internals.data import raw_dir, stats_dir
 from cnn_internals.data.datasets import LOADERS, load_split
 from cnn_internals.errors import ArgumentParser, cli
-from cnn_internals.pipeline import raw_dir, stats_dir
 from cnn_internals.stats import image_statistics, save_statistics
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import torch
 
+from .data import raw_dir, stats_dir
 from .data.datasets import load_split
 from .errors import ArgumentParser, UserError
 from .models import NETS, VALIDATORS, get_net
@@ -21,14 +22,6 @@ def net_stage_args(description, argv=None):
     net, params = get_net(args.net), load_params(args.params)
     VALIDATORS[net.name](params)
     return net, params
-
-
-def raw_dir(dataset):
-    return Path("data/raw") / dataset
-
-
-def stats_dir(dataset):
-    return Path("data/stats") / dataset
 
 
 def weights_path(net):
