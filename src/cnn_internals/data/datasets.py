@@ -1,11 +1,47 @@
-"""Datasets by name: each split as uint8 images and int64 labels, in dataset order."""
+"""Datasets by name: where each comes from and how it is prepared into the one format every
+net reads (``prepared.py``).
 
-from . import mnist
+A dataset is downloaded into data/raw/<name> (its files as published) and prepared into
+data/prepared/<name>. Adding a dataset: a module with its ``download`` and ``prepare``, one
+entry in DATASETS, its ``data.<name>`` params block, and its name in ``pipeline.datasets``.
+"""
 
-# name -> (raw_dir, split) -> (images uint8 (N, H, W[, C]), labels int64 (N,))
-LOADERS = {"mnist": mnist.load_mnist}
-SPLITS = {"mnist": ("train", "test")}
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import UserError
+from . import imagenette, mnist, prepared_dir
+from .prepared import Split, read_split
 
 
-def load_split(dataset, raw_dir, split):
-    return LOADERS[dataset](raw_dir, split)
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    splits: tuple                 # (training split, held-out split); test_* metrics are the latter
+    download: Callable            # (params, out dir) -> one-line summary
+    prepare: Callable             # (raw dir, out dir) -> one-line summary
+
+
+DATASETS = {
+    "mnist": Dataset("mnist", ("train", "test"), mnist.download, mnist.prepare),
+    "imagenette": Dataset("imagenette", ("train", "val"), imagenette.download, imagenette.prepare),
+}
+
+
+def get_dataset(name: str) -> Dataset:
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def open_split(dataset: str, split: str, directory: Path | None = None) -> Split:
+    """``split`` of ``dataset`` from its prepared folder: images memory-mapped, labels loaded."""
+    spec = get_dataset(dataset)
+    if split not in spec.splits:
+        raise UserError(f"unknown {dataset} split {split!r}: use one of {', '.join(spec.splits)}")
+    directory = Path(directory) if directory is not None else prepared_dir(dataset)
+    fix = f"run `dvc repro prepare@{dataset}`"
+    if not directory.exists():
+        fix += f" ({dataset} must be listed in pipeline.datasets in params.yaml)"
+    return read_split(directory, split, fix)

@@ -10,6 +10,12 @@ argument), the entry's ``url``, then each of its ``mirrors``. Transient failures
 resets, truncated bodies, HTTP 408/429/5xx) are retried with bounded exponential backoff;
 permanent ones (refused connection, unknown host, HTTP 4xx, missing local file, bad md5 or
 gzip) move on to the next URL at once.
+
+A retry of the same http(s) URL resumes: it asks for ``Range: bytes=<bytes on disk>-`` and
+appends, carrying the md5 of the bytes already written. The server's answer decides: 206 whose
+``Content-Range`` starts where we are -> append; 200 (Range ignored) -> start over from byte 0;
+416 -> the file is complete if its size is the total the server reports, else start over. The
+next URL (another mirror) always starts from byte 0; ``file://`` URLs are read whole.
 """
 
 import contextlib
@@ -17,6 +23,7 @@ import gzip
 import hashlib
 import http.client
 import os
+import re
 import socket
 import time
 import urllib.error
@@ -35,6 +42,8 @@ CHUNK = 1 << 16
 MAX_BACKOFF = 8.0  # seconds: one wait never exceeds this, whatever ``backoff`` and ``tries`` are
 _USER_AGENT = "cnn_internals (python urllib)"
 _TRANSIENT_HTTP = {408, 425, 429}
+_RESUMABLE_SCHEMES = {"http", "https"}
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.IGNORECASE)
 
 
 class _Transient(Exception):
@@ -105,40 +114,108 @@ def _reason(err):
     return False, _one_line(f"{type(err).__name__}: {err}")
 
 
-def _stream(url, part, name, timeout):
-    """Download ``url`` into ``part``; return its md5. Network errors become _Transient/_Permanent."""
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-    digest = hashlib.md5()
-    received = 0
+class _Partial:
+    """The bytes of one URL already in its ``.part`` file: how many, and their running md5.
+
+    Kept across the retries of one URL so a resumed download appends instead of starting over;
+    updated chunk by chunk together with the write, so it always matches the file on disk.
+    """
+
+    def __init__(self):
+        self.restart()
+
+    def restart(self):
+        self.received = 0
+        self.digest = hashlib.md5()
+
+
+def _content_range(headers):
+    """(start, end, total) of a ``Content-Range: bytes start-end/total`` header, each an int or
+    None where the header has ``*`` (or is missing or malformed)."""
+    match = _CONTENT_RANGE.match(headers.get("Content-Range") or "")
+    if not match:
+        return None, None, None
+    return tuple(int(v) if v and v != "*" else None for v in match.groups())
+
+
+def _open(url, partial, timeout):
+    """An open response whose body continues ``partial`` (resetting it when the server starts
+    over), or None when a 416 says the bytes on disk already are the whole file."""
+    start = partial.received
+    headers = {"User-Agent": _USER_AGENT}
+    if start:
+        headers["Range"] = f"bytes={start}-"
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            with open(part, "wb") as out, tqdm(
-                total=total, desc=name, unit="B", unit_scale=True, unit_divisor=1024,
-                disable=None, leave=False,
-            ) as bar:
-                while True:
-                    chunk = response.read(CHUNK)
-                    if not chunk:
-                        break
-                    try:
-                        out.write(chunk)
-                    except OSError as err:  # our disk, not the network: no other URL will help
-                        raise UserError(f"cannot write {part}: {_one_line(err.strerror or err)}") from None
-                    digest.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-            if total is not None and received < total:
-                raise http.client.IncompleteRead(b"\0" * received, total - received)
-    except UserError:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if not start or err.code != 416:
+            raise
+        _, _, total = _content_range(err.headers)
+        err.close()
+        if total == start:
+            return None
+        partial.restart()  # the file on the server is not the one we have a prefix of
+        return _open(url, partial, timeout)  # no Range now, so this recurses once at most
+    if start and response.status == 206:
+        got, _, _ = _content_range(response.headers)
+        if got != start:  # a range we did not ask for: our prefix cannot be trusted with it
+            response.close()
+            partial.restart()
+            return _open(url, partial, timeout)
+    elif start:
+        partial.restart()  # 200: the server ignored Range and sends the whole file
+    return response
+
+
+def _copy(response, part, name, partial):
+    """Write ``response``'s body to ``part`` after the ``partial.received`` bytes already there."""
+    length = response.headers.get("Content-Length")
+    length = int(length) if length and length.isdigit() else None
+    got = 0
+    try:
+        out = open(part, "r+b" if partial.received else "wb")
+        out.seek(partial.received)
+        out.truncate()  # drop anything past what the md5 covers
+    except OSError as err:  # our disk, not the network: no other URL will help
+        raise UserError(f"cannot write {part}: {_one_line(err.strerror or err)}") from None
+    with out, tqdm(
+        total=None if length is None else partial.received + length, initial=partial.received,
+        desc=name, unit="B", unit_scale=True, unit_divisor=1024, disable=None, leave=False,
+    ) as bar:
+        while True:
+            chunk = response.read(CHUNK)
+            if not chunk:
+                break
+            try:
+                out.write(chunk)
+            except OSError as err:
+                raise UserError(f"cannot write {part}: {_one_line(err.strerror or err)}") from None
+            partial.digest.update(chunk)
+            partial.received += len(chunk)
+            got += len(chunk)
+            bar.update(len(chunk))
+    if length is not None and got < length:
+        raise _Transient(f"connection closed early ({length - got} of {length} bytes missing)")
+
+
+def _stream(url, part, name, timeout, partial):
+    """Download ``url`` into ``part``, resuming after ``partial`` where the server allows;
+    return the file's md5. Network errors become _Transient/_Permanent."""
+    if urllib.parse.urlparse(url).scheme.lower() not in _RESUMABLE_SCHEMES:
+        partial.restart()
+    try:
+        response = _open(url, partial, timeout)
+        if response is not None:
+            with response:
+                _copy(response, part, name, partial)
+    except (UserError, _Transient):
         raise
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
         if isinstance(err, ValueError):  # e.g. "unknown url type"
             raise _Permanent(_one_line(err)) from None
         transient, text = _reason(err)
         raise (_Transient if transient else _Permanent)(text) from None
-    return digest.hexdigest()
+    return partial.digest.hexdigest()
 
 
 def _check_gzip(path):
@@ -152,10 +229,12 @@ def _check_gzip(path):
 
 
 def _fetch_url(url, part, name, md5, tries, backoff, timeout):
-    """Try one URL up to ``tries`` times; return None on success or the failure reason."""
+    """Try one URL up to ``tries`` times, each retry resuming where the last one stopped;
+    return None on success or the failure reason."""
+    partial = _Partial()  # a new URL starts from byte 0, whatever ``part`` holds
     for attempt in range(1, tries + 1):
         try:
-            got = _stream(url, part, name, timeout)
+            got = _stream(url, part, name, timeout, partial)
         except _Transient as err:
             if attempt == tries:
                 return f"{err} after {tries} tries" if tries > 1 else str(err)

