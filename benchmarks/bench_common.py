@@ -1,5 +1,5 @@
-"""Shared by benchmarks/projection.py and benchmarks/mining.py: the random-weight AlexNet they
-both run, device choice, a median-of-repeats timer, the machine description and JSON output.
+"""Shared by the benchmarks: the random-weight AlexNet projection.py and mining.py run (the
+project's own model), device choice, a median-of-repeats timer, the machine description and JSON output.
 
 Not a benchmark itself. Both scripts import it as a sibling module (``python benchmarks/X.py``
 puts benchmarks/ first on sys.path).
@@ -10,10 +10,13 @@ import os
 import platform
 import statistics
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from cnn_internals.models.alexnet import build_alexnet
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -21,34 +24,19 @@ INPUT_SHAPE = (3, 224, 224)
 
 
 def alexnet(seed=0, device="cpu"):
-    """Krizhevsky et al. 2012 as one nn.Sequential with named modules (the conv stack of
-    tests/test_projection.py, in-place ReLUs, plus the classifier head), random weights from
-    ``seed``, float32, eval mode."""
+    """The project's AlexNet (cnn_internals.models.alexnet: in-place ReLUs, LRN, overlapping
+    pools, the classifier head), kaiming weights from ``seed``, float32, eval mode."""
     torch.manual_seed(seed)
-    layers = [
-        ("conv1", nn.Conv2d(3, 96, 11, 4, 2)), ("relu1", nn.ReLU(True)), ("lrn1", nn.LocalResponseNorm(5)),
-        ("pool1", nn.MaxPool2d(3, 2)),
-        ("conv2", nn.Conv2d(96, 256, 5, padding=2)), ("relu2", nn.ReLU(True)), ("lrn2", nn.LocalResponseNorm(5)),
-        ("pool2", nn.MaxPool2d(3, 2)),
-        ("conv3", nn.Conv2d(256, 384, 3, padding=1)), ("relu3", nn.ReLU(True)),
-        ("conv4", nn.Conv2d(384, 384, 3, padding=1)), ("relu4", nn.ReLU(True)),
-        ("conv5", nn.Conv2d(384, 256, 3, padding=1)), ("relu5", nn.ReLU(True)), ("pool3", nn.MaxPool2d(3, 2)),
-        ("flatten", nn.Flatten()),
-        ("lin1", nn.Linear(9216, 4096)), ("relu6", nn.ReLU(True)), ("drop1", nn.Dropout()),
-        ("lin2", nn.Linear(4096, 4096)), ("relu7", nn.ReLU(True)), ("drop2", nn.Dropout()),
-        ("lin3", nn.Linear(4096, 10)),
-    ]
-    net = nn.Sequential()
-    for name, module in layers:
-        net.add_module(name, module)
-    return net.float().to(device).eval()
+    return build_alexnet(10, "kaiming").float().to(device).eval()
 
 
 def truncated(model, layer):
-    """A plain nn.Sequential slice of ``model`` up to and including module ``layer`` (shares
-    the modules, so the same weights): the baseline forward, no hooks, none of our code."""
-    names = [name for name, _ in model.named_children()]
-    return model[: names.index(layer) + 1]
+    """A plain nn.Sequential of ``model``'s modules up to and including ``layer`` (the same
+    module objects, so the same weights): the baseline forward, no hooks, none of our code.
+    AlexNet's children run in definition order up to pool3, where its forward flattens."""
+    children = list(model.named_children())
+    names = [name for name, _ in children]
+    return nn.Sequential(OrderedDict(children[: names.index(layer) + 1]))
 
 
 def pick_device(choice):

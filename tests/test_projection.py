@@ -9,6 +9,7 @@ from captum.attr import (LayerAttribution, LayerGradCam, NeuronDeconvolution, Ne
                          NeuronGuidedBackprop)
 from torch import nn
 
+from cnn_internals.models.alexnet import AlexNet
 from cnn_internals.models.lenet5 import LeNet5
 from cnn_internals.models.layers import A, S, ScaledTanh
 from cnn_internals.projection import (crop_patches, grad_cam, guided_grad_cam, project,
@@ -205,23 +206,10 @@ def test_unit_grad_cam_at_an_earlier_layer_matches_captum_with_a_unit_target(bat
     assert rel_err(unit_grad_cam(net, "conv3", batch, ch, r, c, cam_layer="conv2"), ref) <= 1e-5
 
 
-def alexnet_features():
-    layers = [("conv1", nn.Conv2d(3, 96, 11, 4, 2)), ("relu1", nn.ReLU(True)), ("lrn1", nn.LocalResponseNorm(5)),
-              ("pool1", nn.MaxPool2d(3, 2)), ("conv2", nn.Conv2d(96, 256, 5, padding=2)), ("relu2", nn.ReLU(True)),
-              ("lrn2", nn.LocalResponseNorm(5)), ("pool2", nn.MaxPool2d(3, 2)),
-              ("conv3", nn.Conv2d(256, 384, 3, padding=1)), ("relu3", nn.ReLU(True)),
-              ("conv4", nn.Conv2d(384, 384, 3, padding=1)), ("relu4", nn.ReLU(True)),
-              ("conv5", nn.Conv2d(384, 256, 3, padding=1)), ("relu5", nn.ReLU(True)), ("pool3", nn.MaxPool2d(3, 2))]
-    net = nn.Sequential()
-    for name, module in layers:
-        net.add_module(name, module)
-    return net
-
-
 def test_receptive_fields_reproduce_the_alexnet_and_lenet5_tables():
     alexnet = {"conv1": (11, 4, 2), "pool1": (19, 8, 2), "conv2": (51, 8, 18), "pool2": (67, 16, 18),
                "conv3": (99, 16, 34), "conv4": (131, 16, 50), "conv5": (163, 16, 66)}
-    net = alexnet_features()
+    net = AlexNet()
     for layer, rf in alexnet.items():
         assert receptive_field(net, layer, (3, 224, 224)) == rf, layer
     lenet = {"conv1": (5, 1, 0), "pool1": (6, 2, 0), "conv2": (14, 2, 0), "pool2": (16, 4, 0), "conv3": (32, 4, 0)}

@@ -1,0 +1,169 @@
+"""AlexNet as Krizhevsky, Sutskever & Hinton (2012) describe it, on one device.
+
+Section 3.5 and figure 2: 224x224x3 input, conv1 96@11x11 stride 4, conv2 256@5x5,
+conv3 384@3x3, conv4 384@3x3, conv5 256@3x3, two fully-connected layers of 4096 and the
+classifier. ReLU after every hidden layer (section 3.1), local response normalisation after
+the ReLUs of conv1 and conv2 (section 3.3), overlapping 3x3 max pooling with stride 2 after
+LRN1, LRN2 and conv5 (section 3.4), dropout 0.5 before lin2 and lin3 (section 4.2).
+
+The paper split conv2, conv4 and conv5 across two GPUs (each map reading only the maps on its
+own GPU); we run the same layer sizes as one tower, every map reading all the maps of the
+layer below: 58,322,314 parameters with 10 classes. conv1 uses
+padding 2 so that 224 input gives the 55x55 maps of figure 2 ((224 + 4 - 11) / 4 + 1 = 55).
+
+Every nonlinearity is a module (never F.relu inside forward), because the projection engine
+(cnn_internals.projection) swaps ReLU module forwards to install its backward rules.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.transforms import NORMALIZE, AlexNetInputs
+from ..params import get
+from .registry import Net, register
+
+WEIGHT_INITS = ("kaiming", "paper")
+
+# Section 5: "We initialized the neuron biases in the second, fourth, and fifth convolutional
+# layers, as well as in the fully-connected hidden layers, with the constant 1."
+PAPER_UNIT_BIAS = ("conv2", "conv4", "conv5", "lin1", "lin2")
+
+
+class LocalResponseNorm(nn.LocalResponseNorm):
+    """torch.nn.LocalResponseNorm's math and repr, with a deterministic CUDA backward.
+
+    b_c = a_c / (k + alpha/n * sum_{c'} a_{c'}^2)^beta, the sum over the n = ``size`` channels
+    c - n//2 .. c + (n-1)//2, zero outside [0, C) (section 3.3 of the paper; torch divides
+    alpha by n, so alpha=5e-4 with n=5 is the paper's 1e-4).
+
+    torch computes the window sum with avg_pool3d, whose CUDA backward accumulates with
+    atomicAdd: gradients then differ in the last bits from run to run and AlexNet training on
+    CUDA is not bit-reproducible. Here the sum is ``size`` shifted channel slices of the
+    zero-padded squares added up; slicing, padding and addition have deterministic forward and
+    backward kernels on every device, and autograd gives the true gradient (the projection
+    engine relies on that: LRN runs backwards as itself).
+    """
+
+    def forward(self, x):  # (B, C, *) -> (B, C, *)
+        return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+
+
+def local_response_norm(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,
+                        k: float = 1.0) -> torch.Tensor:
+    """F.local_response_norm computed from channel slices (see LocalResponseNorm)."""
+    if x.dim() < 3:
+        raise ValueError(f"local_response_norm expects (B, C, *) input, got shape {tuple(x.shape)}")
+    channels = x.shape[1]
+    before, after = size // 2, (size - 1) // 2
+    pad = [0, 0] * (x.dim() - 2) + [before, after]      # F.pad lists the last dim first
+    squares = F.pad(x * x, pad)                         # (B, C + size - 1, *)
+    window = squares.narrow(1, 0, channels)
+    for shift in range(1, size):
+        window = window + squares.narrow(1, shift, channels)
+    return x / (window * (alpha / size) + k).pow(beta)
+
+
+class AlexNet(nn.Module):
+    """Shape comments are for 224x224 input."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 96, 11, stride=4, padding=2)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.lrn1 = LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)
+        self.pool1 = nn.MaxPool2d(3, 2)
+        self.conv2 = nn.Conv2d(96, 256, 5, padding=2)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.lrn2 = LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)
+        self.pool2 = nn.MaxPool2d(3, 2)
+        self.conv3 = nn.Conv2d(256, 384, 3, padding=1)
+        self.relu3 = nn.ReLU(inplace=True)
+        self.conv4 = nn.Conv2d(384, 384, 3, padding=1)
+        self.relu4 = nn.ReLU(inplace=True)
+        self.conv5 = nn.Conv2d(384, 256, 3, padding=1)
+        self.relu5 = nn.ReLU(inplace=True)
+        self.pool3 = nn.MaxPool2d(3, 2)
+        self.lin1 = nn.Linear(256 * 6 * 6, 4096)
+        self.relu6 = nn.ReLU(inplace=True)
+        self.drop1 = nn.Dropout(0.5)
+        self.lin2 = nn.Linear(4096, 4096)
+        self.relu7 = nn.ReLU(inplace=True)
+        self.drop2 = nn.Dropout(0.5)
+        self.lin3 = nn.Linear(4096, num_classes)
+
+    def forward(self, x):                          # (B, 3, 224, 224)
+        x = self.relu1(self.conv1(x))              # (B, 96, 55, 55)
+        x = self.pool1(self.lrn1(x))               # (B, 96, 27, 27)
+        x = self.relu2(self.conv2(x))              # (B, 256, 27, 27)
+        x = self.pool2(self.lrn2(x))               # (B, 256, 13, 13)
+        x = self.relu3(self.conv3(x))              # (B, 384, 13, 13)
+        x = self.relu4(self.conv4(x))              # (B, 384, 13, 13)
+        x = self.relu5(self.conv5(x))              # (B, 256, 13, 13)
+        x = self.pool3(x).flatten(1)               # (B, 256, 6, 6) -> (B, 9216)
+        x = self.drop1(self.relu6(self.lin1(x)))   # (B, 4096)
+        x = self.drop2(self.relu7(self.lin2(x)))   # (B, 4096)
+        return self.lin3(x)                        # (B, num_classes)
+
+
+def _weighted_layers(model: AlexNet):
+    return [(name, m) for name, m in model.named_children() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+@torch.no_grad()
+def init_weights(model: AlexNet, scheme: str) -> None:
+    """Initialise every conv and linear layer in place, from torch's global RNG (seed it first).
+
+    "paper" (section 5): weights N(0, 0.01); biases 1 in conv2, conv4, conv5, lin1 and lin2
+    ("accelerates the early stages of learning by providing the ReLUs with positive inputs"),
+    0 elsewhere. The paper fed raw 0-255 pixels minus the mean image (normalize "paper" in
+    cnn_internals.data.transforms); with unit-variance inputs these small weights shrink
+    the signal layer after layer.
+    "kaiming" (He et al. 2015): weights N(0, 2 / fan_in), biases 0, which keeps the variance
+    of unit-variance inputs constant through the ReLU layers.
+    """
+    if scheme not in WEIGHT_INITS:
+        raise ValueError(f"unknown weight_init {scheme!r}; choose one of {', '.join(WEIGHT_INITS)}")
+    for name, layer in _weighted_layers(model):
+        if scheme == "paper":
+            layer.weight.normal_(0.0, 0.01)
+            layer.bias.fill_(1.0 if name in PAPER_UNIT_BIAS else 0.0)
+        else:
+            nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+            layer.bias.zero_()
+
+
+def build_alexnet(num_classes: int = 10, weight_init: str = "kaiming") -> AlexNet:
+    """An AlexNet with ``weight_init`` applied (see init_weights)."""
+    model = AlexNet(num_classes)
+    init_weights(model, weight_init)
+    return model
+
+
+def validate(params: dict) -> None:
+    key = "train.alexnet"
+    get(params, f"{key}.weight_init", kind=str, choices=WEIGHT_INITS)
+    get(params, f"{key}.normalize", kind=str, choices=NORMALIZE)
+    get(params, f"{key}.augment", kind=bool)
+    get(params, f"{key}.lighting_std", kind=(int, float), minimum=0)
+
+
+def alexnet_inputs(stats: dict, p: dict, device) -> AlexNetInputs:
+    """Mean-image crops, flips and PCA lighting from the dataset's statistics; ``pixel_std``
+    pools the three channel variances. Training reuses one output buffer (the batch before
+    has been through backward by then), which spares a 77 MB allocation per step on the CPU."""
+    pixel_std = float(np.sqrt(np.mean(np.square(stats["channel_std"]))))
+    return AlexNetInputs(stats["mean_image"], stats["pca_eigvals"], stats["pca_eigvecs"], pixel_std, device,
+                         normalize=p["normalize"], augment=p["augment"], lighting_std=p["lighting_std"],
+                         reuse_train_output=True)
+
+
+register(Net(
+    name="alexnet", title="AlexNet", dataset="imagenette",
+    layers=("conv1", "conv2", "conv3", "conv4", "conv5"),
+    input_size=(3, 224, 224),
+    build=lambda p: build_alexnet(10, p["weight_init"]),
+    inputs=alexnet_inputs,
+    validate=validate,
+))

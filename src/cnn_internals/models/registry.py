@@ -1,0 +1,61 @@
+"""The registry: one entry per net, saying everything the stages need to know about it.
+
+A net registers where it is defined (torchvision's ``@register_model`` idea): its module ends
+with ``register(Net(...))``. Adding a net on a dataset we already have: that model file, its
+import in ``models/__init__.py``, its ``train/mine/render.<net>`` params blocks, and its name
+in ``pipeline.nets``.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+
+
+class Inputs(Protocol):
+    """A net's batch transform: uint8 images (B, H, W[, C]) already on the device -> model
+    inputs (B, C, h, w) float, as batched tensor ops on that device."""
+
+    def train(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Training inputs, augmented as the paper did (randomness from ``generator``)."""
+
+    def eval(self, images: torch.Tensor) -> torch.Tensor:
+        """The one deterministic view used for evaluation, mining and pictures."""
+
+    def views(self, images: torch.Tensor) -> list:
+        """The paper's test-time views (AlexNet: 10 crops); scores are averaged over them."""
+
+    def display(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Eval inputs back to [0, 1] pixels, for the patches in the pictures."""
+
+
+@dataclass(frozen=True)
+class Net:
+    name: str                # params key and stage suffix: train@<name>
+    title: str               # as the papers write it
+    dataset: str             # a key of data.datasets.DATASETS
+    layers: tuple            # the depths mined and rendered, in forward order (module names)
+    input_size: tuple        # (C, H, W) the model sees
+    build: Callable          # (train params) -> nn.Module, initialised
+    inputs: Callable         # (dataset stats, train params, device) -> Inputs
+    validate: Callable       # (params) -> None; UserError on a bad net-specific key
+    loss: Callable = lambda p: F.cross_entropy   # (train params) -> loss(scores, targets)
+
+
+NETS: dict = {}
+
+
+def register(net: Net) -> Net:
+    if net.name in NETS:
+        raise ValueError(f"net {net.name!r} registered twice")
+    NETS[net.name] = net
+    return net
+
+
+def get_net(name: str) -> Net:
+    if name not in NETS:
+        raise UserError(f"unknown net {name!r}: choose one of {', '.join(NETS)}")
+    return NETS[name]
