@@ -1,34 +1,37 @@
 """Stage `stats@<dataset>`: mean image, per-channel mean/std and the PCA of pixel values of a
-dataset's training split, into data/stats/<dataset>/ (mean_image.npy, stats.json).
+dataset's training split, in one streaming pass with exact integer sums.
 
     python stages/stats.py --dataset mnist
+
+Writes data/stats/<dataset>/ (mean_image.npy, stats.json) and metrics/<dataset>_stats.json,
+a small git-tracked summary that `git diff` and `dvc metrics diff` show.
 """
 
+import sys
 from pathlib import Path
 
-from cnn_internals.atomic import atomic_dir
-from cnn_internals.data import raw_dir, stats_dir
-from cnn_internals.data.datasets import LOADERS, load_split
+from cnn_internals.atomic import atomic_dir, write_json
+from cnn_internals.data import prepared_dir, stats_dir
+from cnn_internals.data.datasets import DATASETS, open_split
 from cnn_internals.errors import ArgumentParser, cli
-from cnn_internals.stats import image_statistics, save_statistics
+from cnn_internals.stats import image_statistics, save_statistics, summary
 
 
 @cli
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", required=True, choices=sorted(LOADERS))
-    parser.add_argument("--raw", type=Path, help="raw data folder (default data/raw/<dataset>)")
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    parser.add_argument("--prepared", type=Path, help="prepared data folder (default data/prepared/<dataset>)")
     parser.add_argument("--out", type=Path, help="output folder (default data/stats/<dataset>)")
     args = parser.parse_args(argv)
-    raw = args.raw or raw_dir(args.dataset)
-    out = args.out or stats_dir(args.dataset)
-    images, _ = load_split(args.dataset, raw, "train")
-    stats = image_statistics(images)
-    with atomic_dir(out) as tmp:
+    split = open_split(args.dataset, DATASETS[args.dataset].splits[0], args.prepared or prepared_dir(args.dataset))
+    stats = image_statistics(split.images)
+    with atomic_dir(args.out or stats_dir(args.dataset)) as tmp:
         save_statistics(stats, tmp)
+    write_json(Path("metrics") / f"{args.dataset}_stats.json", summary(stats))
     print(f"{args.dataset}: {stats['count']} training images, pixel mean {stats['channel_mean'].round(4).tolist()}, "
           f"std {stats['channel_std'].round(4).tolist()}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

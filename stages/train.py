@@ -2,39 +2,45 @@
 
     python stages/train.py --net lenet5            # what `dvc repro train@lenet5` runs
 
-Reads ``train.<net>`` from params.yaml, the raw data and the dataset statistics. Writes
-models/<net>.pt (a plain state_dict), metrics/<net>.json, metrics/<net>_history.tsv (per epoch,
-for `dvc plots`) and metrics/<net>_confusion.csv (one row per test image, for dvc's confusion
-template). Checkpoints every epoch to checkpoints/<net>/ and resumes from there when rerun
-with the same params; the checkpoint is deleted once the run completes.
+Reads ``train.<net>`` from params.yaml, the prepared data and the dataset statistics. Writes
+models/<net>.pt (a plain state_dict), metrics/<net>.json, metrics/<net>_history.tsv (one row
+per epoch, rewritten after every epoch so a long run shows its progress; for `dvc plots`) and
+metrics/<net>_confusion.csv (one row per held-out image, class names, for dvc's confusion
+template). ``test_*`` figures are on the dataset's held-out split (MNIST's test, Imagenette's
+val). Checkpoints every epoch to checkpoints/<net>/ and resumes from there when rerun with the
+same params, data and code; the checkpoint is deleted once the run completes.
 """
 
 import csv
-import hashlib
 import io
 from pathlib import Path
 
 import torch
 
 from cnn_internals.atomic import write_json, write_text, write_torch
+from cnn_internals.data import prepared_dir
+from cnn_internals.data.datasets import get_dataset
+from cnn_internals.data.prepared import fingerprint
 from cnn_internals.errors import cli
-from cnn_internals.pipeline import net_stage_args, load_inputs, load_stats, weights_path
-from cnn_internals.training import (Checkpoint, evaluate, make_deterministic, params_tag, pick_device,
-                                    read_recipe, train)
+from cnn_internals.pipeline import device_for, load_split, load_stats, net_inputs, net_stage_args, weights_path
+from cnn_internals.training import (Checkpoint, Precision, code_fingerprint, eval_batch_size, evaluate,
+                                    make_deterministic, params_tag, read_recipe, train)
+
+HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "test_loss", "train_accuracy", "test_accuracy", "test_top5_accuracy")
+CODE = (Path(__file__).resolve().parents[1] / "src" / "cnn_internals", Path(__file__).resolve())
 
 
 def history_tsv(history):
-    columns = ["epoch", "train_loss", "test_loss", "train_accuracy", "test_accuracy"]
-    rows = ["\t".join(columns)] + ["\t".join(f"{h[c]:.6g}" if c != "epoch" else str(h[c]) for c in columns)
-                                   for h in history]
+    rows = ["\t".join(HISTORY_COLUMNS)] + [
+        "\t".join(str(h[c]) if c == "epoch" else f"{h[c]:.6g}" for c in HISTORY_COLUMNS) for h in history]
     return "\n".join(rows) + "\n"
 
 
-def confusion_csv(actual, predicted):
+def confusion_csv(classes, actual, predicted):
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["actual", "predicted"])
-    writer.writerows(zip(actual.tolist(), predicted.tolist()))
+    writer.writerows((classes[a], classes[p]) for a, p in zip(actual.tolist(), predicted.tolist()))
     return buf.getvalue()
 
 
@@ -43,41 +49,45 @@ def main(argv=None):
     net, params = net_stage_args(__doc__, argv)
     recipe = read_recipe(params, net.name)
     p = params["train"][net.name]
-    device = pick_device(p["device"])
+    device = device_for(net, params)
     make_deterministic()
-
-    stats = load_stats(net.dataset)
-    data = {split: load_inputs(net, params, split, stats) for split in ("train", "test")}
-    train_x = data["train"][0]
+    train_name, test_name = get_dataset(net.dataset).splits
+    data = {"train": load_split(net, train_name), "test": load_split(net, test_name)}
+    inputs = net_inputs(net, params, device, load_stats(net.dataset))
+    history_path = Path("metrics") / f"{net.name}_history.tsv"
 
     torch.manual_seed(recipe.seed)
     model = net.build(p).to(device)
     loss_fn = net.loss(p)
-    # The tag covers what shapes training: its params and the very data (not the data params,
+    # What shapes training: its params, the very data, and the code (not the data params,
     # which this stage does not declare).
-    data_hash = hashlib.sha256(train_x.numpy().tobytes() + data["train"][1].numpy().tobytes()).hexdigest()
-    checkpoint = Checkpoint(Path("checkpoints") / net.name, params_tag({"train": p, "data": data_hash}))
-    history = train(model, loss_fn, data["train"], data["test"], recipe, checkpoint)
+    tag = params_tag({"train": p, "data": fingerprint(prepared_dir(net.dataset)), "code": code_fingerprint(*CODE)})
+    checkpoint = Checkpoint(Path("checkpoints") / net.name, tag)
+    history = train(model, loss_fn, inputs, data["train"], data["test"], recipe, checkpoint,
+                    on_epoch=lambda h: write_text(history_path, history_tsv(h)))
 
-    test_loss, test_acc, predictions = evaluate(model, loss_fn, *data["test"])
+    final = evaluate(model, loss_fn, inputs, data["test"], device, eval_batch_size(data["test"].images.shape[1:]),
+                     Precision(device, recipe.amp), views=True)
     metrics = {
         "epochs": recipe.epochs,
-        "train_images": len(train_x),
-        "test_images": len(data["test"][0]),
+        "train_images": len(data["train"]),
+        "test_images": len(data["test"]),
         "train_loss": round(history[-1]["train_loss"], 6),
-        "test_loss": round(test_loss, 6),
-        "test_accuracy": round(test_acc, 6),
-        "test_error_percent": round(100 * (1 - test_acc), 4),
-        "input_mean": round(train_x.mean().item(), 6),
-        "input_std": round(train_x.std().item(), 6),
+        "test_loss": round(final["loss"], 6),
+        "test_accuracy": round(final["accuracy"], 6),
+        "test_top5_accuracy": round(final["top5_accuracy"], 6),
+        "test_error_percent": round(100 * (1 - final["accuracy"]), 4),
     }
+    if "views_accuracy" in final:
+        metrics["test_10crop_accuracy"] = round(final["views_accuracy"], 6)
     write_torch(weights_path(net), {k: v.cpu() for k, v in model.state_dict().items()})
-    write_text(Path("metrics") / f"{net.name}_history.tsv", history_tsv(history))
-    write_text(Path("metrics") / f"{net.name}_confusion.csv", confusion_csv(data["test"][1], predictions))
+    write_text(history_path, history_tsv(history))
+    write_text(Path("metrics") / f"{net.name}_confusion.csv",
+               confusion_csv(data["test"].classes, data["test"].labels, final["predictions"]))
     write_json(Path("metrics") / f"{net.name}.json", metrics)
     checkpoint.remove()
-    print(f"{net.title}: test accuracy {test_acc:.4f} ({metrics['test_error_percent']}% error) "
-          f"after {recipe.epochs} epochs on {len(train_x)} images")
+    print(f"{net.title}: test accuracy {final['accuracy']:.4f} ({metrics['test_error_percent']}% error) "
+          f"after {recipe.epochs} epochs on {len(data['train'])} images")
 
 
 if __name__ == "__main__":

@@ -5,9 +5,6 @@ import csv
 import io
 import json
 import math
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from PIL import Image
 from cnn_internals.data import mnist
 from cnn_internals.models import NETS
 from conftest import FakeServer
+from repo_copy import copy_repo, edit_params, run
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 3
@@ -37,50 +35,13 @@ runpy.run_path("stages/train.py", run_name="__main__")
 """
 
 
-def copy_repo(dest):
-    """The working tree as git sees it, less the committed outputs, as a fresh git repo."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                            cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        src = REPO / name
-        if not src.is_file() or name == "dvc.lock" or name.startswith(("metrics/", "images/", "tests/")):
-            continue
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dest / name)
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    return dest
-
-
-def env(mirror):
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "CNN_INTERNALS_MIRROR": mirror, "DVC_NO_ANALYTICS": "1"}
-
-
-def run(cmd, cwd, mirror, check=True):
-    result = subprocess.run(cmd, cwd=cwd, env=env(mirror), capture_output=True, text=True, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
 def set_params(repo, refused, md5s, **changes):
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    params["data"]["mnist"]["source"] = "official"
-    params["data"]["mnist"]["files"] = [{"url": f"{refused}/mnist/{name}", "md5": md5s[name]}
-                                        for pair in mnist.FILES.values() for name in pair]
-    params["train"]["lenet5"].update(epochs=EPOCHS, batch_size=16, device="cpu")
-    params["render"]["lenet5"]["channels"] = 2
-    for dotted, value in changes.items():
-        node = params
-        *parents, last = dotted.split(".")
-        for part in parents:
-            node = node[part]
-        if value is None:
-            del node[last]
-        else:
-            node[last] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    edit_params(repo, {
+        "data.mnist.source": "official",
+        "data.mnist.files": [{"url": f"{refused}/mnist/{name}", "md5": md5s[name]}
+                             for pair in mnist.FILES.values() for name in pair],
+        "train.lenet5.epochs": EPOCHS, "train.lenet5.batch_size": 16, "train.lenet5.device": "cpu",
+        "render.lenet5.channels": 2, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +72,7 @@ def built(tmp_path_factory, server, refused, mnist_files):
 
 def outputs(repo):
     names = ["models/lenet5.pt", "data/mined/lenet5.json", "metrics/lenet5.json", "metrics/lenet5_history.tsv",
-             "metrics/lenet5_confusion.csv"] + [f"images/lenet-5_{layer}.png" for layer in NETS["lenet5"].layers]
+             "metrics/lenet5_confusion.csv"] + [f"images/lenet5/{layer}.png" for layer in NETS["lenet5"].layers]
     return {name: (repo / name).read_bytes() for name in names}
 
 
@@ -140,7 +101,7 @@ def test_mined_top_k_are_the_real_spatial_maxima_of_the_trained_model(built, mni
     model = net.build(params["train"]["lenet5"])
     model.load_state_dict(torch.load(repo / "models/lenet5.pt", weights_only=True))
     model.eval()
-    x = net.inputs(mnist_files["test"][0], None, params["train"]["lenet5"])
+    x = net.inputs(None, params["train"]["lenet5"], "cpu").eval(torch.from_numpy(mnist_files["test"][0]))
     acts = {}
     hooks = [getattr(model, n).register_forward_hook(lambda m, a, o, n=n: acts.__setitem__(n, o.detach()))
              for n in net.layers]
@@ -163,7 +124,7 @@ def test_mined_top_k_are_the_real_spatial_maxima_of_the_trained_model(built, mni
 
 def test_every_picture_is_a_non_blank_png_without_metadata(built):
     for layer in NETS["lenet5"].layers:
-        path = built["repo"] / f"images/lenet-5_{layer}.png"
+        path = built["repo"] / f"images/lenet5/{layer}.png"
         with Image.open(path) as img:
             assert img.format == "PNG" and img.size[0] > 400 and img.size[1] > 200
             assert not {k for k in img.info if k.lower() in ("software", "creation time", "date")}
@@ -214,7 +175,7 @@ def test_bad_params_fail_in_one_line_before_any_output(tmp_path, refused, mnist_
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
     assert not any((repo / d).exists() for d in ("data", "models", "checkpoints"))
-    assert not any((repo / "images").glob("*.png")) and not any((repo / "metrics").glob("*"))
+    assert not any((repo / "images").glob("**/*.png")) and not any((repo / "metrics").glob("*"))
 
 
 def test_unreachable_mirrors_fail_fast_naming_every_url(tmp_path, refused, mnist_files):

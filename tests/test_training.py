@@ -1,18 +1,38 @@
 """The training loop: a run stopped after any epoch and resumed ends in the same weights as
-one that never stopped; a checkpoint from other params is not resumed."""
+one that never stopped (augmentation draws and dropout included); a checkpoint from other
+params, or one that does not fit the model, is not resumed; a diverging loss stops the run."""
 
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
-from cnn_internals.training import Checkpoint, Recipe, train
+from cnn_internals.data.prepared import Split
+from cnn_internals.errors import UserError
+from cnn_internals.training import Checkpoint, Recipe, evaluate, train
 
 RECIPE = Recipe(epochs=4, batch_size=8, lr=1e-2, seed=3)
 
 
+class FlipInputs:
+    """uint8 (B, 6, 6) -> (B, 1, 6, 6) in [-0.5, 0.5]; training flips half the images at random."""
+
+    def eval(self, images):
+        return images.float().unsqueeze(1) / 255 - 0.5
+
+    def train(self, images, generator):
+        flip = torch.rand(len(images), generator=generator, device=images.device) < 0.5
+        x = self.eval(images)
+        return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+    def views(self, images):
+        return [self.eval(images), self.eval(images).flip(-1)]
+
+
 def data():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(40, 1, 6, 6, generator=g)
-    return x, (x.mean((1, 2, 3)) > 0).long()
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (40, 6, 6), dtype=np.uint8)
+    return Split(images=x, labels=(x.reshape(40, -1).mean(1) > 127.5).astype(np.int64), classes=("dark", "light"))
 
 
 def net():
@@ -23,7 +43,8 @@ def net():
 def run(checkpoint, recipe=RECIPE):
     model = net()
     logs = []
-    history = train(model, nn.functional.cross_entropy, data(), data(), recipe, checkpoint, log=logs.append)
+    history = train(model, nn.functional.cross_entropy, FlipInputs(), data(), data(), recipe, checkpoint,
+                    log=logs.append)
     return model.state_dict(), history, logs
 
 
@@ -60,3 +81,42 @@ def test_checkpoint_of_other_params_is_not_resumed(tmp_path):
     _, history, logs = run(Checkpoint(tmp_path, "new-params"))
     assert not any(line.startswith("resuming") for line in logs)
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+
+def test_checkpoint_that_does_not_fit_the_model_is_discarded_with_a_notice(tmp_path):
+    checkpoint = Checkpoint(tmp_path, "tag")
+    checkpoint.save({"epoch": 2, "model": {"0.weight": torch.zeros(1)}, "optimizer": {}, "scheduler": {},
+                     "history": []})
+    _, history, logs = run(checkpoint)
+    assert any(line.startswith("notice: the checkpoint does not fit") for line in logs)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+
+def test_diverging_loss_stops_training_naming_the_epoch_and_keeps_the_last_checkpoint(tmp_path):
+    checkpoint = Checkpoint(tmp_path, "tag")
+    calls = []
+
+    calls_per_epoch = 40 // 8 + 1            # five training batches and one evaluation batch
+
+    def loss_fn(scores, targets):            # finite in epoch 1, NaN from epoch 2 on
+        calls.append(1)
+        loss = nn.functional.cross_entropy(scores, targets)
+        return loss * float("nan") if len(calls) > calls_per_epoch else loss
+    with pytest.raises(UserError, match="loss became nan in epoch 2"):
+        train(net(), loss_fn, FlipInputs(), data(), data(), RECIPE, checkpoint, log=lambda s: None)
+    assert torch.load(checkpoint.path, weights_only=True)["epoch"] == 1
+
+
+def test_evaluate_top1_top5_and_multiview_match_a_direct_computation():
+    model = net().eval()
+    split, inputs = data(), FlipInputs()
+    result = evaluate(model, nn.functional.cross_entropy, inputs, split, torch.device("cpu"), batch_size=7,
+                      views=True)
+    x, y = torch.from_numpy(split.images), torch.from_numpy(split.labels)
+    with torch.no_grad():
+        scores = model(inputs.eval(x))
+        averaged = sum(model(v).softmax(1) for v in inputs.views(x))
+    assert result["accuracy"] == pytest.approx((scores.argmax(1) == y).double().mean().item())
+    assert result["top5_accuracy"] == 1.0                      # two classes: always in the top 5
+    assert result["views_accuracy"] == pytest.approx((averaged.argmax(1) == y).double().mean().item())
+    assert result["loss"] == pytest.approx(nn.functional.cross_entropy(scores, y).item(), rel=1e-6)

@@ -4,12 +4,13 @@ from pathlib import Path
 
 import torch
 
-from .data import raw_dir, stats_dir
-from .data.datasets import load_split
+from .data import stats_dir
+from .data.datasets import open_split
 from .errors import ArgumentParser, UserError
-from .models import NETS, VALIDATORS, get_net
+from .models import NETS, get_net
 from .params import load_params
 from .stats import load_statistics
+from .training import pick_device
 
 
 def net_stage_args(description, argv=None):
@@ -20,23 +21,45 @@ def net_stage_args(description, argv=None):
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
     net, params = get_net(args.net), load_params(args.params)
-    VALIDATORS[net.name](params)
+    net.validate(params)
     return net, params
 
 
-def weights_path(net):
+def weights_path(net) -> Path:
     return Path("models") / f"{net.name}.pt"
 
 
-def mined_path(net):
+def mined_path(net) -> Path:
     return Path("data/mined") / f"{net.name}.json"
 
 
-def load_stats(dataset):
+def images_dir(net) -> Path:
+    """render@<net>'s pictures: images/<net>/<layer>.png (one folder per net: DVC cannot
+    template a per-net list of file names, see dvc.yaml)."""
+    return Path("images") / net.name
+
+
+def device_for(net, params) -> torch.device:
+    """``train.<net>.device``: every stage of a net runs where its training was told to."""
+    return pick_device(params["train"][net.name]["device"])
+
+
+def load_stats(dataset: str) -> dict:
     directory = stats_dir(dataset)
     if not (directory / "stats.json").is_file():
-        raise UserError(f"{directory} missing: run `dvc repro stats@{dataset}` first")
+        raise UserError(f"{directory} missing: run `dvc repro stats@{dataset}` first"
+                        f" ({dataset} must be listed in pipeline.datasets in params.yaml)")
     return load_statistics(directory)
+
+
+def load_split(net, split: str):
+    return open_split(net.dataset, split)
+
+
+def net_inputs(net, params, device, stats=None):
+    """The net's batch transform, built from its dataset's statistics."""
+    stats = load_stats(net.dataset) if stats is None else stats
+    return net.inputs(stats, params["train"][net.name], device)
 
 
 def load_model(net, params, device):
@@ -47,14 +70,7 @@ def load_model(net, params, device):
     model = net.build(params["train"][net.name])
     try:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except (RuntimeError, OSError, EOFError) as err:
+    except Exception as err:  # noqa: BLE001 -- unpickling errors come in many types
         raise UserError(f"{path} does not hold {net.title} weights ({str(err).splitlines()[0]}): "
                         f"rerun `dvc repro -f train@{net.name}`") from None
     return model.to(device).eval()
-
-
-def load_inputs(net, params, split, stats=None):
-    """(inputs as the model sees them, labels) of ``split``."""
-    stats = load_stats(net.dataset) if stats is None else stats
-    images, labels = load_split(net.dataset, raw_dir(net.dataset), split)
-    return net.inputs(images, stats, params["train"][net.name]), torch.as_tensor(labels)

@@ -34,9 +34,11 @@ def heat_overlay(heat, patches):
 def unit_pictures(model, layer, inputs, channels, rows, cols, method, input_size, to_display):
     """(pictures, patches, receptive field): for each unit, what ``method`` shows of it and
     the input patch it sees, both cropped to its receptive field, (B, C', size, size) on the
-    CPU in [0, 1]. ``to_display`` maps model inputs to [0, 1] for the patches."""
+    CPU in [0, 1]. ``to_display`` maps whole model inputs to [0, 1] pixels (AlexNet's adds the
+    mean image back, so it needs the whole view); patches are cut from that, black where the
+    field leaves the image."""
     rf = receptive_field(model, layer, input_size)
-    patches = to_display(crop_patches(inputs, rf, rows, cols).cpu())
+    patches = crop_patches(to_display(inputs), rf, rows, cols).cpu()
     if method in ("grad_cam", "guided_grad_cam"):
         heat = crop_patches(unit_grad_cam(model, layer, inputs, channels, rows, cols).unsqueeze(1), rf, rows, cols)
         if method == "grad_cam":

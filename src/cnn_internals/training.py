@@ -1,26 +1,40 @@
 """The training loop every net shares: seeded, resumable to the same bytes, quiet in logs.
 
-Randomness is re-seeded from (seed, epoch) at the start of every epoch -- the shuffle order
-and any dropout masks -- so a run resumed from the checkpoint of epoch N continues exactly as
-the uninterrupted run would have. The checkpoint (model, optimizer, scheduler, history) is
-written atomically after every epoch under a tag that hashes the params shaping training.
+Data come as uint8 splits (``data.prepared.Split``, memory-mapped); each batch is gathered as
+uint8, moved to the device and turned into model inputs there by the net's ``Inputs``
+(augmented in training). Randomness is re-seeded from (seed, epoch) at the start of every
+epoch -- the shuffle order, the augmentation draws and dropout -- so a run resumed from the
+checkpoint of epoch N continues exactly as the uninterrupted run would have. The checkpoint
+(model, optimizer, scheduler, grad scaler, history) is written atomically after every epoch
+under a tag that hashes the params, the data and the code shaping training.
+
+On CUDA the step runs in mixed precision (bfloat16 where the GPU has it, else float16 with a
+gradient scaler) and channels-last memory; on the CPU in float32, bit-reproducible.
 """
 
+import contextlib
+import copy
 import hashlib
 import json
+import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from .atomic import write_torch
+from .data.loader import batches
 from .errors import UserError
 from .params import get
 
+SCHEDULES = ("cosine", "constant", "plateau")
 
-def pick_device(name="auto"):
+
+def pick_device(name: str = "auto") -> torch.device:
     """"auto": CUDA, else Apple's MPS, else the CPU; or a torch device string."""
     if name == "auto":
         if torch.cuda.is_available():
@@ -37,15 +51,27 @@ def pick_device(name="auto"):
     return device
 
 
-def make_deterministic():
+def make_deterministic() -> None:
     # cuBLAS is deterministic only with a fixed workspace; it must be set before CUDA starts.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
 
 
-def params_tag(params):
+def params_tag(params) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def code_fingerprint(*roots: Path) -> str:
+    """sha256 of every .py file under ``roots``: a checkpoint written by other code is not
+    resumed (its epochs would mix with the new code's while dvc.lock credits the new code)."""
+    digest = hashlib.sha256()
+    for root in roots:
+        files = [Path(root)] if Path(root).is_file() else sorted(Path(root).rglob("*.py"))
+        for path in files:
+            digest.update(path.as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -57,16 +83,19 @@ class Recipe:
     optimizer: str = "adamw"     # adamw | sgd
     weight_decay: float = 0.0
     momentum: float = 0.9        # sgd only
-    schedule: str = "cosine"     # cosine | constant
+    schedule: str = "cosine"     # cosine | constant | plateau (lr / 10 when test error stalls)
+    patience: int = 2            # plateau: epochs without a better test error before lr / 10
+    amp: bool = True             # mixed precision on CUDA (never on the CPU)
 
 
-def read_recipe(params, net):
+def read_recipe(params: dict, net: str) -> Recipe:
     """The ``train.<net>`` block, validated; every bad value is a UserError naming its key."""
     key = f"train.{net}"
     get(params, key, kind=dict)
     if get(params, f"{key}.nproc", kind=int, minimum=1) != 1:
         raise UserError(f"params.yaml: {key}.nproc > 1 (several GPUs through torchrun) is not available yet: use 1")
     get(params, f"{key}.device", kind=str)
+    schedule = get(params, f"{key}.schedule", kind=str, choices=SCHEDULES)
     return Recipe(
         epochs=get(params, f"{key}.epochs", kind=int, minimum=1),
         batch_size=get(params, f"{key}.batch_size", kind=int, minimum=1),
@@ -75,11 +104,13 @@ def read_recipe(params, net):
         optimizer=get(params, f"{key}.optimizer", kind=str, choices=("adamw", "sgd")),
         weight_decay=get(params, f"{key}.weight_decay", kind=(int, float), minimum=0),
         momentum=get(params, f"{key}.momentum", kind=(int, float), minimum=0, default=0.9),
-        schedule=get(params, f"{key}.schedule", kind=str, choices=("cosine", "constant")),
+        schedule=schedule,
+        patience=(get(params, f"{key}.patience", kind=int, minimum=0) if schedule == "plateau" else 2),
+        amp=get(params, f"{key}.amp", kind=bool, default=True),
     )
 
 
-def make_optimizer(model, recipe):
+def make_optimizer(model, recipe: Recipe):
     params = [p for p in model.parameters() if p.requires_grad]
     if recipe.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
@@ -87,91 +118,216 @@ def make_optimizer(model, recipe):
         opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     if recipe.schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.epochs)
+    elif recipe.schedule == "plateau":
+        # The paper: "divide the learning rate by 10 when the validation error rate stopped
+        # improving with the current learning rate".
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.1, patience=recipe.patience)
     else:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
     return opt, sched
 
 
+class Precision:
+    """One code path for float32 and mixed precision (nanoGPT's ``ctx`` + ``GradScaler``)."""
+
+    def __init__(self, device: torch.device, amp: bool):
+        self.enabled = amp and device.type == "cuda"
+        bf16 = self.enabled and torch.cuda.is_bf16_supported()
+        self.dtype = torch.bfloat16 if bf16 else torch.float16
+        self.channels_last = device.type == "cuda"
+        self.device_type = device.type
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.enabled and not bf16)
+
+    def autocast(self):
+        if not self.enabled:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def prepare(self, model):
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+
+def eval_batch_size(image_shape) -> int:
+    """Evaluation batch: 1,000 small images (MNIST), fewer large ones (16 MB of uint8 a batch)."""
+    return max(1, min(1000, 2 ** 24 // int(np.prod(image_shape))))
+
+
 @torch.no_grad()
-def evaluate(model, loss_fn, x, y, batch_size=1000):
-    """(mean loss, accuracy, predictions) over (x, y), in eval mode."""
+def evaluate(model, loss_fn, inputs, split, device, batch_size=1000, precision=None, views=False) -> dict:
+    """Mean loss, top-1 and top-5 accuracy and predictions over ``split`` (eval mode, the
+    eval view); with ``views``, also the top-1 of the softmax averaged over inputs.views()
+    (``views_accuracy``, for nets with more than one test view: AlexNet's 10 crops)."""
+    precision = precision or Precision(device, amp=False)
     model.eval()
-    device = next(model.parameters()).device
-    total, predictions = 0.0, []
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
-        scores = model(xb)
-        total += loss_fn(scores, yb).item() * len(xb)
+    total, correct5, predictions, view_predictions = 0.0, 0, [], []
+    order = np.arange(len(split))
+    for x, y in batches(split.images, split.labels, order, batch_size, device):
+        with precision.autocast():
+            scores = model(precision.inputs(inputs.eval(x))).float()
+            test_views = inputs.views(x) if views else []
+            if len(test_views) > 1:
+                probs = sum(model(precision.inputs(v)).float().softmax(1) for v in test_views)
+                view_predictions.append(probs.argmax(1).cpu())
+        total += loss_fn(scores, y).item() * len(y)
+        top5 = scores.topk(min(5, scores.shape[1]), dim=1).indices
+        correct5 += (top5 == y[:, None]).any(1).sum().item()
         predictions.append(scores.argmax(1).cpu())
+    labels = torch.from_numpy(np.asarray(split.labels))
     predictions = torch.cat(predictions)
-    return total / len(x), (predictions == y).double().mean().item(), predictions
+    result = {"loss": total / len(split), "accuracy": (predictions == labels).double().mean().item(),
+              "top5_accuracy": correct5 / len(split), "predictions": predictions}
+    if view_predictions:
+        result["views_accuracy"] = (torch.cat(view_predictions) == labels).double().mean().item()
+    return result
+
+
+def _to_host(state):
+    """A copy of ``state`` (nested dicts/lists of tensors) on the CPU that later in-place
+    updates of the live tensors (optimizer steps) cannot reach."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: _to_host(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_to_host(v) for v in state)
+    return copy.deepcopy(state)
 
 
 class Checkpoint:
-    """``directory``/last.pt: the state after the last completed epoch, tagged."""
+    """``directory``/last.pt: the state after the last completed epoch, tagged.
+
+    ``save_in_background`` copies the state to the host at once and writes it from a thread
+    while the next epoch trains (AlexNet's weights and momentum are 466 MB: written in line,
+    the checkpoint halved training speed on a GPU, benchmarks/training.py). ``wait`` returns
+    once the last write is on disk."""
 
     def __init__(self, directory, tag):
         self.path, self.tag = Path(directory) / "last.pt", tag
+        self._writer = None
 
-    def load(self):
+    def save_in_background(self, state):
+        self.wait()
+        snapshot = _to_host(state)
+        self._writer = ThreadPoolExecutor(max_workers=1)
+        self._pending = self._writer.submit(self.save, snapshot)
+
+    def wait(self):
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.shutdown(wait=True)
+            self._pending.result()   # a failed write raises here
+
+    def load(self, log=print):
+        """The saved state, or None; a checkpoint that is unreadable or of other params, data or
+        code is discarded with a one-line notice."""
         if not self.path.is_file():
             return None
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception:  # a checkpoint we cannot read is one we do not have
+        except Exception:  # noqa: BLE001 -- a checkpoint we cannot read is one we do not have
+            log(f"notice: {self.path} is unreadable; starting over")
             return None
-        return state if state.get("tag") == self.tag else None
+        if not isinstance(state, dict) or state.get("tag") != self.tag:
+            log(f"notice: {self.path} is from other params, data or code; starting over")
+            return None
+        return state
 
     def save(self, state):
         write_torch(self.path, {**state, "tag": self.tag})
 
     def remove(self):
+        self.wait()
         self.path.unlink(missing_ok=True)
-        try:
+        with contextlib.suppress(OSError):
             self.path.parent.rmdir()
-        except OSError:
-            pass
 
 
-def train(model, loss_fn, train_data, test_data, recipe, checkpoint, log=print):
-    """Train ``model`` in place; return the per-epoch history (list of dicts).
-
-    ``train_data``/``test_data``: (inputs, labels) tensors on the CPU; batches move to the
-    model's device. Resumes from ``checkpoint`` when it holds a run with the same tag."""
-    device = next(model.parameters()).device
-    opt, sched = make_optimizer(model, recipe)
-    history, start = [], 0
-    state = checkpoint.load()
-    if state is not None:
+def _resume(state, model, opt, sched, scaler, log):
+    try:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        history, start = state["history"], state["epoch"]
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        return state["history"], state["epoch"]
+    except (KeyError, RuntimeError, ValueError) as err:
+        log(f"notice: the checkpoint does not fit this model ({str(err).splitlines()[0]}); starting over")
+        return None
+
+
+def _train_epoch(model, loss_fn, inputs, split, recipe, epoch, opt, precision, device):
+    """One pass over ``split`` in the epoch's seeded order; (summed loss, correct) as float64."""
+    seed = recipe.seed * 100003 + epoch
+    torch.manual_seed(seed)                                    # dropout and any other global draws
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed)).numpy()
+    augment = torch.Generator(device=device).manual_seed(seed)
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    steps = tqdm(batches(split.images, split.labels, order, recipe.batch_size, device),
+                 total=math.ceil(len(split) / recipe.batch_size), desc=f"epoch {epoch + 1}/{recipe.epochs}",
+                 disable=None, leave=False)
+    for x, y in steps:
+        with precision.autocast():
+            scores = model(precision.inputs(inputs.train(x, augment))).float()
+        loss = loss_fn(scores, y)
+        opt.zero_grad(set_to_none=True)
+        precision.scaler.scale(loss).backward()
+        precision.scaler.step(opt)
+        precision.scaler.update()
+        # Summed on the device: no host sync per step.
+        loss_sum += loss.detach().double() * len(y)
+        correct += (scores.argmax(1) == y).sum()
+    return loss_sum.item(), correct.item()
+
+
+def train(model, loss_fn, inputs, train_split, test_split, recipe: Recipe, checkpoint: Checkpoint,
+          log=print, on_epoch=None) -> list:
+    """Train ``model`` (already on its device) in place; return the per-epoch history.
+
+    ``train_split``/``test_split``: uint8 splits; ``inputs`` the net's batch transform.
+    Resumes from ``checkpoint`` when it holds a run with the same tag. ``on_epoch(history)``
+    runs after every epoch (the stage writes the history file there, so a long run shows it).
+    A loss that stops being finite ends training with a UserError; the last good checkpoint stays.
+    """
+    device = next(model.parameters()).device
+    precision = Precision(device, recipe.amp)
+    model = precision.prepare(model)
+    opt, sched = make_optimizer(model, recipe)
+    history, start = [], 0
+    state = checkpoint.load(log)
+    resumed = state is not None and _resume(state, model, opt, sched, precision.scaler, log)
+    if resumed:
+        history, start = resumed
         log(f"resuming from epoch {start}")
-    x, y = train_data
-    for epoch in range(start, recipe.epochs):
-        torch.manual_seed(recipe.seed * 100003 + epoch)   # dropout and any other global draws
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(recipe.seed * 100003 + epoch))
-        model.train()
-        loss_sum, correct = 0.0, 0
-        bar = tqdm(range(0, len(x), recipe.batch_size), desc=f"epoch {epoch + 1}/{recipe.epochs}",
-                   disable=None, leave=False)
-        for first in bar:
-            idx = order[first:first + recipe.batch_size]
-            xb, yb = x[idx].to(device), y[idx].to(device)
-            scores = model(xb)
-            loss = loss_fn(scores, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(idx)
-            correct += (scores.argmax(1) == yb).sum().item()
-        sched.step()
-        test_loss, test_acc, _ = evaluate(model, loss_fn, *test_data)
-        history.append({"epoch": epoch + 1, "train_loss": loss_sum / len(x), "train_accuracy": correct / len(x),
-                        "test_loss": test_loss, "test_accuracy": test_acc})
-        log(f"epoch {epoch + 1}/{recipe.epochs}: train loss {loss_sum / len(x):.4f}, "
-            f"test loss {test_loss:.4f}, test accuracy {test_acc:.4f}")
-        checkpoint.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                         "scheduler": sched.state_dict(), "history": history, "epoch": epoch + 1})
+    eval_batch = eval_batch_size(train_split.images.shape[1:])
+    try:
+        for epoch in range(start, recipe.epochs):
+            lr = opt.param_groups[0]["lr"]
+            loss_sum, correct = _train_epoch(model, loss_fn, inputs, train_split, recipe, epoch, opt, precision,
+                                             device)
+            test = evaluate(model, loss_fn, inputs, test_split, device, eval_batch, precision)
+            for what, value in (("loss", loss_sum), ("test loss", test["loss"])):
+                if not math.isfinite(value):
+                    raise UserError(f"training diverged: the {what} became {value} in epoch {epoch + 1} "
+                                    f"(the checkpoint of epoch {epoch} is kept): lower the learning rate")
+            if recipe.schedule == "plateau":
+                sched.step(1.0 - test["accuracy"])
+            else:
+                sched.step()
+            history.append({"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / len(train_split),
+                            "train_accuracy": correct / len(train_split), "test_loss": test["loss"],
+                            "test_accuracy": test["accuracy"], "test_top5_accuracy": test["top5_accuracy"]})
+            log(f"epoch {epoch + 1}/{recipe.epochs}: lr {lr:.3g}, train loss {history[-1]['train_loss']:.4f}, "
+                f"test loss {test['loss']:.4f}, test accuracy {test['accuracy']:.4f}")
+            checkpoint.save_in_background({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                           "scheduler": sched.state_dict(), "history": history,
+                                           "scaler": precision.scaler.state_dict(), "epoch": epoch + 1})
+            if on_epoch is not None:
+                on_epoch(history)
+    finally:
+        checkpoint.wait()     # the last good checkpoint is on disk before anything else happens
     return history
