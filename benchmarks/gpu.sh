@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The GPU figures of the README, in one prepared run of a few minutes on one CUDA GPU:
+#   training.py      LeNet-5 and AlexNet training images/s: ours with mixed precision and
+#                    channels-last, ours in float32/NCHW, and the plain PyTorch loop
+#   determinism.py   two AlexNet trainings from one seed, bit-identical? (ours vs torch's LRN)
+#   alexnet_input.py AlexNet's train-time input path, uint8 map -> augmented batch on the GPU
+#   projection.py    54 units per conv layer: ours vs Captum per-neuron and the autograd
+#                    floor, and the chunk the engine picks vs the best of a sweep
+#   mining.py        top-k mining vs a bare forward
+#
+#   bash benchmarks/gpu.sh [OUT_DIR]     # default benchmarks/results; needs captum for projection.py
+#
+# Runs from a source checkout without installing (PYTHONPATH=src), so it also works on a box
+# whose Python has torch but not this package's other dependencies.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-benchmarks/results}
+mkdir -p "$out"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+python3 -c 'import torch; assert torch.cuda.is_available(), "no CUDA GPU"; print(torch.cuda.get_device_name(0), torch.__version__)' || exit 1
+status=0
+run() { echo "== $*"; python3 "$@" || status=1; }
+run benchmarks/training.py --device cuda --out "$out/training_cuda.json"
+run benchmarks/determinism.py --device cuda --out "$out/determinism_cuda.json"
+run benchmarks/alexnet_input.py --device cuda --out "$out/alexnet_input_cuda.json"
+run benchmarks/projection.py --device cuda --out "$out/projection_cuda.json"
+run benchmarks/mining.py --device cuda --out "$out/mining_cuda.json"
+exit $status
