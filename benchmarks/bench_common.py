@@ -69,7 +69,7 @@ def timed(fn, repeats, device):
     return statistics.median(times), result
 
 
-def _cpu_name():
+def cpu_name():
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -82,7 +82,7 @@ def _cpu_name():
 def machine(device):
     """What the figures were measured on."""
     info = {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "logical_cpus": os.cpu_count(), "cpu": _cpu_name(), "device": device.type}
+            "logical_cpus": os.cpu_count(), "cpu": cpu_name(), "device": device.type}
     info["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else info["cpu"]
     return info
 

@@ -40,6 +40,7 @@ import numpy as np
 import PIL
 from PIL import Image
 
+from bench_common import cpu_name
 from cnn_internals.data.imagenette import CLASSES, DEFAULT_SIZE, ROOT, decode_image, prepare_imagenette
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -87,16 +88,6 @@ def timed(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure(archive: Path, jpegs: list[bytes], work: Path, repeats: int, cores: int) -> dict:

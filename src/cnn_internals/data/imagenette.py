@@ -28,8 +28,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_dir, write_json
 from ..errors import UserError
-from ..params import download_entries
-from .download import fetch, file_name
+from .download import fetch_listed
 from .prepared import read_split, write_classes
 
 ARCHIVE = "imagenette2-320.tgz"
@@ -356,14 +355,7 @@ def load_split(prepared_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def download(params: dict, out: Path) -> str:
     """download@imagenette: ``imagenette2-320.tgz`` from ``data.imagenette.files``, mirrors first."""
-    files = download_entries(params, "data.imagenette.files")
-    names = [file_name(entry["url"]) for entry in files]
-    if ARCHIVE not in names:
-        raise UserError(
-            f"params.yaml: data.imagenette.files must list {ARCHIVE} (160 px is too small for "
-            f"224 crops), got {', '.join(names)}"
-        )
-    paths = fetch(files, out)
+    paths = fetch_listed(params, "data.imagenette.files", [ARCHIVE], out, " (160 px is too small for 224 crops)")
     return f"fetched {', '.join(path.name for path in paths)} into {out}"
 
 

