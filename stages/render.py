@@ -28,10 +28,20 @@ def read_mined(net, split):
     path = mined_path(net)
     if not path.is_file():
         raise UserError(f"{path} missing: run `dvc repro mine@{net.name}` first")
-    mined = json.loads(path.read_text())
-    if mined["split"] != split:
-        raise UserError(f"{path} was mined on {mined['split']!r}, params say {split!r}: rerun mine@{net.name}")
-    return mined
+    fix = f"rerun `dvc repro -f mine@{net.name}`"
+    try:
+        mined = json.loads(path.read_text())
+        mined_split = mined["split"]
+        layers = {layer: {f: torch.tensor(mined["layers"][layer][f]) for f in ("values", "images", "rows", "cols")}
+                  for layer in net.layers}
+    except (ValueError, KeyError, TypeError, RuntimeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is truncated or malformed ({type(err).__name__}): {fix}") from None
+    if any(t.dim() != 2 or t.shape != top["values"].shape or not len(t) for top in layers.values()
+           for t in top.values()):
+        raise UserError(f"{path} holds tables of the wrong shape: {fix}")
+    if mined_split != split:
+        raise UserError(f"{path} was mined on {mined_split!r}, params say {split!r}: {fix}")
+    return layers
 
 
 @cli
@@ -40,15 +50,20 @@ def main(argv=None):
     channels = get(params, f"render.{net.name}.channels", kind=int, minimum=1)
     method = get(params, f"render.{net.name}.method", kind=str, choices=RENDER_METHODS)
     split_name = get(params, f"mine.{net.name}.split", kind=str, choices=get_dataset(net.dataset).splits)
-    mined = read_mined(net, split_name)
+    tables = read_mined(net, split_name)
     device = device_for(net, params)
     model = load_model(net, params, device)
     split = load_split(net, split_name)
     inputs = net_inputs(net, params, device)
-    pictures = {}
+    if max(int(t["images"].max()) for t in tables.values()) >= len(split):
+        raise UserError(f"{mined_path(net)} names images beyond the {len(split)} of the {split_name} split: "
+                        f"rerun `dvc repro -f mine@{net.name}`")
+    pictures, capped = {}, []
     for layer in tqdm(net.layers, desc=f"render {net.name}", disable=None, leave=False):
-        top = {field: torch.tensor(v) for field, v in mined["layers"][layer].items()}
+        top = tables[layer]
         n = min(channels, len(top["values"]))
+        if n < channels:
+            capped.append(f"{layer} ({n})")
         k = top["values"].shape[1]
         ch = torch.arange(n).repeat_interleave(k)
         idx, rows, cols = (top[f][:n].reshape(-1) for f in ("images", "rows", "cols"))
@@ -61,6 +76,9 @@ def main(argv=None):
         title = (f"{net.title} {layer}: top {k} {split_name} images of maps 0-{n - 1}, "
                  f"{method.replace('_', ' ')}; receptive field {size} px")
         pictures[layer] = layer_figure(shown, patches, list(range(n)), top["values"][:n, 0].tolist(), title)
+    if capped:
+        print(f"note: render.{net.name}.channels = {channels} is more than some layers have; showing all maps of "
+              + ", ".join(capped))
     out = images_dir(net)
     with atomic_dir(out) as tmp:
         for layer, png in pictures.items():

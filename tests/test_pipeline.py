@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -186,3 +187,40 @@ def test_unreachable_mirrors_fail_fast_naming_every_url(tmp_path, refused, mnist
     assert f"{refused}/offline/train-images-idx3-ubyte.gz" in result.stderr + result.stdout
     assert f"{refused}/mnist/train-images-idx3-ubyte.gz" in result.stderr + result.stdout
     assert not (repo / "data/raw/mnist").exists()
+
+
+def one_line_error(result, *fragments):
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("path,damage,stage,fix", [
+    ("models/lenet5.pt", b"\x80\x04random bytes", "mine", "dvc repro -f train@lenet5"),
+    ("models/lenet5.pt", b"", "render", "dvc repro -f train@lenet5"),
+    ("data/mined/lenet5.json", "half", "render", "dvc repro -f mine@lenet5"),
+    ("data/mined/lenet5.json", b'{"split": "test", "k": 9, "layers": {"conv1": {"values": [[1]]}}}', "render",
+     "dvc repro -f mine@lenet5"),
+    ("data/stats/mnist/stats.json", "half", "train", "dvc repro -f stats@mnist"),
+])
+def test_a_corrupt_artifact_is_named_in_one_line_with_the_stage_to_rerun(built, tmp_path, path, damage, stage, fix):
+    repo = tmp_path / "repo"
+    shutil.copytree(built["repo"], repo, symlinks=True)
+    target = repo / path
+    target.unlink()                      # DVC may have linked it to the cache: never write through
+    original = (built["repo"] / path).read_bytes()
+    target.write_bytes(original[: len(original) // 2] if damage == "half" else damage)
+    result = run([sys.executable, f"stages/{stage}.py", "--net", "lenet5"], repo, built["mirror"], check=False)
+    one_line_error(result, path.split("/")[-1], fix)
+
+
+def test_render_says_once_when_a_layer_has_fewer_maps_than_asked(built, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(built["repo"], repo, symlinks=True)
+    edit_params(repo, {"render.lenet5.channels": 10})
+    result = run([sys.executable, "stages/render.py", "--net", "lenet5"], repo, built["mirror"])
+    notes = [line for line in result.stdout.splitlines() if line.startswith("note:")]
+    assert notes == ["note: render.lenet5.channels = 10 is more than some layers have; showing all maps of "
+                     "conv1 (6), pool1 (6)"]

@@ -9,6 +9,12 @@ class UserError(Exception):
     """A problem the user can fix (bad params, bad data, no network). The message says how."""
 
 
+def first_line(err: BaseException) -> str:
+    """An exception's first line of text, or its type's name when it has none (EOFError())."""
+    lines = str(err).strip().splitlines()
+    return " ".join(lines[0].split()) if lines else type(err).__name__
+
+
 def cli(main):
     """Wrap a stage's ``main`` so a UserError ends in one line on stderr and exit code 2."""
 

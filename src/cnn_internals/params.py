@@ -1,8 +1,8 @@
 """params.yaml access with validation: a bad or missing key is a UserError naming the key."""
 
-from pathlib import Path
-
+import math
 import re
+from pathlib import Path
 
 import yaml
 
@@ -13,12 +13,19 @@ _MISSING = object()
 
 def load_params(path="params.yaml"):
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder: pass the params file itself (--params {path / 'params.yaml'})")
     if not path.is_file():
         raise UserError(f"{path} not found: run from the repository root or pass --params")
     try:
-        params = yaml.safe_load(path.read_text())
+        params = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text: restore it (git checkout {path.name})") from None
     except yaml.YAMLError as err:
-        raise UserError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        # PyYAML's first line names the problem, the "line N, column M" mark comes after it.
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise UserError(f"{path} is not valid YAML{where}: {str(err).splitlines()[0]}") from None
     if not isinstance(params, dict):
         raise UserError(f"{path} must be a mapping of sections")
     return params
@@ -39,6 +46,9 @@ def get(params, dotted, kind=None, choices=None, minimum=None, above=None, defau
         if isinstance(node, bool) and bool not in kinds or not isinstance(node, kinds):
             names = " or ".join(k.__name__ for k in kinds)
             raise UserError(f"params.yaml: {dotted} must be {names}, got {node!r}")
+    # YAML reads .nan and .inf as floats: no knob of this pipeline means anything there.
+    if isinstance(node, float) and not math.isfinite(node):
+        raise UserError(f"params.yaml: {dotted} must be a finite number, got {node!r}")
     if choices is not None and node not in choices:
         raise UserError(f"params.yaml: {dotted} must be one of {', '.join(map(str, choices))}; got {node!r}")
     if minimum is not None and node < minimum:

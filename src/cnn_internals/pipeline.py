@@ -1,12 +1,13 @@
 """Where each stage's artifacts live, and how a later stage loads an earlier one's."""
 
+import warnings
 from pathlib import Path
 
 import torch
 
 from .data import stats_dir
 from .data.datasets import open_split
-from .errors import ArgumentParser, UserError
+from .errors import ArgumentParser, UserError, first_line
 from .models import NETS, get_net
 from .params import load_params
 from .stats import load_statistics
@@ -49,7 +50,7 @@ def load_stats(dataset: str) -> dict:
     if not (directory / "stats.json").is_file():
         raise UserError(f"{directory} missing: run `dvc repro stats@{dataset}` first"
                         f" ({dataset} must be listed in pipeline.datasets in params.yaml)")
-    return load_statistics(directory)
+    return load_statistics(directory, f"rerun `dvc repro -f stats@{dataset}`")
 
 
 def load_split(net, split: str):
@@ -69,8 +70,10 @@ def load_model(net, params, device):
         raise UserError(f"{path} missing: run `dvc repro train@{net.name}` first")
     model = net.build(params["train"][net.name])
     try:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        with warnings.catch_warnings():   # torch warns about garbage before failing on it
+            warnings.simplefilter("ignore")
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as err:  # noqa: BLE001 -- unpickling errors come in many types
-        raise UserError(f"{path} does not hold {net.title} weights ({str(err).splitlines()[0]}): "
+        raise UserError(f"{path} does not hold {net.title} weights ({first_line(err)}): "
                         f"rerun `dvc repro -f train@{net.name}`") from None
     return model.to(device).eval()

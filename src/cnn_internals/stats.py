@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path, write_json
+from .errors import UserError
 
 EIG_DIGITS = 6
 CHANNEL_NAMES = {1: ("gray",), 3: ("red", "green", "blue")}
@@ -88,9 +89,25 @@ def save_statistics(stats: dict, out_dir: Path) -> None:
     write_json(Path(out_dir) / "stats.json", rest)
 
 
-def load_statistics(out_dir: Path) -> dict:
+def load_statistics(out_dir: Path, fix: str = "rerun the stats stage") -> dict:
+    """What save_statistics wrote; a missing, truncated or malformed file is a UserError
+    naming it and ending in ``fix``."""
     out_dir = Path(out_dir)
-    stats = {k: (np.asarray(v) if isinstance(v, list) else v)
-             for k, v in json.loads((out_dir / "stats.json").read_text()).items()}
-    stats["mean_image"] = np.load(out_dir / "mean_image.npy")
+    summary_path, mean_path = out_dir / "stats.json", out_dir / "mean_image.npy"
+    try:
+        stats = {k: (np.asarray(v) if isinstance(v, list) else v)
+                 for k, v in json.loads(summary_path.read_text()).items()}
+        missing = {"channel_mean", "channel_std", "pca_eigvals", "pca_eigvecs", "count"} - set(stats)
+        if missing:
+            raise KeyError(", ".join(sorted(missing)))
+    except FileNotFoundError:
+        raise UserError(f"{summary_path} missing: {fix}") from None
+    except (ValueError, OSError, KeyError, TypeError, AttributeError) as err:
+        raise UserError(f"{summary_path} is truncated or malformed ({type(err).__name__}): {fix}") from None
+    try:
+        stats["mean_image"] = np.load(mean_path)
+    except FileNotFoundError:
+        raise UserError(f"{mean_path} missing: {fix}") from None
+    except (ValueError, OSError, EOFError) as err:
+        raise UserError(f"{mean_path} is truncated or malformed ({type(err).__name__}): {fix}") from None
     return stats

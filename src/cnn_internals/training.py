@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 from .atomic import write_torch
 from .data.loader import batches
-from .errors import UserError
+from .errors import UserError, first_line
 from .params import get
 
 SCHEDULES = ("cosine", "constant", "plateau")
@@ -226,7 +227,9 @@ class Checkpoint:
         if not self.path.is_file():
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():   # torch warns about garbage before failing on it
+                warnings.simplefilter("ignore")
+                state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 -- a checkpoint we cannot read is one we do not have
             log(f"notice: {self.path} is unreadable; starting over")
             return None
@@ -254,7 +257,7 @@ def _resume(state, model, opt, sched, scaler, log):
             scaler.load_state_dict(state["scaler"])
         return state["history"], state["epoch"]
     except (KeyError, RuntimeError, ValueError) as err:
-        log(f"notice: the checkpoint does not fit this model ({str(err).splitlines()[0]}); starting over")
+        log(f"notice: the checkpoint does not fit this model ({first_line(err)}); starting over")
         return None
 
 
