@@ -6,6 +6,7 @@ import io
 import json
 import math
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -166,6 +167,9 @@ def test_training_killed_mid_run_resumes_to_identical_outputs(built, tmp_path, r
     ("render", {"render.lenet5.method": "saliency"}, "render.lenet5.method must be one of"),
     ("render", {"render.lenet5.channels": "six"}, "render.lenet5.channels must be int"),
     ("download", {"data.mnist.source": "web"}, "data.mnist.source must be one of"),
+    ("train", {"train.lenet5.nproc": 2}, "train.lenet5.nproc > 1"),
+    ("train", {"train.lenet5.j": float("nan")}, "train.lenet5.j must be a finite number"),
+    ("train", {"train.lenet5.lr": float("inf")}, "train.lenet5.lr must be a finite number"),
 ])
 def test_bad_params_fail_in_one_line_before_any_output(tmp_path, refused, mnist_files, stage, changes, message):
     repo = copy_repo(tmp_path)
@@ -224,3 +228,12 @@ def test_render_says_once_when_a_layer_has_fewer_maps_than_asked(built, tmp_path
     notes = [line for line in result.stdout.splitlines() if line.startswith("note:")]
     assert notes == ["note: render.lenet5.channels = 10 is more than some layers have; showing all maps of "
                      "conv1 (6), pool1 (6)"]
+
+
+@pytest.mark.parametrize("stage", ["download", "prepare", "stats", "train", "mine", "render"])
+def test_every_stage_explains_itself_with_help(stage):
+    result = subprocess.run([sys.executable, f"stages/{stage}.py", "--help"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("usage:"), result.stderr
+    flag = "--net" if stage in ("train", "mine", "render") else "--dataset"
+    assert flag in result.stdout and f"`{stage}@" in result.stdout
