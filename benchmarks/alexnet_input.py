@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench_common import RESULTS, describe, machine, pick_device, synchronize, timed, write_json
+from bench_common import RESULTS, describe, machine, pick_device, proc_status, synchronize, timed, write_json
 from cnn_internals.data.transforms import AlexNetInputs, naive_alexnet_train_inputs
 from cnn_internals.models.alexnet import build_alexnet
 
@@ -159,13 +159,6 @@ def page_fault_cost(device, repeats):
 
 # ---------------------------------------------------------------------- child processes
 
-def _proc_status(field):
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
 def child_memory(path, count, device):
     """In this fresh process: RSS with the first ``count`` images of the map resident, and the
     peak RSS growth over MEMORY_BATCHES batches of ours."""
@@ -179,11 +172,11 @@ def child_memory(path, count, device):
         torch.cuda.reset_peak_memory_stats(device)
         cuda_before = torch.cuda.memory_allocated(device)
     Path("/proc/self/clear_refs").write_text("5")           # VmHWM := VmRSS
-    before = _proc_status("VmRSS")
+    before = proc_status("VmRSS")
     for _ in range(MEMORY_BATCHES):
         paths.ours()
     synchronize(device)
-    result = {"images": count, "rss_before_bytes": before, "peak_rss_bytes": _proc_status("VmHWM")}
+    result = {"images": count, "rss_before_bytes": before, "peak_rss_bytes": proc_status("VmHWM")}
     result["peak_growth_bytes"] = result["peak_rss_bytes"] - before
     if device.type == "cuda":
         result["cuda_peak_growth_bytes"] = torch.cuda.max_memory_allocated(device) - cuda_before

@@ -87,6 +87,14 @@ def machine(device):
     return info
 
 
+def proc_status(field):
+    """A ``kB`` field of /proc/self/status (VmRSS, VmHWM) in bytes (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
 def describe(info):
     return (f"machine: {info['device_name']} ({info['device']}), torch {info['torch']}, "
             f"{info['torch_threads']} torch threads, {info['logical_cpus']} logical CPUs")

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from bench_common import (CONV_LAYERS, INPUT_SHAPE, RESULTS, alexnet, describe, machine, pick_device, timed,
-                          truncated, write_json)
+                          proc_status, truncated, write_json)
 from cnn_internals.mining import top_k_activations
 
 K = 9
@@ -86,14 +86,6 @@ def time_both(n, batch, repeats, device):
     return bare_s, ours_s
 
 
-def _proc_status(field):
-    """A ``kB`` field of /proc/self/status in bytes (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
 def _start_rss_peak():
     """Reset the peak RSS to the current RSS and return the current RSS (bytes).
 
@@ -103,14 +95,14 @@ def _start_rss_peak():
     Elsewhere: ru_maxrss, which is only an upper bound on the start."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
-        return _proc_status("VmRSS")
+        return proc_status("VmRSS")
     except (OSError, KeyError):
         return _ru_maxrss_bytes()
 
 
 def _peak_rss():
     try:
-        return _proc_status("VmHWM")
+        return proc_status("VmHWM")
     except (OSError, KeyError):
         return _ru_maxrss_bytes()
 
