@@ -13,6 +13,8 @@ it stopped). The output folder is replaced only once every file is verified; on 
 nothing is written and one line on stderr says what went wrong and how to fix it (exit 2).
 """
 
+import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
+
 import sys
 from pathlib import Path
 
@@ -20,13 +22,15 @@ from cnn_internals.data import raw_dir
 from cnn_internals.data.datasets import DATASETS
 from cnn_internals.errors import ArgumentParser, cli
 from cnn_internals.params import load_params
+from cnn_internals.project import user_path
 
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="which dataset to download")
-    parser.add_argument("--params", default="params.yaml", type=Path, help="params file (default: params.yaml)")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--params", default=Path("params.yaml"), type=user_path,
+                        help="params file (default: params.yaml at the project root)")
+    parser.add_argument("--out", type=user_path, default=None,
                         help="output folder, replaced as a whole (default: data/raw/DATASET)")
     return parser.parse_args(argv)
 

@@ -9,15 +9,16 @@ data/mined/<net>.json: per layer, values/images/rows/cols as (channels x k) list
 (image = index in the split, rows/cols = the position of the map's spatial maximum).
 """
 
+import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
+
 import numpy as np
 from tqdm import tqdm
 
 from cnn_internals.atomic import write_json
-from cnn_internals.data.datasets import get_dataset
 from cnn_internals.data.loader import batches
 from cnn_internals.errors import UserError, cli
-from cnn_internals.mining import top_k_activations
-from cnn_internals.params import get
+from cnn_internals.mining import mine_params, top_k_activations
+from cnn_internals.params import params_name
 from cnn_internals.pipeline import device_for, load_model, load_split, mined_path, net_inputs, net_stage_args
 
 # A batch holds about 16 MB of uint8 images, at most 512 of them (MNIST: 512; Imagenette: 85).
@@ -27,15 +28,15 @@ BATCH_BYTES = 2 ** 24
 @cli
 def main(argv=None):
     net, params = net_stage_args(__doc__, argv)
-    k = get(params, f"mine.{net.name}.k", kind=int, minimum=1)
-    split_name = get(params, f"mine.{net.name}.split", kind=str, choices=get_dataset(net.dataset).splits)
+    p = mine_params(params, net)
+    k, split_name = p["k"], p["split"]
     device = device_for(net, params)
-    model = load_model(net, params, device)
+    model, config = load_model(net, device)
     split = load_split(net, split_name)
     if k > len(split):
-        raise UserError(f"params.yaml: mine.{net.name}.k = {k} exceeds the {len(split)} images "
+        raise UserError(f"{params_name(params)}: mine.{net.name}.k = {k} exceeds the {len(split)} images "
                         f"of the {split_name} split")
-    inputs = net_inputs(net, params, device)
+    inputs = net_inputs(net, config, device)
     batch = max(1, min(512, BATCH_BYTES // int(np.prod(split.images.shape[1:]))))
     stream = (inputs.eval(x) for x, _ in batches(split.images, split.labels, np.arange(len(split)), batch, device))
     top = top_k_activations(model, net.layers, tqdm(stream, total=-(-len(split) // batch), desc=f"mine {net.name}",

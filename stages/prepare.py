@@ -10,20 +10,22 @@ every JPEG resized to 256 on its short side and centre-cropped to 256x256 (Krizh
 ``report.json``. The folder appears whole or not at all.
 """
 
+import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
+
 import sys
-from pathlib import Path
 
 from cnn_internals.data import prepared_dir, raw_dir
 from cnn_internals.data.datasets import DATASETS
 from cnn_internals.errors import ArgumentParser, cli
+from cnn_internals.project import user_path
 
 
 @cli
 def main(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
-    parser.add_argument("--raw", type=Path, help="raw data folder (default data/raw/<dataset>)")
-    parser.add_argument("--out", type=Path, help="output folder (default data/prepared/<dataset>)")
+    parser.add_argument("--raw", type=user_path, help="raw data folder (default data/raw/<dataset>)")
+    parser.add_argument("--out", type=user_path, help="output folder (default data/prepared/<dataset>)")
     args = parser.parse_args(argv)
     raw = args.raw or raw_dir(args.dataset)
     print(DATASETS[args.dataset].prepare(raw, args.out or prepared_dir(args.dataset)))

@@ -9,6 +9,8 @@ the field leaves the image), beside the input patch each unit sees. All rows of 
 through the projection engine together.
 """
 
+import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
+
 import json
 
 import torch
@@ -18,13 +20,13 @@ from cnn_internals.atomic import atomic_dir
 from cnn_internals.data.datasets import get_dataset
 from cnn_internals.data.loader import gather
 from cnn_internals.errors import UserError, cli
-from cnn_internals.params import get
 from cnn_internals.pipeline import (device_for, images_dir, load_model, load_split, mined_path, net_inputs,
                                     net_stage_args)
-from cnn_internals.render import RENDER_METHODS, layer_figure, unit_pictures
+from cnn_internals.render import layer_figure, render_params, unit_pictures
 
 
-def read_mined(net, split):
+def read_mined(net):
+    """data/mined/<net>.json checked: (split, {layer: values/images/rows/cols tensors})."""
     path = mined_path(net)
     if not path.is_file():
         raise UserError(f"{path} missing: run `dvc repro mine@{net.name}` first")
@@ -39,22 +41,21 @@ def read_mined(net, split):
     if any(t.dim() != 2 or t.shape != top["values"].shape or not len(t) for top in layers.values()
            for t in top.values()):
         raise UserError(f"{path} holds tables of the wrong shape: {fix}")
-    if mined_split != split:
-        raise UserError(f"{path} was mined on {mined_split!r}, params say {split!r}: {fix}")
-    return layers
+    if mined_split not in get_dataset(net.dataset).splits:
+        raise UserError(f"{path} names an unknown split {mined_split!r}: {fix}")
+    return mined_split, layers
 
 
 @cli
 def main(argv=None):
     net, params = net_stage_args(__doc__, argv)
-    channels = get(params, f"render.{net.name}.channels", kind=int, minimum=1)
-    method = get(params, f"render.{net.name}.method", kind=str, choices=RENDER_METHODS)
-    split_name = get(params, f"mine.{net.name}.split", kind=str, choices=get_dataset(net.dataset).splits)
-    tables = read_mined(net, split_name)
+    p = render_params(params, net)
+    channels, method = p["channels"], p["method"]
+    split_name, tables = read_mined(net)      # the split is the mined one's, not a param here
     device = device_for(net, params)
-    model = load_model(net, params, device)
+    model, config = load_model(net, device)
     split = load_split(net, split_name)
-    inputs = net_inputs(net, params, device)
+    inputs = net_inputs(net, config, device)
     if max(int(t["images"].max()) for t in tables.values()) >= len(split):
         raise UserError(f"{mined_path(net)} names images beyond the {len(split)} of the {split_name} split: "
                         f"rerun `dvc repro -f mine@{net.name}`")

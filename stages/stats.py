@@ -7,6 +7,8 @@ Writes data/stats/<dataset>/ (mean_image.npy, stats.json) and metrics/<dataset>_
 a small git-tracked summary that `git diff` and `dvc metrics diff` show.
 """
 
+import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
+
 import sys
 from pathlib import Path
 
@@ -15,14 +17,15 @@ from cnn_internals.data import prepared_dir, stats_dir
 from cnn_internals.data.datasets import DATASETS, open_split
 from cnn_internals.errors import ArgumentParser, cli
 from cnn_internals.stats import image_statistics, save_statistics, summary
+from cnn_internals.project import user_path
 
 
 @cli
 def main(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
-    parser.add_argument("--prepared", type=Path, help="prepared data folder (default data/prepared/<dataset>)")
-    parser.add_argument("--out", type=Path, help="output folder (default data/stats/<dataset>)")
+    parser.add_argument("--prepared", type=user_path, help="prepared data folder (default data/prepared/<dataset>)")
+    parser.add_argument("--out", type=user_path, help="output folder (default data/stats/<dataset>)")
     args = parser.parse_args(argv)
     split = open_split(args.dataset, DATASETS[args.dataset].splits[0], args.prepared or prepared_dir(args.dataset))
     stats = image_statistics(split.images)

@@ -30,8 +30,9 @@ def env(mirror: str) -> dict:
             "CNN_INTERNALS_MIRROR": mirror, "DVC_NO_ANALYTICS": "1"}
 
 
-def run(cmd, cwd, mirror, check=True):
-    result = subprocess.run(cmd, cwd=cwd, env=env(mirror), capture_output=True, text=True, timeout=900)
+def run(cmd, cwd, mirror, check=True, extra_env=None):
+    result = subprocess.run(cmd, cwd=cwd, env={**env(mirror), **(extra_env or {})}, capture_output=True, text=True,
+                            timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

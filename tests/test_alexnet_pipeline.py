@@ -22,7 +22,7 @@ from imagenette_fixture import build_archive
 from repo_copy import copy_repo, edit_params, run
 
 EPOCHS_TO_LEARN = 6       # 100 % from epoch 3 on (AdamW 3e-5, kaiming init): a margin of three
-STAGES = ("download@imagenette", "prepare@imagenette", "stats@imagenette", "train@alexnet", "mine@alexnet",
+STAGES = ("validate", "download@imagenette", "prepare@imagenette", "stats@imagenette", "train@alexnet", "mine@alexnet",
           "render@alexnet")
 
 
@@ -96,8 +96,9 @@ def test_metrics_history_and_confusion_agree(built, archive):
 
 def test_weights_mined_units_and_pictures(built):
     repo = built["repo"]
-    state = torch.load(repo / "models/alexnet.pt", weights_only=True)
-    assert sum(v.numel() for v in state.values()) == 58_322_314
+    saved = torch.load(repo / "models/alexnet.pt", weights_only=True)
+    assert sum(v.numel() for v in saved["state_dict"].values()) == 58_322_314
+    assert set(saved["config"]) == {"weight_init", "normalize", "augment", "lighting_std"}
     mined = json.loads((repo / "data/mined/alexnet.json").read_text())
     assert mined["split"] == "val" and list(mined["layers"]) == list(NETS["alexnet"].layers)
     assert [len(mined["layers"][f"conv{i}"]["values"]) for i in range(1, 6)] == [96, 256, 384, 384, 256]
@@ -117,7 +118,8 @@ def test_a_net_whose_dataset_is_not_listed_fails_in_one_line(tmp_path, built, mi
     result = run(["dvc", "repro"], repo, mirror, check=False)
     assert result.returncode != 0
     assert "imagenette must be listed in pipeline.datasets" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and "Running stage 'validate'" in result.stdout
+    assert "Running stage 'download" not in result.stdout      # stopped before any other stage
     assert not (repo / "models/alexnet.pt").exists()
 
 

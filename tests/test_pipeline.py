@@ -18,6 +18,7 @@ from PIL import Image
 
 from cnn_internals.data import mnist
 from cnn_internals.models import NETS
+from cnn_internals.params import PARAMS_LOG
 from conftest import FakeServer
 from repo_copy import copy_repo, edit_params, run
 
@@ -33,6 +34,7 @@ def save_then_die(self, state):
     os.kill(os.getpid(), signal.SIGKILL)     # as hard as a power cut, right after epoch 1
 training.Checkpoint.save = save_then_die
 sys.argv = ["stages/train.py", "--net", "lenet5"]
+sys.path.insert(0, "stages")
 runpy.run_path("stages/train.py", run_name="__main__")
 """
 
@@ -68,8 +70,9 @@ def built(tmp_path_factory, server, refused, mnist_files):
     repo = copy_repo(tmp_path_factory.mktemp("built"))
     set_params(repo, refused, mnist_files["md5"])
     mirror = f"{server.base_url}/mirror"
-    result = run(["dvc", "repro", "render@lenet5"], repo, mirror)
-    return {"repo": repo, "mirror": mirror, "log": result.stdout}
+    reads = tmp_path_factory.mktemp("reads") / "params_read.tsv"
+    result = run(["dvc", "repro", "render@lenet5"], repo, mirror, extra_env={PARAMS_LOG: str(reads)})
+    return {"repo": repo, "mirror": mirror, "log": result.stdout, "reads": reads}
 
 
 def outputs(repo):
@@ -92,8 +95,11 @@ def test_repro_downloads_through_the_mirror_and_trains_with_falling_loss(built, 
     assert [int(r["actual"]) for r in confusion] == mnist_files["test"][1].tolist()
     accuracy = np.mean([r["actual"] == r["predicted"] for r in confusion])
     assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-6)
-    state = torch.load(repo / "models/lenet5.pt", weights_only=True)
-    assert state["conv1.weight"].shape == (6, 1, 5, 5)
+    saved = torch.load(repo / "models/lenet5.pt", weights_only=True)
+    assert saved["state_dict"]["conv1.weight"].shape == (6, 1, 5, 5)
+    params = yaml.safe_load((repo / "params.yaml").read_text())["train"]["lenet5"]
+    assert saved["config"] == {"c3_table": params["c3_table"], "prototypes": params["prototypes"],
+                               "normalize": params["normalize"]}
 
 
 def test_mined_top_k_are_the_real_spatial_maxima_of_the_trained_model(built, mnist_files):
@@ -101,7 +107,7 @@ def test_mined_top_k_are_the_real_spatial_maxima_of_the_trained_model(built, mni
     net = NETS["lenet5"]
     params = yaml.safe_load((repo / "params.yaml").read_text())
     model = net.build(params["train"]["lenet5"])
-    model.load_state_dict(torch.load(repo / "models/lenet5.pt", weights_only=True))
+    model.load_state_dict(torch.load(repo / "models/lenet5.pt", weights_only=True)["state_dict"])
     model.eval()
     x = net.inputs(None, params["train"]["lenet5"], "cpu").eval(torch.from_numpy(mnist_files["test"][0]))
     acts = {}
@@ -230,10 +236,156 @@ def test_render_says_once_when_a_layer_has_fewer_maps_than_asked(built, tmp_path
                      "conv1 (6), pool1 (6)"]
 
 
-@pytest.mark.parametrize("stage", ["download", "prepare", "stats", "train", "mine", "render"])
+@pytest.mark.parametrize("stage", ["validate", "download", "prepare", "stats", "train", "mine", "render"])
 def test_every_stage_explains_itself_with_help(stage):
     result = subprocess.run([sys.executable, f"stages/{stage}.py", "--help"], cwd=REPO, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("usage:"), result.stderr
-    flag = "--net" if stage in ("train", "mine", "render") else "--dataset"
-    assert flag in result.stdout and f"`{stage}@" in result.stdout
+    flag = {"train": "--net", "mine": "--net", "render": "--net", "validate": "--params"}.get(stage, "--dataset")
+    assert flag in result.stdout and f"`{stage}" in result.stdout
+
+
+def snapshot(repo):
+    """Every file of the workspace that DVC or a stage writes, with its bytes."""
+    roots = ["data", "models", "metrics", "images", "checkpoints"]
+    return {p.relative_to(repo).as_posix(): p.read_bytes()
+            for root in roots if (repo / root).exists() for p in sorted((repo / root).rglob("*")) if p.is_file()}
+
+
+def copy_built(built, dest):
+    shutil.copytree(built["repo"], dest, symlinks=True)
+    return dest
+
+
+def stages_run(result):
+    return [line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")]
+
+
+def flatten(value, prefix):
+    if isinstance(value, dict):
+        return {k for key, v in value.items() for k in flatten(v, f"{prefix}.{key}")}
+    return {prefix}
+
+
+def test_every_stage_reads_exactly_the_params_it_declares(built):
+    """dvc.yaml's params lists against the keys each stage's code read in the build
+    ($CNN_INTERNALS_PARAMS_LOG): a key read but not declared would not rerun the stage when
+    edited; one declared but not read would rerun it for nothing."""
+    lock = yaml.safe_load((built["repo"] / "dvc.lock").read_text())["stages"]
+    params = yaml.safe_load((built["repo"] / "params.yaml").read_text())
+    read = {}
+    for line in built["reads"].read_text().splitlines():
+        stage, key = line.split("\t")
+        node = params
+        for part in key.split("."):
+            node = node[part]
+        if not isinstance(node, dict):                       # leaves only: sections are on the way
+            read.setdefault(stage, set()).add(key)
+    assert set(read) <= set(lock)
+    for stage, entry in lock.items():
+        declared = entry.get("params", {}).get("params.yaml", {})
+        if stage == "validate":
+            assert set(declared) == set(params), "validate must declare the whole params file"
+            continue
+        leaves = {k for key, value in declared.items() for k in flatten(value, key)}
+        assert read.get(stage, set()) == leaves, stage
+
+
+def test_a_bad_param_stops_dvc_repro_before_any_output_is_removed(built, tmp_path):
+    repo = copy_built(built, tmp_path / "repo")
+    before = snapshot(repo)
+    edit_params(repo, {"train.lenet5.lr": 0})
+    result = run(["dvc", "repro"], repo, built["mirror"], check=False)
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(ours) == 1 and "params.yaml: train.lenet5.lr must be > 0" in ours[0], result.stderr
+    assert stages_run(result) == ["validate"] and "Traceback" not in result.stderr
+    assert snapshot(repo) == before
+    edit_params(repo, {"train.lenet5.lr": yaml.safe_load((built["repo"] / "params.yaml").read_text())
+                       ["train"]["lenet5"]["lr"]})
+    again = run(["dvc", "repro"], repo, built["mirror"])
+    assert stages_run(again) in ([], ["validate"]) and snapshot(repo) == before
+
+
+def test_a_param_edit_reruns_only_the_stages_that_read_it(built, tmp_path):
+    repo = copy_built(built, tmp_path / "repo")
+    before = snapshot(repo)
+    edit_params(repo, {"render.lenet5.channels": 3})
+    assert stages_run(run(["dvc", "repro"], repo, built["mirror"])) == ["validate", "render@lenet5"]
+    assert snapshot(repo)["images/lenet5/conv1.png"] != before["images/lenet5/conv1.png"]
+    # amp is off on the CPU whatever it says: train reruns, writes the same weights, and
+    # nothing after it runs again
+    edit_params(repo, {"render.lenet5.channels": 2, "train.lenet5.amp": False})
+    result = run(["dvc", "repro"], repo, built["mirror"])
+    assert "Running stage 'train@lenet5'" in result.stdout
+    assert "Running stage 'mine@lenet5'" not in result.stdout
+    assert snapshot(repo) == before
+
+
+WRITE_FAILS = """
+import errno, os, pathlib, runpy, sys
+write = pathlib.Path.write_bytes
+count = [0]
+def full_disk(self, data):
+    if self.name.endswith(".tmp"):
+        count[0] += 1
+        if count[0] == 3:       # the third output of the set
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+    return write(self, data)
+pathlib.Path.write_bytes = full_disk
+sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(sys.argv[0]))      # where `python stages/x.py` finds _bootstrap
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_a_full_disk_while_writing_changes_no_output(built, tmp_path):
+    """train writes its four outputs all or nothing; the error is one line."""
+    repo = copy_built(built, tmp_path / "repo")
+    (repo / "write_fails.py").write_text(WRITE_FAILS)
+    before = snapshot(repo)
+    edit_params(repo, {"train.lenet5.epochs": 1})
+    result = run([sys.executable, "write_fails.py", "stages/train.py", "--net", "lenet5"], repo, built["mirror"],
+                 check=False)
+    one_line_error(result, "cannot write", "No space left on device")
+    after = snapshot(repo)
+    assert {k: v for k, v in after.items() if not k.startswith("checkpoints/")} == before
+    assert not list(repo.rglob("*.tmp"))
+
+
+def test_a_stage_failing_under_dvc_puts_its_last_good_outputs_back(built, tmp_path):
+    repo = copy_built(built, tmp_path / "repo")
+    (repo / "write_fails.py").write_text(WRITE_FAILS)
+    dvc_yaml = repo / "dvc.yaml"
+    dvc_yaml.write_text(dvc_yaml.read_text().replace("cmd: python stages/train.py",
+                                                     "cmd: python write_fails.py stages/train.py"))
+    before = snapshot(repo)
+    edit_params(repo, {"train.lenet5.epochs": 1})
+    result = run(["dvc", "repro", "train@lenet5"], repo, built["mirror"], check=False)
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(ours) == 1 and "No space left on device" in ours[0], result.stderr
+    assert "the last good outputs of train@lenet5 (dvc.lock) are back in place" in ours[0]
+    after = snapshot(repo)
+    assert {k: v for k, v in after.items() if not k.startswith("checkpoints/")} == before
+
+
+def test_stages_find_the_project_from_any_folder_and_name_the_params_file_used(built, tmp_path):
+    repo = copy_built(built, tmp_path / "repo")
+    before = snapshot(repo)
+    run([sys.executable, "render.py", "--net", "lenet5", "--params", "../params.yaml"], repo / "stages",
+        built["mirror"])
+    run([sys.executable, "../stages/mine.py", "--net", "lenet5"], repo / "metrics", built["mirror"])
+    assert snapshot(repo) == before
+    assert sorted(p.name for p in (repo / "stages").iterdir() if p.is_dir() and p.name != "__pycache__") == []
+    custom = repo / "custom.yaml"
+    custom.write_text((repo / "params.yaml").read_text().replace("method: guided_backprop", "method: saliency"))
+    result = run([sys.executable, "render.py", "--net", "lenet5", "--params", "../custom.yaml"], repo / "stages",
+                 built["mirror"], check=False)
+    one_line_error(result, "../custom.yaml: render.lenet5.method must be one of")
+
+
+def test_a_stage_without_its_packages_says_how_to_install_them():
+    result = subprocess.run([sys.executable, "-S", "stages/train.py", "--net", "lenet5"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    one_line_error(result, "not installed", "pip install -e .")

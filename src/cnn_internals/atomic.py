@@ -30,7 +30,19 @@ def write_bytes(path, data):
         tmp.write_bytes(data)
 
 
-def write_torch(path, obj):
+def write_all(files: dict) -> None:
+    """Write {path: bytes} all or nothing: every file is written in full beside its target
+    first (a full disk fails here, with the old outputs untouched), then each is renamed over
+    its target, which cannot fail for lack of space."""
+    with contextlib.ExitStack() as stack:
+        staged = [(stack.enter_context(atomic_path(path)), data) for path, data in files.items()]
+        for tmp, data in staged:
+            tmp.write_bytes(data)
+    # atomic_path renames each temp file over its target as the stack unwinds; on an error
+    # while writing, every temp file is removed instead and no target has changed.
+
+
+def torch_bytes(obj) -> bytes:
     """torch.save through a buffer: saved to a file path, torch names the archive's records
     after the (temporary, random) file name, and equal weights would differ in bytes."""
     import io
@@ -39,16 +51,24 @@ def write_torch(path, obj):
 
     buf = io.BytesIO()
     torch.save(obj, buf)
-    write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_torch(path, obj):
+    write_bytes(path, torch_bytes(obj))
 
 
 def write_text(path, text):
     write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path, obj):
+def json_bytes(obj) -> bytes:
     """Sorted keys and a trailing newline, so equal content means equal bytes."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def write_json(path, obj):
+    write_bytes(path, json_bytes(obj))
 
 
 def default_mode(kind="file"):

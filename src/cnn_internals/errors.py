@@ -1,7 +1,9 @@
 """User errors: one clear line on stderr and a non-zero exit, never a traceback."""
 
 import argparse
+import errno
 import functools
+import os
 import sys
 
 
@@ -15,19 +17,37 @@ def first_line(err: BaseException) -> str:
     return " ".join(lines[0].split()) if lines else type(err).__name__
 
 
+# A full disk, a read-only or foreign-owned folder: the user's to fix, one line is enough.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
 def cli(main):
-    """Wrap a stage's ``main`` so a UserError ends in one line on stderr and exit code 2."""
+    """Wrap a stage's ``main``: it runs from the project root; a UserError, a write error
+    (disk full, no permission) or an interrupt ends in one line on stderr and a non-zero exit,
+    after the last good outputs dvc.lock records are put back (``project.restore_outputs``)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        from .project import enter_root, restore_outputs
+
         try:
+            enter_root()
             return main(*args, **kwargs)
         except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+            message, code = str(err), 2
         except KeyboardInterrupt:
-            print("error: interrupted", file=sys.stderr)
-            sys.exit(130)
+            message, code = "interrupted", 130
+        except OSError as err:
+            if err.errno not in WRITE_ERRNOS:
+                restore_outputs()
+                raise
+            where = f" {err.filename}" if err.filename else ""
+            message, code = f"cannot write{where}: {err.strerror or os.strerror(err.errno)}", 2
+        except BaseException:
+            restore_outputs()     # a bug: its traceback follows, the results stay
+            raise
+        print(f"error: {message}{restore_outputs()}", file=sys.stderr)
+        sys.exit(code)
 
     return wrapper
 

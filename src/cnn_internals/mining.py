@@ -10,7 +10,15 @@ from dataclasses import dataclass
 
 import torch
 
+from .data.datasets import get_dataset
+from .params import get
 from .projection import _StopForward, _hooks, eval_mode, get_module
+
+
+def mine_params(params, net) -> dict:
+    """``mine.<net>``: k (top images per map) and the split they come from."""
+    return {"k": get(params, f"mine.{net.name}.k", kind=int, minimum=1),
+            "split": get(params, f"mine.{net.name}.split", kind=str, choices=get_dataset(net.dataset).splits)}
 
 
 @dataclass

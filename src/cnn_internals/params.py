@@ -1,33 +1,92 @@
-"""params.yaml access with validation: a bad or missing key is a UserError naming the key."""
+"""params.yaml access with validation: a bad or missing key is a UserError naming the file and
+the key.
 
+Every stage reads its params through ``load_params``, and with ``$CNN_INTERNALS_PARAMS_LOG``
+set each dotted key a stage reads is appended to that file ("stage<TAB>key" lines): the test
+that holds dvc.yaml's ``params:`` lists to what each stage's code actually reads uses it.
+"""
+
+import atexit
 import math
+import os
 import re
 from pathlib import Path
 
 import yaml
 
 from .errors import UserError
+from .project import shown
 
 _MISSING = object()
+PARAMS_LOG = "CNN_INTERNALS_PARAMS_LOG"
 
 
-def load_params(path="params.yaml"):
+class Params(dict):
+    """The parsed params file; ``name`` is the file as the user named it, for messages."""
+
+    name = "params.yaml"
+
+
+class _Recorded(dict):
+    """A params section that notes every key read from it (only with $CNN_INTERNALS_PARAMS_LOG)."""
+
+    def __init__(self, data, prefix, seen):
+        super().__init__({k: _recorded(v, f"{prefix}{k}.", seen) for k, v in data.items()})
+        self._prefix, self._seen = prefix, seen
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        self._seen.add(f"{self._prefix}{key}")
+        return value
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+
+class _RecordedParams(_Recorded, Params):
+    pass
+
+
+def _recorded(value, prefix, seen):
+    return _Recorded(value, prefix, seen) if isinstance(value, dict) else value
+
+
+def _log_reads(seen, log):
+    stage = os.environ.get("DVC_STAGE", "-")
+    with open(log, "a", encoding="utf-8") as f:
+        f.writelines(f"{stage}\t{key}\n" for key in sorted(seen))
+
+
+def params_name(params) -> str:
+    return getattr(params, "name", "params.yaml")
+
+
+def load_params(path="params.yaml") -> Params:
     path = Path(path)
+    label = shown(path)      # as the user typed it, from where they typed it
     if path.is_dir():
-        raise UserError(f"{path} is a folder: pass the params file itself (--params {path / 'params.yaml'})")
+        raise UserError(f"{label} is a folder: pass the params file itself (--params {Path(label) / 'params.yaml'})")
     if not path.is_file():
-        raise UserError(f"{path} not found: run from the repository root or pass --params")
+        raise UserError(f"{label} not found: pass --params with the params file")
     try:
         params = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text: restore it (git checkout {path.name})") from None
+        raise UserError(f"{label} is not UTF-8 text: restore it (git checkout {path.name})") from None
     except yaml.YAMLError as err:
         # PyYAML's first line names the problem, the "line N, column M" mark comes after it.
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise UserError(f"{path} is not valid YAML{where}: {str(err).splitlines()[0]}") from None
+        raise UserError(f"{label} is not valid YAML{where}: {str(err).splitlines()[0]}") from None
     if not isinstance(params, dict):
-        raise UserError(f"{path} must be a mapping of sections")
+        raise UserError(f"{label} must be a mapping of sections")
+    log = os.environ.get(PARAMS_LOG)
+    if log:
+        seen = set()
+        atexit.register(_log_reads, seen, os.path.abspath(log))
+        params = _RecordedParams(params, "", seen)
+    else:
+        params = Params(params)
+    params.name = label
     return params
 
 
@@ -38,23 +97,24 @@ def get(params, dotted, kind=None, choices=None, minimum=None, above=None, defau
         if not isinstance(node, dict) or part not in node:
             if default is not _MISSING:
                 return default
-            raise UserError(f"params.yaml: missing key {dotted!r}")
+            raise UserError(f"{params_name(params)}: missing key {dotted!r}")
         node = node[part]
+    where = params_name(params)
     if kind is not None:
         kinds = kind if isinstance(kind, tuple) else (kind,)
         # bool is an int in Python; a YAML `true` must not pass as a count.
         if isinstance(node, bool) and bool not in kinds or not isinstance(node, kinds):
             names = " or ".join(k.__name__ for k in kinds)
-            raise UserError(f"params.yaml: {dotted} must be {names}, got {node!r}")
+            raise UserError(f"{where}: {dotted} must be {names}, got {node!r}")
     # YAML reads .nan and .inf as floats: no knob of this pipeline means anything there.
     if isinstance(node, float) and not math.isfinite(node):
-        raise UserError(f"params.yaml: {dotted} must be a finite number, got {node!r}")
+        raise UserError(f"{where}: {dotted} must be a finite number, got {node!r}")
     if choices is not None and node not in choices:
-        raise UserError(f"params.yaml: {dotted} must be one of {', '.join(map(str, choices))}; got {node!r}")
+        raise UserError(f"{where}: {dotted} must be one of {', '.join(map(str, choices))}; got {node!r}")
     if minimum is not None and node < minimum:
-        raise UserError(f"params.yaml: {dotted} must be >= {minimum}, got {node!r}")
+        raise UserError(f"{where}: {dotted} must be >= {minimum}, got {node!r}")
     if above is not None and node <= above:
-        raise UserError(f"params.yaml: {dotted} must be > {above}, got {node!r}")
+        raise UserError(f"{where}: {dotted} must be > {above}, got {node!r}")
     return node
 
 
@@ -64,10 +124,11 @@ _MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
 def download_entries(params: dict, key: str) -> list:
     """The list at ``key`` as download entries ({url, md5, mirrors?}), validated."""
     files = get(params, key, kind=list)
+    name = params_name(params)
     if not files:
-        raise UserError(f"params.yaml: {key} must be a non-empty list of {{url, md5}} entries")
+        raise UserError(f"{name}: {key} must be a non-empty list of {{url, md5}} entries")
     for i, entry in enumerate(files):
-        where = f"params.yaml: {key}[{i}]"
+        where = f"{name}: {key}[{i}]"
         if not isinstance(entry, dict):
             raise UserError(f"{where} must be a mapping with url and md5, got {entry!r}")
         url = entry.get("url")

@@ -5,25 +5,55 @@ from pathlib import Path
 
 import torch
 
+from .atomic import torch_bytes
 from .data import stats_dir
-from .data.datasets import open_split
+from .data.datasets import DATASETS, open_split
 from .errors import ArgumentParser, UserError, first_line
 from .models import NETS, get_net
-from .params import load_params
+from .params import get, load_params, params_name
+from .project import user_path
 from .stats import load_statistics
-from .training import pick_device
+from .training import pick_device, read_recipe
 
 
 def net_stage_args(description, argv=None):
-    """The command line every per-net stage shares (--net, --params): returns the registry
-    entry and the params, whose net-specific keys are already checked."""
+    """The command line every per-net stage shares (--net, --params): the registry entry and
+    the params file."""
     parser = ArgumentParser(description=description)
     parser.add_argument("--net", required=True, choices=sorted(NETS))
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--params", type=user_path, default=Path("params.yaml"),
+                        help="params file (default: params.yaml at the project root)")
     args = parser.parse_args(argv)
-    net, params = get_net(args.net), load_params(args.params)
+    return get_net(args.net), load_params(args.params)
+
+
+# What a stage reads from the params is checked by one function (this, mining.mine_params,
+# render.render_params, each dataset's read_params) that the stage calls, and so does the
+# validate stage, which runs them all before `dvc repro` removes any stage's outputs.
+
+def train_params(params, net):
+    """``train.<net>``: the recipe (common keys) after the net's own keys are checked."""
     net.validate(params)
-    return net, params
+    return read_recipe(params, net.name)
+
+
+def pipeline_lists(params) -> tuple:
+    """``pipeline.nets`` and ``pipeline.datasets``: known names, each net's dataset listed."""
+    name = params_name(params)
+    lists = []
+    for key, known in (("nets", NETS), ("datasets", DATASETS)):
+        items = get(params, f"pipeline.{key}", kind=list)
+        unknown = [item for item in items if item not in known]
+        if unknown or not items or len(set(map(str, items))) != len(items):
+            raise UserError(f"{name}: pipeline.{key} must list distinct names out of {', '.join(known)}; "
+                            f"got {items!r}")
+        lists.append(items)
+    nets, datasets = lists
+    for net in map(get_net, nets):
+        if net.dataset not in datasets:
+            raise UserError(f"{name}: {net.name} is trained on {net.dataset}, so {net.dataset} must be listed in "
+                            "pipeline.datasets")
+    return nets, datasets
 
 
 def weights_path(net) -> Path:
@@ -42,7 +72,7 @@ def images_dir(net) -> Path:
 
 def device_for(net, params) -> torch.device:
     """``train.<net>.device``: every stage of a net runs where its training was told to."""
-    return pick_device(params["train"][net.name]["device"])
+    return pick_device(get(params, f"train.{net.name}.device", kind=str))
 
 
 def load_stats(dataset: str) -> dict:
@@ -57,23 +87,34 @@ def load_split(net, split: str):
     return open_split(net.dataset, split)
 
 
-def net_inputs(net, params, device, stats=None):
-    """The net's batch transform, built from its dataset's statistics."""
+def net_inputs(net, config, device, stats=None):
+    """The net's batch transform from its ``train.<net>`` keys (or a weights file's config),
+    built from its dataset's statistics."""
     stats = load_stats(net.dataset) if stats is None else stats
-    return net.inputs(stats, params["train"][net.name], device)
+    return net.inputs(stats, config, device)
 
 
-def load_model(net, params, device):
-    """The trained ``net`` from models/<net>.pt, in eval mode on ``device``."""
+def model_file(net, model, p) -> bytes:
+    """models/<net>.pt's bytes: {"config": the train.<net> keys that shape the net and its
+    inputs, "state_dict": the weights on the CPU}."""
+    return torch_bytes({"config": {key: p[key] for key in net.model_keys},
+                        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}})
+
+
+def load_model(net, device):
+    """The trained ``net`` from models/<net>.pt, in eval mode on ``device``, and the config it
+    was trained with (for ``net_inputs``)."""
     path = weights_path(net)
     if not path.is_file():
         raise UserError(f"{path} missing: run `dvc repro train@{net.name}` first")
-    model = net.build(params["train"][net.name])
     try:
         with warnings.catch_warnings():   # torch warns about garbage before failing on it
             warnings.simplefilter("ignore")
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        config = {key: saved["config"][key] for key in net.model_keys}
+        model = net.build(config)
+        model.load_state_dict(saved["state_dict"])
     except Exception as err:  # noqa: BLE001 -- unpickling errors come in many types
         raise UserError(f"{path} does not hold {net.title} weights ({first_line(err)}): "
                         f"rerun `dvc repro -f train@{net.name}`") from None
-    return model.to(device).eval()
+    return model.to(device).eval(), config

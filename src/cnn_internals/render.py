@@ -12,9 +12,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from .params import get  # noqa: E402
 from .projection import crop_patches, project, receptive_field, unit_grad_cam  # noqa: E402
 
 RENDER_METHODS = ("gradient", "deconvnet", "guided_backprop", "grad_cam", "guided_grad_cam")
+
+
+def render_params(params, net) -> dict:
+    """``render.<net>``: how many maps per layer, and the projection method."""
+    return {"channels": get(params, f"render.{net.name}.channels", kind=int, minimum=1),
+            "method": get(params, f"render.{net.name}.method", kind=str, choices=RENDER_METHODS)}
 
 
 def signed_to_unit(x):

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from .atomic import write_torch
 from .data.loader import batches
 from .errors import UserError, first_line
-from .params import get
+from .params import get, params_name
 
 SCHEDULES = ("cosine", "constant", "plateau")
 
@@ -46,9 +46,9 @@ def pick_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"params.yaml: device {name!r} is not a torch device (auto, cpu, cuda, cuda:1, mps)") from None
+        raise UserError(f"device {name!r} is not a torch device (auto, cpu, cuda, cuda:1, mps)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"params.yaml: device {name!r} asked for, but no CUDA GPU is visible: use auto or cpu")
+        raise UserError(f"device {name!r} asked for, but no CUDA GPU is visible: use auto or cpu")
     return device
 
 
@@ -94,7 +94,8 @@ def read_recipe(params: dict, net: str) -> Recipe:
     key = f"train.{net}"
     get(params, key, kind=dict)
     if get(params, f"{key}.nproc", kind=int, minimum=1) != 1:
-        raise UserError(f"params.yaml: {key}.nproc > 1 (several GPUs through torchrun) is not available yet: use 1")
+        raise UserError(f"{params_name(params)}: {key}.nproc > 1 (several GPUs through torchrun) "
+                        "is not available yet: use 1")
     get(params, f"{key}.device", kind=str)
     schedule = get(params, f"{key}.schedule", kind=str, choices=SCHEDULES)
     return Recipe(
@@ -106,7 +107,7 @@ def read_recipe(params: dict, net: str) -> Recipe:
         weight_decay=get(params, f"{key}.weight_decay", kind=(int, float), minimum=0),
         momentum=get(params, f"{key}.momentum", kind=(int, float), minimum=0, default=0.9),
         schedule=schedule,
-        patience=(get(params, f"{key}.patience", kind=int, minimum=0) if schedule == "plateau" else 2),
+        patience=get(params, f"{key}.patience", kind=int, minimum=0, default=2),   # plateau only
         amp=get(params, f"{key}.amp", kind=bool, default=True),
     )
 
@@ -206,7 +207,8 @@ class Checkpoint:
     once the last write is on disk."""
 
     def __init__(self, directory, tag):
-        self.path, self.tag = Path(directory) / "last.pt", tag
+        self.directory = Path(directory)
+        self.path, self.tag = self.directory / "last.pt", tag
         self._writer = None
 
     def save_in_background(self, state):
@@ -244,8 +246,9 @@ class Checkpoint:
     def remove(self):
         self.wait()
         self.path.unlink(missing_ok=True)
+        (self.directory / "history.tsv").unlink(missing_ok=True)   # the run's progress, see train.py
         with contextlib.suppress(OSError):
-            self.path.parent.rmdir()
+            self.directory.rmdir()
 
 
 def _resume(state, model, opt, sched, scaler, log):

@@ -19,13 +19,15 @@ from .prepared import Split, read_split
 class Dataset:
     name: str
     splits: tuple                 # (training split, held-out split); test_* metrics are the latter
+    read_params: Callable         # (params) -> its data.<name> block, every key checked
     download: Callable            # (params, out dir) -> one-line summary
     prepare: Callable             # (raw dir, out dir) -> one-line summary
 
 
 DATASETS = {
-    "mnist": Dataset("mnist", ("train", "test"), mnist.download, mnist.prepare),
-    "imagenette": Dataset("imagenette", ("train", "val"), imagenette.download, imagenette.prepare),
+    "mnist": Dataset("mnist", ("train", "test"), mnist.read_params, mnist.download, mnist.prepare),
+    "imagenette": Dataset("imagenette", ("train", "val"), imagenette.read_params, imagenette.download,
+                          imagenette.prepare),
 }
 
 

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_dir
 from ..errors import UserError
-from ..params import download_entries
+from ..params import download_entries, params_name
 
 MIRROR_ENV = "CNN_INTERNALS_MIRROR"
 CHUNK = 1 << 16
@@ -306,13 +306,14 @@ def fetch(entries, dest_dir, mirror=None, tries=3, backoff=0.5, timeout=30):
     return [dest_dir / name for name, _, _ in plan]
 
 
-def fetch_listed(params: dict, key: str, needed: list, out: Path, hint: str = "") -> list:
-    """Download the {url, md5, mirrors?} entries at ``key`` of params.yaml into ``out``, once
-    they are checked to name every file in ``needed`` (a one-line UserError otherwise)."""
+def listed_entries(params: dict, key: str, needed: list, hint: str = "") -> list:
+    """The {url, md5, mirrors?} entries at ``key`` of the params, checked to name every file in
+    ``needed`` (a one-line UserError otherwise)."""
     files = download_entries(params, key)
     names = {file_name(entry["url"]) for entry in files}
     missing = [name for name in needed if name not in names]
     if missing:
-        raise UserError(f"params.yaml: {key} must list a URL for each of {', '.join(needed)}{hint}; "
+        raise UserError(f"{params_name(params)}: {key} must list a URL for each of {', '.join(needed)}{hint}; "
                         f"missing {', '.join(missing)}")
-    return fetch(files, out)
+    return files
+

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_dir, write_json
 from ..errors import UserError
-from .download import fetch_listed
+from .download import fetch, listed_entries
 from .prepared import read_split, write_classes
 
 ARCHIVE = "imagenette2-320.tgz"
@@ -353,9 +353,14 @@ def load_split(prepared_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 # --- The pipeline's stage entry points (see datasets.py) -----------------------------------
 
+def read_params(params: dict) -> dict:
+    """``data.imagenette``: the archive's {url, md5, mirrors?} entry."""
+    return {"files": listed_entries(params, "data.imagenette.files", [ARCHIVE], " (160 px is too small for 224 crops)")}
+
+
 def download(params: dict, out: Path) -> str:
     """download@imagenette: ``imagenette2-320.tgz`` from ``data.imagenette.files``, mirrors first."""
-    paths = fetch_listed(params, "data.imagenette.files", [ARCHIVE], out, " (160 px is too small for 224 crops)")
+    paths = fetch(read_params(params)["files"], out)
     return f"fetched {', '.join(path.name for path in paths)} into {out}"
 
 

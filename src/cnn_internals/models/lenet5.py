@@ -208,6 +208,7 @@ register(Net(
     name="lenet5", title="LeNet-5", dataset="mnist",
     layers=("conv1", "pool1", "conv2", "pool2", "conv3"),      # C1, S2, C3, S4, C5
     input_size=(1, 32, 32),
+    model_keys=("c3_table", "prototypes", "normalize"),
     build=lambda p: LeNet5(c3_table=p["c3_table"], learnable_prototypes=p["prototypes"] == "learned"),
     inputs=lambda stats, p, device: LeNetInputs(*input_levels(stats, p)),
     validate=validate,

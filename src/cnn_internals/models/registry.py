@@ -41,6 +41,9 @@ class Net:
     input_size: tuple        # (C, H, W) the model sees
     build: Callable          # (train params) -> nn.Module, initialised
     inputs: Callable         # (dataset stats, train params, device) -> Inputs
+    # The train.<name> keys that build and inputs read: saved with the weights, so mine and
+    # render rebuild the trained net from models/<name>.pt and declare no training params.
+    model_keys: tuple
     validate: Callable       # (params) -> None; UserError on a bad net-specific key
     loss: Callable = lambda p: F.cross_entropy   # (train params) -> loss(scores, targets)
 

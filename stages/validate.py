@@ -1,0 +1,65 @@
+"""Stage `validate`: check every params section the pipeline's stages read, before any runs.
+
+    python stages/validate.py                      # what `dvc repro` runs first
+
+DVC removes a stage's outputs before running it, so a typo caught by the stage itself would
+cost the model, the metrics or the pictures of the last good run. Every other stage depends on
+this one's output, data/params.ok, so `dvc repro` runs it first and stops here, before anything
+is removed, on any bad value: one line naming the file and the key (exit 2). It declares the
+whole params file, so any edit reruns it (in about a second); its output's bytes never change,
+so a valid edit reruns only the stages that declare what changed.
+
+Checked: ``pipeline`` (known nets and datasets, each net's dataset listed), ``data.<dataset>``
+for each listed dataset, ``train``, ``mine`` and ``render.<net>`` for each listed net, and
+that ``train.<net>.device`` exists here.
+"""
+
+import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
+
+import sys
+from pathlib import Path
+
+from cnn_internals.atomic import write_text
+from cnn_internals.data.datasets import DATASETS
+from cnn_internals.errors import ArgumentParser, cli
+from cnn_internals.mining import mine_params
+from cnn_internals.models import get_net
+from cnn_internals.params import load_params
+from cnn_internals.pipeline import device_for, pipeline_lists, train_params
+from cnn_internals.project import user_path
+from cnn_internals.render import render_params
+
+OUT = Path("data/params.ok")
+# The same bytes whatever the params: a valid edit must not make the stages after this rerun.
+STAMP = "params checked by stages/validate.py\n"
+
+
+def validate(params) -> list:
+    """Every section the stages of the listed datasets and nets read, checked as those stages
+    check it (the same functions); returns the sections checked."""
+    nets, datasets = pipeline_lists(params)
+    for dataset in datasets:
+        DATASETS[dataset].read_params(params)
+    for net in map(get_net, nets):
+        train_params(params, net)
+        device_for(net, params)
+        mine_params(params, net)
+        render_params(params, net)
+    return ["pipeline"] + [f"data.{d}" for d in datasets] + [
+        f"{stage}.{net}" for net in nets for stage in ("train", "mine", "render")]
+
+
+@cli
+def main(argv=None):
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--params", default=Path("params.yaml"), type=user_path,
+                        help="params file (default: params.yaml at the project root)")
+    parser.add_argument("--out", default=OUT, type=user_path, help=f"stamp file written when valid (default {OUT})")
+    args = parser.parse_args(argv)
+    checked = validate(load_params(args.params))
+    write_text(args.out, STAMP)
+    print(f"{args.params}: valid ({', '.join(checked)})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""dvc.yaml against the code: every stage depends on exactly the source files it imports."""
+
+import re
+
+import pytest
+import yaml
+
+from imports import REPO, stage_sources
+
+STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def declared_sources(deps) -> set:
+    """The .py files a stage's deps name under src/ and stages/ (folders expanded)."""
+    files = set()
+    for dep in deps:
+        path = REPO / dep
+        if not dep.startswith(("src/", "stages/")):
+            continue
+        if path.is_dir():
+            files.update(p.relative_to(REPO).as_posix() for p in path.rglob("*.py") if "__pycache__" not in p.parts)
+        else:
+            assert path.is_file(), f"{dep} does not exist"
+            files.add(dep)
+    return files
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_a_stage_depends_on_exactly_the_sources_it_imports(name):
+    stage = STAGES[name].get("do", STAGES[name])
+    script = re.match(r"python (stages/\w+\.py)", stage["cmd"]).group(1)
+    imported = stage_sources(REPO / script)
+    declared = declared_sources(stage["deps"])
+    assert declared == imported, (f"{name}: imported but not declared {sorted(imported - declared)}; "
+                                  f"declared but not imported {sorted(declared - imported)}")
+
+
+def test_the_import_walk_sees_lazy_and_relative_imports():
+    """The walk above is only as good as its parser: errors.cli imports project lazily, and
+    datasets imports mnist and imagenette with `from . import`."""
+    download = stage_sources(REPO / "stages/download.py")
+    assert {"src/cnn_internals/project.py", "src/cnn_internals/data/mnist.py",
+            "src/cnn_internals/data/imagenette.py", "stages/_bootstrap.py"} <= download
+    assert "src/cnn_internals/training.py" not in download
