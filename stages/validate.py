@@ -6,8 +6,8 @@ DVC removes a stage's outputs before running it, so a typo caught by the stage i
 cost the model, the metrics or the pictures of the last good run. Every other stage depends on
 this one's output, data/params.ok, so `dvc repro` runs it first and stops here, before anything
 is removed, on any bad value: one line naming the file and the key (exit 2). It declares the
-whole params file, so any edit reruns it (in about a second); its output's bytes never change,
-so a valid edit reruns only the stages that declare what changed.
+whole params file, so any edit reruns it (a few seconds, mostly importing torch); its
+output's bytes never change, so a valid edit reruns only the stages that declare what changed.
 
 Checked: ``pipeline`` (known nets and datasets, each net's dataset listed), ``data.<dataset>``
 for each listed dataset, ``train``, ``mine`` and ``render.<net>`` for each listed net, and

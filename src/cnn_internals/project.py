@@ -26,12 +26,14 @@ _STARTED_IN = None
 
 
 def find_root() -> Path:
-    """$DVC_ROOT under DVC; else the nearest folder holding dvc.yaml above the stage script,
-    then above the current directory."""
-    if os.environ.get("DVC_ROOT"):
-        return Path(os.environ["DVC_ROOT"]).resolve()
+    """The nearest folder holding dvc.yaml above the stage script (stages/<name>.py), else
+    above the current directory (``python -m cnn_internals.x``).
+
+    Not $DVC_ROOT: for a queued experiment DVC sets it to the user's main workspace while the
+    stage runs in a copy under .dvc/tmp/exps, and the stage must write into that copy."""
     script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
-    for start in filter(None, (script.parent if script else None, Path.cwd())):
+    stage_dir = script.parent if script is not None and script.parent.name == "stages" else None
+    for start in filter(None, (stage_dir, Path.cwd())):
         for folder in (start, *start.parents):
             if (folder / "dvc.yaml").is_file():
                 return folder
@@ -113,7 +115,7 @@ def restore_outputs() -> str:
     stage = os.environ.get("DVC_STAGE")
     if not stage or "DVC_ROOT" not in os.environ:
         return ""
-    root = Path(os.environ["DVC_ROOT"])
+    root = find_root()
     try:
         lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8")) or {}
         outs = lock["stages"][stage.split(":")[-1]]["outs"]

@@ -247,6 +247,8 @@ class Checkpoint:
         self.wait()
         self.path.unlink(missing_ok=True)
         (self.directory / "history.tsv").unlink(missing_ok=True)   # the run's progress, see train.py
+        for stray in self.directory.glob(".*.tmp"):   # a write a killed run left half done
+            stray.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.directory.rmdir()
 
