@@ -21,11 +21,13 @@ always restored in ``finally``. Forward passes stop at the requested layer.
 """
 
 import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .models.layers import ScaledTanh
+from .receptive_fields import FieldTrace, Undefined
 
 METHODS = ("gradient", "deconvnet", "guided_backprop")
 
@@ -236,55 +238,41 @@ def _pair(value):
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
-def _geometry(module):
-    """(kernel, stride, padding, dilation) pairs of a sliding-window module, else None."""
-    if not hasattr(module, "kernel_size"):
-        return None
-    kernel, dilation = _pair(module.kernel_size), _pair(getattr(module, "dilation", 1))
-    stride = _pair(module.stride if module.stride is not None else module.kernel_size)
-    padding = getattr(module, "padding", 0)
-    if padding == "valid":
-        padding = 0
-    elif padding == "same":
-        padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
-    return kernel, stride, _pair(padding), dilation
+def _trace_fields(model, layer, probe):
+    trace = FieldTrace(probe)
+    with eval_mode(model), torch.no_grad(), trace.naming(model), trace:
+        output, _ = forward_to(model, layer, probe)
+    return trace, output
 
 
-def receptive_field(model, layer, input_size):
+def receptive_field(model, layer, input_size, channel=None):
     """(size, stride, padding) of a unit of ``layer``: unit (i, j) sees input rows
     [i*stride - padding, i*stride - padding + size - 1] (and the same for columns).
 
-    Walks the leaf modules the forward pass runs up to ``layer`` (Araujo et al. 2019:
-    r += (k-1)*d*S; P += p*S; S *= s). A module without a window must keep the spatial size,
-    or the field is undefined and ValueError says which. ``input_size`` is (C, H, W).
-    Returns ints, or (row, col) pairs where the two axes differ.
+    Computed from the graph the forward pass runs up to ``layer`` (its first call), following
+    tensors rather than modules (``receptive_fields.FieldTrace``): a window composes as in
+    Araujo et al. 2019 (r += (k-1)*d*S; P += p*S; S *= s), and where paths meet (a residual
+    ``+``, a conv over concatenated branches) the field is the union over all paths, the
+    smallest window covering each. After a concatenation the field differs from channel to
+    channel: ``channel`` picks one; None gives the union over the layer's channels, which is
+    every channel's field where they agree. Asking past something with no spatial field
+    (flatten, an adaptive pool that changes the size, an op the trace does not know) raises
+    ValueError naming it. ``input_size`` is (C, H, W). Returns ints, or (row, col) pairs where
+    the two axes differ.
     """
     param = next(model.parameters())
-    probe = torch.zeros(1, *input_size, dtype=param.dtype, device=param.device)
-    trace = []
-
-    def record(module, args, output):
-        trace.append((module, args[0].shape[-2:], output.shape[-2:]))
-
-    leaves = [m for m in model.modules() if not list(m.children())]
-    with _hooks(*(m.register_forward_hook(record) for m in leaves)), eval_mode(model), torch.no_grad():
-        forward_to(model, layer, probe)
-    size, stride, padding = [1, 1], [1, 1], [0, 0]
-    for module, in_hw, out_hw in trace:
-        geometry = _geometry(module)
-        if geometry is None:
-            if in_hw != out_hw:
-                raise ValueError(f"receptive field undefined: {type(module).__name__} changes the "
-                                 f"spatial size {tuple(in_hw)} -> {tuple(out_hw)} without a window")
-            continue
-        for axis in range(2):
-            k, s, p, d = (g[axis] for g in geometry)
-            size[axis] += (k - 1) * d * stride[axis]
-            padding[axis] += p * stride[axis]
-            stride[axis] *= s
+    try:   # shapes are all a field needs: on the meta device nothing is computed
+        trace, output = _trace_fields(model, layer, torch.zeros(1, *input_size, dtype=param.dtype, device="meta"))
+    except (RuntimeError, NotImplementedError):   # a forward that reads values: run it for real
+        trace, output = _trace_fields(model, layer, torch.zeros(1, *input_size, dtype=param.dtype, device=param.device))
+    fields = trace.fields(output) if isinstance(output, torch.Tensor) else Undefined("it is not a tensor")
+    try:
+        size, stride, padding = zip(*fields.window(channel))
+    except ValueError as undefined:
+        raise ValueError(f"receptive field of {layer!r} undefined: {undefined}") from None
     if size[0] == size[1] and stride[0] == stride[1] and padding[0] == padding[1]:
         return size[0], stride[0], padding[0]
-    return tuple(size), tuple(stride), tuple(padding)
+    return size, stride, padding
 
 
 def crop_patches(images, layer_rf, rows, cols):
