@@ -28,3 +28,17 @@ def twin(net, inplace):
     other = relu_net(inplace=inplace)
     other.load_state_dict(net.state_dict())
     return other
+
+
+def resnet18_net(inplace=True, seed=0):
+    """torchvision's ResNet-18 (random weights, 10 classes, float64, eval mode): each
+    BasicBlock calls its one ReLU module twice, and a 1x1 stride-2 shortcut conv branches off
+    the main path in layers 2-4. ``inplace=False`` gives the same net with ordinary ReLUs."""
+    from torchvision.models import resnet18
+
+    torch.manual_seed(seed)
+    net = resnet18(weights=None, num_classes=10).double().eval()
+    for module in net.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = inplace
+    return net

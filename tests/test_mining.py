@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from cnn_internals.mining import top_k_activations
-from nets import relu_net
+from nets import relu_net, resnet18_net
 
 
 def brute_force(acts, k):
@@ -71,6 +71,19 @@ def test_top_k_equals_brute_force_with_ties_and_a_dead_channel(k):
     dead = got["conv2"]
     assert dead.values[5].tolist() == [0.0] * k and dead.images[5].tolist() == list(range(k))
     assert dead.rows[5].tolist() == [0] * k and dead.cols[5].tolist() == [0] * k
+
+
+def test_top_k_at_a_resnet18_block_path_equals_brute_force():
+    x = torch.randn(10, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    net = resnet18_net()
+    top = top_k_activations(net, ["layer3.1.conv2"], torch.split(x, 3), 4)["layer3.1.conv2"]
+    expected = brute_force(all_outputs(resnet18_net(inplace=False), "layer3.1.conv2", x), 4)
+    assert top.values.shape == (256, 4)
+    for ch, entries in enumerate(expected):
+        assert top.values[ch].tolist() == [-e[0] for e in entries], ch
+        assert top.images[ch].tolist() == [e[1] for e in entries], ch
+        assert top.rows[ch].tolist() == [e[2] for e in entries], ch
+        assert top.cols[ch].tolist() == [e[3] for e in entries], ch
 
 
 def test_conv_values_are_read_before_the_inplace_relu_changes_them():

@@ -14,7 +14,7 @@ from cnn_internals.models.lenet5 import LeNet5
 from cnn_internals.models.layers import A, S, ScaledTanh
 from cnn_internals.projection import (crop_patches, grad_cam, guided_grad_cam, project,
                                       receptive_field, unit_grad_cam)
-from nets import relu_net, twin
+from nets import relu_net, resnet18_net, twin
 
 CAPTUM = {"gradient": NeuronGradient, "deconvnet": NeuronDeconvolution,
           "guided_backprop": NeuronGuidedBackprop}
@@ -46,6 +46,35 @@ def test_project_matches_captum_on_relu_net_with_inplace_relu_lrn_and_overlappin
     ours = project(net, layer, batch, ch, r, c, method)
     assert ref.norm() > 0
     assert rel_err(ours, ref) <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def small_images():
+    return torch.randn(4, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+
+
+@pytest.mark.parametrize("method", sorted(CAPTUM))
+def test_project_matches_captum_on_resnet18_whose_relu_modules_run_twice_per_block(method, small_images):
+    net, oracle = resnet18_net(inplace=True), resnet18_net(inplace=False)
+    ch, r, c = torch.tensor([0, 5, 17, 100]), torch.tensor([0, 3, 7, 4]), torch.tensor([7, 2, 0, 4])
+    ref = CAPTUM[method](oracle, oracle.layer2[1].conv2).attribute(
+        small_images, lambda out: out[torch.arange(len(small_images)), ch, r, c])
+    ours = project(net, "layer2.1.conv2", small_images, ch, r, c, method)
+    assert ref.norm() > 0
+    assert rel_err(ours, ref) <= 1e-10
+    if method != "gradient":   # the rule changed the result, so both ReLU calls got it
+        assert rel_err(ours, project(net, "layer2.1.conv2", small_images, ch, r, c, "gradient")) > 0.1
+
+
+def test_grad_cam_at_a_resnet18_block_path_matches_captum(small_images):
+    net, oracle = resnet18_net(inplace=True), resnet18_net(inplace=False)
+    classes = torch.tensor([0, 3, 9, 3])
+    ref = LayerGradCam(oracle, oracle.layer3[1].conv2).attribute(small_images, target=classes,
+                                                                  relu_attributions=True)
+    ref = LayerAttribution.interpolate(ref, (64, 64), "bilinear").squeeze(1)
+    ours = grad_cam(net, "layer3.1.conv2", small_images, classes)
+    assert ref.norm() > 0
+    assert rel_err(ours, ref) <= 1e-10
 
 
 def test_methods_differ_so_the_comparison_means_something(batch):

@@ -252,12 +252,14 @@ class FieldTrace(TorchFunctionMode):
         if any(t.dim() != 4 for t in outputs):
             return [self._undefined(name, f"leaves no spatial map ({shapes})")] * len(outputs)
         result = self._rule(name, args, kwargs, traced, fields, outputs)
+        if isinstance(result, Undefined):
+            result = result.reason
         if isinstance(result, str):
             result = self._undefined(name, f"{result} ({shapes})")
         return result if isinstance(result, list) else [result] * len(outputs)
 
     def _rule(self, name, args, kwargs, traced, fields, outputs):
-        """ChannelFields, a list of them (one per output), or a string: why there are none."""
+        """ChannelFields, a list of them (one per output), or why there are none."""
         out = outputs[0]
         if name == "conv2d" or name in _POOLS:
             return self._window(name, args, kwargs, traced, fields, out)
