@@ -219,6 +219,34 @@ def test_ceil_mode_dilation_and_asymmetric_windows(size):
                                             pool_channels={"pool2": 3})
 
 
+class Functional(nn.Module):
+    """Channel and spatial ops inside a forward: chunk, narrow, slicing, cat, pad, F.relu."""
+
+    def __init__(self):
+        super().__init__()
+        self.c3 = nn.Conv2d(2, 2, 3, padding=1)
+        self.c1 = nn.Conv2d(2, 2, 1)
+        self.c5 = nn.Conv2d(2, 2, 5, padding=2)
+        self.out = nn.Identity()
+
+    def forward(self, x):
+        wide, narrow = torch.cat([F.relu(self.c3(x)), self.c1(x)], 1).chunk(2, dim=1)
+        y = torch.cat([narrow, self.c5(x).narrow(1, 1, 1), wide[:, 1:]], 1)
+        # output row i is input row i + 1, output column j is input column j - 1
+        return self.out(F.pad(y, (1, 0, 0, 2))[..., 1:, :])
+
+
+def test_functional_channel_and_spatial_ops():
+    torch.manual_seed(0)
+    net = Functional().double()
+    expected = [((1, 1), (1, 1), (-1, 1))] * 2 + [((5, 5), (1, 1), (1, 3)), ((3, 3), (1, 1), (0, 2))]
+    per_channel = [receptive_field(net, "out", (2, 10, 10), channel=c) for c in range(4)]
+    assert per_channel == expected
+    # units over input rows 1..9 and columns 0..8: the rest sit on the zero padding itself
+    units = [(c, i, j) for c in range(4) for i, j in [(0, 1), (4, 5), (8, 10), (8, 1)]]
+    assert_fields_are_gradient_supports(net, "out", (2, 10, 10), units, lambda c: per_channel[c])
+
+
 def test_asking_past_flatten_or_an_adaptive_pool_names_it(resnet):
     with pytest.raises(ValueError, match="'fc' undefined: adaptive_avg_pool2d in 'avgpool'"):
         receptive_field(resnet, "fc", (3, 64, 64))
