@@ -245,7 +245,7 @@ def _trace_fields(model, layer, probe):
     return trace, output
 
 
-def receptive_field(model, layer, input_size, channel=None):
+def receptive_field(model: nn.Module, layer: str, input_size: tuple, channel: int | None = None) -> tuple:
     """(size, stride, padding) of a unit of ``layer``: unit (i, j) sees input rows
     [i*stride - padding, i*stride - padding + size - 1] (and the same for columns).
 
