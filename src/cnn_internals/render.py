@@ -44,16 +44,33 @@ def unit_pictures(model, layer, inputs, channels, rows, cols, method, input_size
     CPU in [0, 1]. ``to_display`` maps whole model inputs to [0, 1] pixels (AlexNet's adds the
     mean image back, so it needs the whole view); patches are cut from that, black where the
     field leaves the image."""
+    pictures, patches, rf = unit_pictures_by_method(model, layer, inputs, channels, rows, cols, (method,),
+                                                    input_size, to_display)
+    return pictures[method], patches, rf
+
+
+def unit_pictures_by_method(model, layer, inputs, channels, rows, cols, methods, input_size, to_display):
+    """``unit_pictures`` for several methods at once: ({method: pictures}, patches, receptive
+    field). The methods share their passes through the engine: Grad-CAM's heat serves both
+    Grad-CAM methods and guided backprop's gradients both guided ones, so the five methods
+    cost four passes instead of six."""
     rf = receptive_field(model, layer, input_size)
     patches = crop_patches(to_display(inputs), rf, rows, cols).cpu()
-    if method in ("grad_cam", "guided_grad_cam"):
+    heat = None
+    if {"grad_cam", "guided_grad_cam"} & set(methods):
         heat = crop_patches(unit_grad_cam(model, layer, inputs, channels, rows, cols).unsqueeze(1), rf, rows, cols)
+    wanted = {"guided_backprop" if m == "guided_grad_cam" else m for m in methods} - {"grad_cam"}
+    grads = {m: crop_patches(project(model, layer, inputs, channels, rows, cols, m), rf, rows, cols)
+             for m in sorted(wanted)}
+    pictures = {}
+    for method in methods:
         if method == "grad_cam":
-            return heat_overlay(heat.cpu(), patches), patches, rf
-        grads = project(model, layer, inputs, channels, rows, cols, "guided_backprop")
-        return signed_to_unit((crop_patches(grads, rf, rows, cols) * heat).cpu()), patches, rf
-    grads = project(model, layer, inputs, channels, rows, cols, method)
-    return signed_to_unit(crop_patches(grads, rf, rows, cols).cpu()), patches, rf
+            pictures[method] = heat_overlay(heat.cpu(), patches)
+        elif method == "guided_grad_cam":
+            pictures[method] = signed_to_unit((grads["guided_backprop"] * heat).cpu())
+        else:
+            pictures[method] = signed_to_unit(grads[method].cpu())
+    return pictures, patches, rf
 
 
 def mosaic(tiles, side):
