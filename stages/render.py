@@ -11,39 +11,15 @@ through the projection engine together.
 
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 
-import json
-
 import torch
 from tqdm import tqdm
 
 from cnn_internals.atomic import atomic_dir
-from cnn_internals.data.datasets import get_dataset
 from cnn_internals.data.loader import gather
 from cnn_internals.errors import UserError, cli
-from cnn_internals.pipeline import (device_for, images_dir, load_model, load_split, mined_path, net_inputs,
-                                    net_stage_args)
+from cnn_internals.pipeline import (device_for, images_dir, load_mined, load_model, load_split, mined_path,
+                                    net_inputs, net_stage_args)
 from cnn_internals.render import layer_figure, render_params, unit_pictures
-
-
-def read_mined(net):
-    """data/mined/<net>.json checked: (split, {layer: values/images/rows/cols tensors})."""
-    path = mined_path(net)
-    if not path.is_file():
-        raise UserError(f"{path} missing: run `dvc repro mine@{net.name}` first")
-    fix = f"rerun `dvc repro -f mine@{net.name}`"
-    try:
-        mined = json.loads(path.read_text())
-        mined_split = mined["split"]
-        layers = {layer: {f: torch.tensor(mined["layers"][layer][f]) for f in ("values", "images", "rows", "cols")}
-                  for layer in net.layers}
-    except (ValueError, KeyError, TypeError, RuntimeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path} is truncated or malformed ({type(err).__name__}): {fix}") from None
-    if any(t.dim() != 2 or t.shape != top["values"].shape or not len(t) for top in layers.values()
-           for t in top.values()):
-        raise UserError(f"{path} holds tables of the wrong shape: {fix}")
-    if mined_split not in get_dataset(net.dataset).splits:
-        raise UserError(f"{path} names an unknown split {mined_split!r}: {fix}")
-    return mined_split, layers
 
 
 @cli
@@ -51,7 +27,7 @@ def main(argv=None):
     net, params = net_stage_args(__doc__, argv)
     p = render_params(params, net)
     channels, method = p["channels"], p["method"]
-    split_name, tables = read_mined(net)      # the split is the mined one's, not a param here
+    split_name, tables = load_mined(net)      # the split is the mined one's, not a param here
     device = device_for(net, params)
     model, config = load_model(net, device)
     split = load_split(net, split_name)

@@ -26,8 +26,8 @@ from cnn_internals.data import prepared_dir
 from cnn_internals.data.datasets import get_dataset
 from cnn_internals.data.prepared import fingerprint
 from cnn_internals.errors import cli
-from cnn_internals.pipeline import (device_for, load_split, load_stats, model_file, net_inputs, net_stage_args,
-                                    train_params, weights_path)
+from cnn_internals.pipeline import (device_for, load_split, load_stats, metrics_paths, model_file, net_inputs,
+                                    net_stage_args, train_params, weights_path)
 from cnn_internals.training import (Checkpoint, Precision, code_fingerprint, eval_batch_size, evaluate,
                                     make_deterministic, params_tag, train)
 
@@ -85,12 +85,12 @@ def main(argv=None):
     }
     if "views_accuracy" in final:
         metrics["test_10crop_accuracy"] = round(final["views_accuracy"], 6)
+    paths = metrics_paths(net)
     write_all({
         weights_path(net): model_file(net, model, p),
-        Path("metrics") / f"{net.name}_history.tsv": history_tsv(history).encode(),
-        Path("metrics") / f"{net.name}_confusion.csv":
-            confusion_csv(data["test"].classes, data["test"].labels, final["predictions"]).encode(),
-        Path("metrics") / f"{net.name}.json": json_bytes(metrics),
+        paths["history"]: history_tsv(history).encode(),
+        paths["confusion"]: confusion_csv(data["test"].classes, data["test"].labels, final["predictions"]).encode(),
+        paths["metrics"]: json_bytes(metrics),
     })
     checkpoint.remove()
     print(f"{net.title}: test accuracy {final['accuracy']:.4f} ({metrics['test_error_percent']}% error) "

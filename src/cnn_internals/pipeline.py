@@ -1,5 +1,6 @@
 """Where each stage's artifacts live, and how a later stage loads an earlier one's."""
 
+import json
 import warnings
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import torch
 
 from .atomic import torch_bytes
 from .data import stats_dir
-from .data.datasets import DATASETS, open_split
+from .data.datasets import DATASETS, get_dataset, open_split
 from .errors import ArgumentParser, UserError, first_line
 from .models import NETS, get_net
 from .params import get, load_params, params_name
@@ -70,6 +71,18 @@ def images_dir(net) -> Path:
     return Path("images") / net.name
 
 
+def reports_dir(net) -> Path:
+    """report@<net>'s HTML report: reports/<net>/index.html and its images beside it."""
+    return Path("reports") / net.name
+
+
+def metrics_paths(net) -> dict:
+    """train@<net>'s metrics files: final figures, one row per epoch, one row per held-out image."""
+    folder = Path("metrics")
+    return {"metrics": folder / f"{net.name}.json", "history": folder / f"{net.name}_history.tsv",
+            "confusion": folder / f"{net.name}_confusion.csv"}
+
+
 def device_for(net, params) -> torch.device:
     """``train.<net>.device``: every stage of a net runs where its training was told to."""
     return pick_device(get(params, f"train.{net.name}.device", kind=str))
@@ -118,3 +131,25 @@ def load_model(net, device):
         raise UserError(f"{path} does not hold {net.title} weights ({first_line(err)}): "
                         f"rerun `dvc repro -f train@{net.name}`") from None
     return model.to(device).eval(), config
+
+
+def load_mined(net):
+    """data/mined/<net>.json checked: (split, {layer: values/images/rows/cols tensors}), each
+    table (maps, k), best first."""
+    path = mined_path(net)
+    if not path.is_file():
+        raise UserError(f"{path} missing: run `dvc repro mine@{net.name}` first")
+    fix = f"rerun `dvc repro -f mine@{net.name}`"
+    try:
+        mined = json.loads(path.read_text())
+        mined_split = mined["split"]
+        layers = {layer: {f: torch.tensor(mined["layers"][layer][f]) for f in ("values", "images", "rows", "cols")}
+                  for layer in net.layers}
+    except (ValueError, KeyError, TypeError, RuntimeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is truncated or malformed ({type(err).__name__}): {fix}") from None
+    if any(t.dim() != 2 or t.shape != top["values"].shape or not len(t) for top in layers.values()
+           for t in top.values()):
+        raise UserError(f"{path} holds tables of the wrong shape: {fix}")
+    if mined_split not in get_dataset(net.dataset).splits:
+        raise UserError(f"{path} names an unknown split {mined_split!r}: {fix}")
+    return mined_split, layers
