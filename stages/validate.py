@@ -10,8 +10,8 @@ whole params file, so any edit reruns it (a few seconds, mostly importing torch)
 output's bytes never change, so a valid edit reruns only the stages that declare what changed.
 
 Checked: ``pipeline`` (known nets and datasets, each net's dataset listed), ``data.<dataset>``
-for each listed dataset, ``train``, ``mine`` and ``render.<net>`` for each listed net, and
-that ``train.<net>.device`` exists here.
+for each listed dataset, ``train``, ``mine``, ``render`` and ``report.<net>`` for each listed
+net, and that ``train.<net>.device`` exists here.
 """
 
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
@@ -28,6 +28,7 @@ from cnn_internals.params import load_params
 from cnn_internals.pipeline import device_for, pipeline_lists, train_params
 from cnn_internals.project import user_path
 from cnn_internals.render import render_params
+from cnn_internals.report import report_params
 
 OUT = Path("data/params.ok")
 # The same bytes whatever the params: a valid edit must not make the stages after this rerun.
@@ -45,8 +46,9 @@ def validate(params) -> list:
         device_for(net, params)
         mine_params(params, net)
         render_params(params, net)
+        report_params(params, net)
     return ["pipeline"] + [f"data.{d}" for d in datasets] + [
-        f"{stage}.{net}" for net in nets for stage in ("train", "mine", "render")]
+        f"{stage}.{net}" for net in nets for stage in ("train", "mine", "render", "report")]
 
 
 @cli

@@ -1,0 +1,403 @@
+"""The report of a net: one static page, reports/<net>/index.html, with its images beside it.
+It opens from disk (no server, no network): every image is referenced relatively, so the folder
+can be copied or published as it is.
+
+    index.html             the page (report_page.TEMPLATE): the run, one tab per layer, the
+                           held-out images the net gets most wrong
+    curves.png             loss and accuracy per epoch
+    filters.<ext>          the first convolution's filters themselves
+    <layer>/<method>.<ext> one sprite sheet per layer and method: row = map, column = unit
+                           (its top-k order), each tile the unit's projection cropped to its
+                           receptive field
+    <layer>/patches.<ext>  the input patches those units see, in the same grid
+    wrong.<ext>            per most-wrong image: the image, Grad-CAM of the predicted class, of
+                           the true class
+
+Tiles are the projection engine's pictures (render.unit_pictures_by_method, the function the
+render stage's pictures come from) for every map of every layer the net shows, pushed through
+in batches; larger than ``thumb`` pixels they are shrunk by area averaging. PNG and JPEG come
+from Pillow without metadata and the page carries no timestamp: equal inputs, equal bytes.
+"""
+
+import csv
+import io
+import json
+import math
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+import jinja2  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch import nn  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from .data.loader import batches, gather  # noqa: E402
+from .errors import UserError  # noqa: E402
+from .params import get, params_name  # noqa: E402
+from .projection import eval_mode, grad_cam, receptive_field  # noqa: E402
+from .render import RENDER_METHODS, heat_overlay, signed_to_unit, unit_pictures_by_method  # noqa: E402
+from .report_page import TEMPLATE  # noqa: E402
+
+METHODS = RENDER_METHODS
+SIGNED = ("gradient", "deconvnet", "guided_backprop", "guided_grad_cam")   # grey = 0; Grad-CAM is heat
+METHOD_NAMES = {"gradient": "gradient", "deconvnet": "deconvnet", "guided_backprop": "guided backprop",
+                "grad_cam": "Grad-CAM", "guided_grad_cam": "guided Grad-CAM"}
+DEFAULT_METHOD = "guided_backprop"     # render's default too: LeNet-5's deconvnet ignores the input
+FORMATS = ("png", "jpeg")
+JPEG_QUALITY = 90
+# JPEG codes 8x8 blocks (16x16 with its colour subsampling): a sprite's cells are padded to
+# multiples of 16 so no block mixes two tiles.
+JPEG_CELL = 16
+WRONG_PX = 112         # largest side of a most-wrong image and its Grad-CAMs
+ROWS_PER_CALL = 2 ** 26  # bytes of float model inputs handed to the engine at once (64 MiB)
+
+
+def report_params(params, net) -> dict:
+    """``report.<net>``: units per map (k), the largest tile side (thumb), how many most-wrong
+    images, which maps ("all", or the first N of each layer) and the sprites' format."""
+    key = f"report.{net.name}"
+    maps = get(params, f"{key}.maps", kind=(int, str))
+    if maps != "all" and (not isinstance(maps, int) or maps < 1):
+        raise UserError(f"{params_name(params)}: {key}.maps must be all or an int >= 1, got {maps!r}")
+    return {"k": get(params, f"{key}.k", kind=int, minimum=1),
+            "thumb": get(params, f"{key}.thumb", kind=int, minimum=4),
+            "wrong": get(params, f"{key}.wrong", kind=int, minimum=0),
+            "maps": maps,
+            "format": get(params, f"{key}.format", kind=str, choices=FORMATS)}
+
+
+def train_settings(params, net) -> dict:
+    """Every key of ``train.<net>``, read one by one (so the params log sees each): the
+    recipe the report shows."""
+    section = get(params, f"train.{net.name}", kind=dict)
+    return {key: section[key] for key in sorted(section)}
+
+
+def slug(name: str) -> str:
+    """A layer name as an HTML id and a folder name (module names may hold dots)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", name)
+
+
+# ---------------------------------------------------------------- images
+
+def to_tiles(pictures: torch.Tensor, thumb: int, signed: bool = False) -> np.ndarray:
+    """(B, C, h, w) in [0, 1] -> (B, h', w', C) uint8, shrunk by area averaging so the larger
+    side is at most ``thumb``. ``signed``: pictures of signed values around mid grey
+    (render.signed_to_unit), which averaging pulls towards grey; once shrunk they are scaled
+    to their largest magnitude again, as if the signed values had been shrunk."""
+    h, w = pictures.shape[-2:]
+    scale = thumb / max(h, w)
+    if scale < 1:
+        pictures = F.interpolate(pictures.float(), size=(max(1, round(h * scale)), max(1, round(w * scale))),
+                                 mode="area")
+        if signed:
+            pictures = signed_to_unit(pictures - 0.5)
+    return pictures.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def cell_size(tile: int, fmt: str) -> int:
+    return -(-tile // JPEG_CELL) * JPEG_CELL if fmt == "jpeg" else tile
+
+
+def encode(array: np.ndarray, fmt: str) -> bytes:
+    """(H, W, 1 or 3) uint8 as PNG or JPEG bytes, no metadata."""
+    image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array, "L" if array.shape[-1] == 1 else "RGB")
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        image.save(buf, "JPEG", quality=JPEG_QUALITY, optimize=True)
+    else:
+        image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def sprite(tiles: np.ndarray, fmt: str) -> bytes:
+    """(rows, cols, h, w, C) uint8 tiles -> one image, tile (r, c) at the top left of cell
+    (r, c); JPEG cells are padded to multiples of 16 by repeating the tile's edge."""
+    rows, cols, h, w, c = tiles.shape
+    ch, cw = cell_size(h, fmt), cell_size(w, fmt)
+    if (ch, cw) != (h, w):
+        tiles = np.pad(tiles, ((0, 0), (0, 0), (0, ch - h), (0, cw - w), (0, 0)), mode="edge")
+    return encode(np.ascontiguousarray(tiles.transpose(0, 2, 1, 3, 4)).reshape(rows * ch, cols * cw, c), fmt)
+
+
+def figure_png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- the run
+
+def architecture(model: nn.Module, input_size: tuple) -> list:
+    """One row per leaf module in the order the forward pass runs them: name, type, output
+    shape (C, H, W) or (features,), receptive field (size, stride, padding) of a unit of a
+    spatial output, and its parameter count."""
+    leaves = [(name, m) for name, m in model.named_modules() if name and not list(m.children())]
+    calls = []
+    handles = [m.register_forward_hook(lambda m, a, out, name=name: calls.append((name, m, tuple(out.shape[1:]))))
+               for name, m in leaves]
+    param = next(model.parameters())
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(torch.zeros(1, *input_size, dtype=param.dtype, device=param.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [{"layer": name, "kind": type(module).__name__, "shape": shape,
+             "field": receptive_field(model, name, input_size) if len(shape) == 3 else None,
+             "params": sum(p.numel() for p in module.parameters())} for name, module, shape in calls]
+
+
+def first_conv(model: nn.Module):
+    """(name, module) of the first convolution: the one whose filters read the image."""
+    return next((name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d))
+
+
+def filter_tiles(conv: nn.Conv2d) -> np.ndarray:
+    """(1, O, kh, kw, C) uint8: each filter scaled to its own largest magnitude, zero at mid grey."""
+    weight = conv.weight.detach().float().cpu()        # (O, I, kh, kw), I = the image's channels
+    return to_tiles(signed_to_unit(weight), max(weight.shape[-2:]))[None]
+
+
+def read_metrics(paths: dict, classes: tuple, fix: str) -> dict:
+    """train's metrics files: {"metrics": {...}, "history": [rows], "confusion": (classes x
+    classes) counts, rows actual, columns predicted}. A missing or damaged file is a UserError
+    naming it and ending in ``fix``."""
+    index = {name: i for i, name in enumerate(classes)}
+
+    def metrics(text):
+        found = json.loads(text)
+        if not isinstance(found, dict) or not found:
+            raise ValueError("not a mapping")
+        return found
+
+    def history(text):
+        rows = [{key: float(value) for key, value in row.items()}
+                for row in csv.DictReader(io.StringIO(text), delimiter="\t")]
+        if not rows or any(f"{split}_{what}" not in rows[0] for split in ("train", "test")
+                           for what in ("loss", "accuracy")):
+            raise ValueError("no per-epoch losses and accuracies")
+        return rows
+
+    def confusion(text):
+        counts = np.zeros((len(classes), len(classes)), dtype=np.int64)
+        for row in csv.DictReader(io.StringIO(text)):
+            counts[index[row["actual"]], index[row["predicted"]]] += 1
+        return counts
+
+    found = {}
+    for key, parse in (("metrics", metrics), ("history", history), ("confusion", confusion)):
+        path = paths[key]
+        if not path.is_file():
+            raise UserError(f"{path} missing: {fix}")
+        try:
+            found[key] = parse(path.read_text())
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+            raise UserError(f"{path} is damaged ({type(err).__name__}): {fix}") from None
+    return found
+
+
+def curves_png(history: list, title: str) -> bytes:
+    """Loss and accuracy per epoch, train and held-out."""
+    epochs = [row["epoch"] for row in history]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, what in zip(axes, ("loss", "accuracy")):
+        for split, style in (("train", "--"), ("test", "-")):
+            ax.plot(epochs, [row[f"{split}_{what}"] for row in history], style, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{title} {what}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+# ---------------------------------------------------------------- most wrong
+
+@torch.no_grad()
+def class_probabilities(model, inputs, split, device, batch_size=500) -> torch.Tensor:
+    """(N, classes) softmax of the scores of every image of ``split`` (eval view)."""
+    model.eval()
+    out = []
+    for x, _ in batches(split.images, split.labels, np.arange(len(split)), batch_size, device):
+        out.append(model(inputs.eval(x)).float().softmax(1).cpu())
+    return torch.cat(out)
+
+
+def most_wrong(probs: torch.Tensor, labels, count: int) -> list:
+    """Indices of the misclassified images with the lowest probability of their true class,
+    lowest first (equal ones in image order), at most ``count``."""
+    labels = torch.as_tensor(np.asarray(labels))
+    p_true = probs[torch.arange(len(labels)), labels]
+    wrong = torch.nonzero(probs.argmax(1) != labels).flatten()
+    order = torch.sort(p_true[wrong], stable=True).indices
+    return wrong[order][:count].tolist()
+
+
+def cam_layer(net, shapes: dict) -> str:
+    """Grad-CAM's layer: the deepest layer the net shows whose maps are larger than 1x1 (at
+    1x1 the heat is one value spread over the image)."""
+    spatial = [layer for layer in net.layers if shapes[layer][1] * shapes[layer][2] > 1]
+    return spatial[-1] if spatial else net.layers[-1]
+
+
+def wrong_tiles(model, layer, x, display, labels, predicted) -> np.ndarray:
+    """(B, 3, h, w, C) uint8: each image, its Grad-CAM for the predicted class, for the true."""
+    images = display(x).cpu()
+    heats = [grad_cam(model, layer, x, classes).unsqueeze(1).cpu() for classes in (predicted, labels)]
+    pictures = [images] + [heat_overlay(heat, images) for heat in heats]
+    if images.shape[1] == 1:
+        pictures[0] = images.expand(-1, 3, -1, -1)
+    return np.stack([to_tiles(p, WRONG_PX) for p in pictures], 1)
+
+
+# ---------------------------------------------------------------- the feature maps
+
+def layer_sprites(model, net, layer, split, inputs, device, top, maps, k, thumb, fmt, progress=None):
+    """({file name: bytes}, receptive field, tile side) for the first ``maps`` maps of
+    ``layer``, ``k`` units each: a sprite per method and one of patches. The units go
+    through the engine ROWS_PER_CALL bytes of inputs at a time."""
+    channels = torch.arange(maps).repeat_interleave(k)
+    images, rows, cols = (top[f][:maps, :k].reshape(-1) for f in ("images", "rows", "cols"))
+    per_call = max(1, ROWS_PER_CALL // (4 * math.prod(net.input_size)))
+    parts = {name: [] for name in (*METHODS, "patches")}
+    rf = None
+    for start in range(0, len(channels), per_call):
+        part = slice(start, start + per_call)
+        x = inputs.eval(gather(split.images, images[part].numpy()).to(device))
+        pictures, patches, rf = unit_pictures_by_method(
+            model, layer, x, channels[part].to(device), rows[part].to(device), cols[part].to(device), METHODS,
+            net.input_size, inputs.display)
+        for name, tiles in (*pictures.items(), ("patches", patches)):
+            parts[name].append(to_tiles(tiles, thumb, signed=name in SIGNED))
+        if progress is not None:
+            progress.update(len(x))
+    files, side = {}, None
+    for name, chunks in parts.items():
+        tiles = np.concatenate(chunks)
+        side = tiles.shape[1]
+        files[f"{slug(layer)}/{name}.{ext(fmt)}"] = sprite(tiles.reshape(maps, k, *tiles.shape[1:]), fmt)
+    return files, rf, side
+
+
+def ext(fmt: str) -> str:
+    return "jpg" if fmt == "jpeg" else "png"
+
+
+# ---------------------------------------------------------------- the page
+
+def number(value) -> str:
+    """A figure as the page shows it: ints whole, floats to 4 significant digits."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
+
+
+def field_text(rf) -> str:
+    if rf is None:
+        return "whole input"
+    size, stride, padding = rf
+    return f"{size} (stride {stride}, offset {padding})"
+
+
+def shape_text(shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def render_page(context: dict) -> bytes:
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["number"] = number
+    return env.from_string(TEMPLATE).render(**context).encode("utf-8")
+
+
+def build_report(net, model, inputs, device, p: dict, run: dict, mined: dict, held_out, settings: dict,
+                 data: dict) -> tuple:
+    """({relative path: bytes}, notes): every file of reports/<net>/.
+
+    ``run``: read_metrics' dict; ``mined``: {"split": name, "split_data": Split, "tables":
+    load_mined's tables}; ``held_out``: the held-out Split (the most-wrong images come from
+    it); ``settings``: train_settings; ``data``: what the page says of the data."""
+    fmt, notes = p["format"], []
+    tables = mined["tables"]
+    mined_k = int(next(iter(tables.values()))["values"].shape[1])
+    k = min(p["k"], mined_k)
+    if k < p["k"]:
+        notes.append(f"report.{net.name}.k = {p['k']} is more than the {mined_k} units mined per map; showing {k}")
+    files = {}
+    rows = architecture(model, net.input_size)
+    shapes = {row["layer"]: row["shape"] for row in rows}
+
+    counts = {layer: len(top["values"]) if p["maps"] == "all" else min(p["maps"], len(top["values"]))
+              for layer, top in tables.items()}
+    progress = tqdm(total=sum(counts.values()) * k, desc=f"report {net.name}", unit="unit", disable=None,
+                    leave=False)
+    layers = []
+    for layer in net.layers:
+        top, count = tables[layer], counts[layer]
+        sprites, rf, side = layer_sprites(model, net, layer, mined["split_data"], inputs, device, top, count, k,
+                                          p["thumb"], fmt, progress)
+        files.update(sprites)
+        values, images = top["values"][:count, :k].tolist(), top["images"][:count, :k].tolist()
+        layers.append({"name": layer, "id": slug(layer), "maps": count, "total": len(top["values"]), "k": k,
+                       "shape": shape_text(shapes[layer]), "field": field_text(rf),
+                       "ratio": cell_size(side, fmt) / side,
+                       "units": [[{"image": i, "value": repr(v), "text": f"{v:.3g}"} for i, v in zip(im, va)]
+                                 for im, va in zip(images, values)],
+                       "sprites": {m: f"{slug(layer)}/{m}.{ext(fmt)}" for m in METHODS},
+                       "patches": f"{slug(layer)}/patches.{ext(fmt)}"})
+    progress.close()
+    if p["maps"] != "all":
+        notes.append(f"report.{net.name}.maps = {p['maps']}: the first {p['maps']} maps of each layer only")
+
+    conv_name, conv = first_conv(model)
+    tiles = filter_tiles(conv)
+    files[f"filters.{ext(fmt)}"] = sprite(tiles, fmt)
+    filters = {"layer": conv_name, "tab": slug(conv_name) if conv_name in net.layers else slug(net.layers[0]),
+               "count": tiles.shape[1], "shape": shape_text(conv.weight.shape[1:]), "file": f"filters.{ext(fmt)}",
+               "ratio": cell_size(tiles.shape[2], fmt) / tiles.shape[2]}
+
+    probs = class_probabilities(model, inputs, held_out, device)
+    picked = most_wrong(probs, held_out.labels, p["wrong"])
+    predicted = probs.argmax(1)
+    cam = cam_layer(net, shapes)
+    wrong = {"layer": cam, "split": data["held_out"], "rows": [], "file": f"wrong.{ext(fmt)}", "ratio": 1.0,
+             "errors": int((predicted != torch.as_tensor(np.asarray(held_out.labels))).sum())}
+    if picked:
+        labels = torch.as_tensor(held_out.labels[picked])
+        x = inputs.eval(gather(held_out.images, picked).to(device))
+        tiles = wrong_tiles(model, cam, x, inputs.display, labels.to(device), predicted[picked].to(device))
+        files[wrong["file"]] = sprite(tiles, fmt)
+        wrong["ratio"] = cell_size(tiles.shape[2], fmt) / tiles.shape[2]
+        for index, label in zip(picked, labels.tolist()):
+            guess = int(predicted[index])
+            wrong["rows"].append({"image": index, "true": held_out.classes[label], "predicted": held_out.classes[guess],
+                                  "p_true": f"{float(probs[index, label]):.3g}",
+                                  "p_predicted": f"{float(probs[index, guess]):.3g}"})
+
+    files["curves.png"] = curves_png(run["history"], net.title)
+    confusion = run["confusion"]
+    context = {
+        "net": {"name": net.name, "title": net.title, "dataset": net.dataset},
+        "methods": [(m, METHOD_NAMES[m]) for m in METHODS], "default_method": DEFAULT_METHOD,
+        "architecture": [{**row, "shape": shape_text(row["shape"]), "field": field_text(row["field"]),
+                          "shown": slug(row["layer"]) if row["layer"] in net.layers else None} for row in rows],
+        "total_params": sum(w.numel() for w in model.parameters()),
+        "metrics": sorted(run["metrics"].items()), "epochs": len(run["history"]),
+        "confusion": {"classes": list(held_out.classes), "counts": confusion.tolist(),
+                      "max": max(1, int(confusion.max()))},
+        "data": data, "mined": {"split": mined["split"], "k": mined_k}, "settings": sorted(settings.items()),
+        "report": sorted((key, value) for key, value in p.items()),
+        "layers": layers, "filters": filters, "wrong": wrong,
+        "ext": ext(fmt),
+    }
+    context["assets"] = sorted(files)
+    files["index.html"] = render_page(context)
+    return files, notes

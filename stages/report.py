@@ -1,0 +1,62 @@
+"""Stage `report@<net>`: a static HTML report of the net, reports/<net>/index.html.
+
+    python stages/report.py --net lenet5           # then open reports/lenet5/index.html
+
+One page, its images beside it, that opens from disk with no server and no network: the run
+(architecture with output shapes, receptive fields and parameter counts; the metrics, the
+loss and accuracy curves and the confusion matrix; the data and the params), then for every
+depth the net shows and every map of it the top-k units of the mine stage, projected into
+pixel space by each of the five methods (switchable on the page) beside the input patches
+they see, with each unit's image and activation; the first convolution's filters; and the
+held-out images the net gets most wrong with their Grad-CAM for the predicted and the true
+class. Reads ``report.<net>`` and ``train.<net>`` (shown on the page; its device is where the
+projections run); the folder is replaced in one rename.
+"""
+
+import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
+
+from cnn_internals.atomic import atomic_dir
+from cnn_internals.data import prepared_dir
+from cnn_internals.data.datasets import get_dataset
+from cnn_internals.data.prepared import fingerprint
+from cnn_internals.errors import UserError, cli
+from cnn_internals.pipeline import (device_for, load_mined, load_model, load_split, metrics_paths, mined_path,
+                                    net_inputs, net_stage_args, reports_dir)
+from cnn_internals.report import build_report, read_metrics, report_params, train_settings
+
+
+@cli
+def main(argv=None):
+    net, params = net_stage_args(__doc__, argv)
+    p = report_params(params, net)
+    settings = train_settings(params, net)
+    device = device_for(net, params)
+    split_name, tables = load_mined(net)
+    held_out_name = get_dataset(net.dataset).splits[1]
+    model, config = load_model(net, device)
+    mined_split, held_out = load_split(net, split_name), load_split(net, held_out_name)
+    if max(int(t["images"].max()) for t in tables.values()) >= len(mined_split):
+        raise UserError(f"{mined_path(net)} names images beyond the {len(mined_split)} of the {split_name} split: "
+                        f"rerun `dvc repro -f mine@{net.name}`")
+    run = read_metrics(metrics_paths(net), held_out.classes, f"rerun `dvc repro -f train@{net.name}`")
+    inputs = net_inputs(net, config, device)
+    train_name = get_dataset(net.dataset).splits[0]
+    data = {"splits": [(train_name, len(load_split(net, train_name))), (held_out_name, len(held_out))],
+            "held_out": held_out_name, "classes": list(held_out.classes),
+            "fingerprint": fingerprint(prepared_dir(net.dataset))}
+    files, notes = build_report(net, model, inputs, device, p, run,
+                                {"split": split_name, "split_data": mined_split, "tables": tables},
+                                held_out, settings, data)
+    for note in notes:
+        print(f"note: {note}")
+    out = reports_dir(net)
+    with atomic_dir(out) as tmp:
+        for name, blob in sorted(files.items()):
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(blob)
+    size = sum(len(b) for b in files.values())
+    print(f"{net.title}: wrote {out}/index.html and {len(files) - 1} images ({size / 2**20:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
