@@ -23,7 +23,7 @@ from repo_copy import copy_repo, edit_params, run
 
 EPOCHS_TO_LEARN = 6       # 100 % from epoch 3 on (AdamW 3e-5, kaiming init): a margin of three
 STAGES = ("validate", "download@imagenette", "prepare@imagenette", "stats@imagenette", "train@alexnet", "mine@alexnet",
-          "render@alexnet")
+          "render@alexnet", "report@alexnet")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def alexnet_params(refused, md5, **changes):
     return {"pipeline.nets": ["alexnet"], "pipeline.datasets": ["imagenette"],
             "data.imagenette.files": [{"url": f"{refused}/imagenette2-320.tgz", "md5": md5}],
             "train.alexnet.epochs": 1, "train.alexnet.batch_size": 10, "train.alexnet.device": "cpu",
-            "mine.alexnet.k": 3, "render.alexnet.channels": 2, **changes}
+            "mine.alexnet.k": 3, "render.alexnet.channels": 2, "report.alexnet.maps": 2, **changes}
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +105,25 @@ def test_weights_mined_units_and_pictures(built):
     for layer in NETS["alexnet"].layers:
         with Image.open(repo / f"images/alexnet/{layer}.png") as img:
             assert img.format == "PNG" and np.asarray(img.convert("L")).std() > 10
+
+
+def test_the_report_shows_every_layer_through_the_same_code_as_jpeg_sprites(built):
+    """report@alexnet on the first 2 maps of each layer (report.alexnet.maps), 3 units each
+    (mine.alexnet.k caps the 9 asked for, with a note): one 48 px JPEG tile per unit and
+    method, in cells padded to 16 px, and the page names each layer's share of its maps."""
+    folder = built["repo"] / "reports/alexnet"
+    page = (folder / "index.html").read_text()
+    assert "note: report.alexnet.k = 9 is more than the 3 units mined per map; showing 3" in built["log"]
+    for layer, maps, field in zip(NETS["alexnet"].layers, (96, 256, 384, 384, 256), (11, 51, 99, 131, 163)):
+        assert f"AlexNet {layer}: 2 of {maps} maps" in page
+        assert f'id="{layer}-1"' in page and f'id="{layer}-2"' not in page
+        cell = -(-min(field, 48) // 16) * 16
+        for name in ("gradient", "deconvnet", "guided_backprop", "grad_cam", "guided_grad_cam", "patches"):
+            with Image.open(folder / layer / f"{name}.jpg") as img:
+                assert img.format == "JPEG" and img.mode == "RGB" and img.size == (3 * cell, 2 * cell)
+                assert np.ptp(np.asarray(img)) > 20
+    with Image.open(folder / "filters.jpg") as img:
+        assert img.size == (96 * 16, 16)
 
 
 def test_second_repro_does_nothing(built, mirror):

@@ -22,7 +22,7 @@ from conftest import FakeServer
 from repo_copy import copy_repo, edit_params, run
 from test_pipeline import set_params, stages_run
 
-AFTER_TRAIN = ["validate", "train@lenet5", "mine@lenet5", "render@lenet5"]
+AFTER_TRAIN = ["validate", "train@lenet5", "mine@lenet5", "render@lenet5", "report@lenet5"]
 EVERY_STAGE = ["validate", "download@mnist", "prepare@mnist", "stats@mnist", *AFTER_TRAIN[1:]]
 QUEUE_TIMEOUT_S = 900
 # Appended to the temporary repo's src/cnn_internals/render.py in the queued sweep: prints
@@ -56,7 +56,7 @@ def lock_outs(lock_text) -> dict:
 
 def workspace(repo) -> dict:
     """Every file the stages write in the workspace: {path: (bytes, mtime_ns)}."""
-    roots = ["data", "models", "metrics", "images", "checkpoints"]
+    roots = ["data", "models", "metrics", "images", "reports", "checkpoints"]
     return {p.relative_to(repo).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
             for root in roots if (repo / root).exists() for p in sorted((repo / root).rglob("*")) if p.is_file()}
 

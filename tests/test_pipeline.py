@@ -1,5 +1,6 @@
-"""End to end: `dvc repro render@lenet5` in a copy of this repo, on small MNIST files served
-from 127.0.0.1 through CNN_INTERNALS_MIRROR (the params' own URLs refuse connections)."""
+"""End to end: `dvc repro` (every stage, up to render@lenet5 and report@lenet5) in a copy of
+this repo, on small MNIST files served from 127.0.0.1 through CNN_INTERNALS_MIRROR (the
+params' own URLs refuse connections). test_report.py checks the report this builds."""
 
 import csv
 import io
@@ -71,14 +72,15 @@ def built(tmp_path_factory, server, refused, mnist_files):
     set_params(repo, refused, mnist_files["md5"])
     mirror = f"{server.base_url}/mirror"
     reads = tmp_path_factory.mktemp("reads") / "params_read.tsv"
-    result = run(["dvc", "repro", "render@lenet5"], repo, mirror, extra_env={PARAMS_LOG: str(reads)})
+    result = run(["dvc", "repro"], repo, mirror, extra_env={PARAMS_LOG: str(reads)})
     return {"repo": repo, "mirror": mirror, "log": result.stdout, "reads": reads}
 
 
 def outputs(repo):
     names = ["models/lenet5.pt", "data/mined/lenet5.json", "metrics/lenet5.json", "metrics/lenet5_history.tsv",
              "metrics/lenet5_confusion.csv"] + [f"images/lenet5/{layer}.png" for layer in NETS["lenet5"].layers]
-    return {name: (repo / name).read_bytes() for name in names}
+    report = sorted(p.relative_to(repo).as_posix() for p in (repo / "reports/lenet5").rglob("*") if p.is_file())
+    return {name: (repo / name).read_bytes() for name in names + report}
 
 
 def test_repro_downloads_through_the_mirror_and_trains_with_falling_loss(built, server, mnist_files):
@@ -141,7 +143,7 @@ def test_every_picture_is_a_non_blank_png_without_metadata(built):
 
 def test_second_repro_does_nothing(built):
     repo, before = built["repo"], outputs(built["repo"])
-    again = run(["dvc", "repro", "render@lenet5"], repo, built["mirror"])
+    again = run(["dvc", "repro"], repo, built["mirror"])
     assert "Running stage" not in again.stdout
     status = run(["dvc", "status"], repo, built["mirror"])
     assert "up to date" in status.stdout
@@ -155,7 +157,7 @@ def test_training_killed_mid_run_resumes_to_identical_outputs(built, tmp_path, r
     killed = run([sys.executable, "-c", KILL_AFTER_FIRST_EPOCH], repo, built["mirror"], check=False)
     assert killed.returncode == -9
     assert (repo / "checkpoints/lenet5/last.pt").is_file() and not (repo / "models/lenet5.pt").exists()
-    resumed = run(["dvc", "repro", "render@lenet5"], repo, built["mirror"])
+    resumed = run(["dvc", "repro"], repo, built["mirror"])
     assert "resuming from epoch 1" in resumed.stdout
     assert not (repo / "checkpoints/lenet5").exists()
     assert outputs(repo) == outputs(built["repo"])
@@ -172,6 +174,9 @@ def test_training_killed_mid_run_resumes_to_identical_outputs(built, tmp_path, r
     ("mine", {"mine.lenet5.split": "val"}, "mine.lenet5.split must be one of"),
     ("render", {"render.lenet5.method": "saliency"}, "render.lenet5.method must be one of"),
     ("render", {"render.lenet5.channels": "six"}, "render.lenet5.channels must be int"),
+    ("report", {"report.lenet5.k": 0}, "report.lenet5.k must be >= 1"),
+    ("report", {"report.lenet5.format": "gif"}, "report.lenet5.format must be one of"),
+    ("report", {"report.lenet5.maps": 0}, "report.lenet5.maps must be all or an int >= 1"),
     ("download", {"data.mnist.source": "web"}, "data.mnist.source must be one of"),
     ("train", {"train.lenet5.nproc": 2}, "train.lenet5.nproc > 1"),
     ("train", {"train.lenet5.j": float("nan")}, "train.lenet5.j must be a finite number"),
@@ -214,6 +219,8 @@ def one_line_error(result, *fragments):
     ("data/mined/lenet5.json", b'{"split": "test", "k": 9, "layers": {"conv1": {"values": [[1]]}}}', "render",
      "dvc repro -f mine@lenet5"),
     ("data/stats/mnist/stats.json", "half", "train", "dvc repro -f stats@mnist"),
+    ("metrics/lenet5_history.tsv", b"epoch\ttrain_loss\n1\tnan?\n", "report", "dvc repro -f train@lenet5"),
+    ("data/mined/lenet5.json", "half", "report", "dvc repro -f mine@lenet5"),
 ])
 def test_a_corrupt_artifact_is_named_in_one_line_with_the_stage_to_rerun(built, tmp_path, path, damage, stage, fix):
     repo = tmp_path / "repo"
@@ -236,18 +243,19 @@ def test_render_says_once_when_a_layer_has_fewer_maps_than_asked(built, tmp_path
                      "conv1 (6), pool1 (6)"]
 
 
-@pytest.mark.parametrize("stage", ["validate", "download", "prepare", "stats", "train", "mine", "render"])
+@pytest.mark.parametrize("stage", ["validate", "download", "prepare", "stats", "train", "mine", "render", "report"])
 def test_every_stage_explains_itself_with_help(stage):
     result = subprocess.run([sys.executable, f"stages/{stage}.py", "--help"], cwd=REPO, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("usage:"), result.stderr
-    flag = {"train": "--net", "mine": "--net", "render": "--net", "validate": "--params"}.get(stage, "--dataset")
+    flag = {"train": "--net", "mine": "--net", "render": "--net", "report": "--net",
+            "validate": "--params"}.get(stage, "--dataset")
     assert flag in result.stdout and f"`{stage}" in result.stdout
 
 
 def snapshot(repo):
     """Every file of the workspace that DVC or a stage writes, with its bytes."""
-    roots = ["data", "models", "metrics", "images", "checkpoints"]
+    roots = ["data", "models", "metrics", "images", "reports", "checkpoints"]
     return {p.relative_to(repo).as_posix(): p.read_bytes()
             for root in roots if (repo / root).exists() for p in sorted((repo / root).rglob("*")) if p.is_file()}
 
@@ -314,12 +322,15 @@ def test_a_param_edit_reruns_only_the_stages_that_read_it(built, tmp_path):
     assert stages_run(run(["dvc", "repro"], repo, built["mirror"])) == ["validate", "render@lenet5"]
     assert snapshot(repo)["images/lenet5/conv1.png"] != before["images/lenet5/conv1.png"]
     # amp is off on the CPU whatever it says: train reruns, writes the same weights, and
-    # nothing after it runs again
+    # nothing after it runs again but the report, which shows the training params
     edit_params(repo, {"render.lenet5.channels": 2, "train.lenet5.amp": False})
     result = run(["dvc", "repro"], repo, built["mirror"])
-    assert "Running stage 'train@lenet5'" in result.stdout
+    assert "Running stage 'train@lenet5'" in result.stdout and "Running stage 'report@lenet5'" in result.stdout
     assert "Running stage 'mine@lenet5'" not in result.stdout
-    assert snapshot(repo) == before
+    after = snapshot(repo)
+    assert b"<th>train.lenet5.amp</th><td>False</td>" in after["reports/lenet5/index.html"]
+    assert {k: v for k, v in after.items() if not k.startswith("reports/")} == \
+           {k: v for k, v in before.items() if not k.startswith("reports/")}
 
 
 WRITE_FAILS = """
