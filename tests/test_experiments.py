@@ -18,9 +18,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from conftest import FakeServer
 from repo_copy import copy_repo, edit_params, run
-from test_pipeline import set_params, stages_run
+from test_pipeline import refused, server, set_params, stages_run  # noqa: F401 -- fixtures too
 
 AFTER_TRAIN = ["validate", "train@lenet5", "mine@lenet5", "render@lenet5", "report@lenet5"]
 EVERY_STAGE = ["validate", "download@mnist", "prepare@mnist", "stats@mnist", *AFTER_TRAIN[1:]]
@@ -80,23 +79,6 @@ def copy_of(baseline, dest):
     """A copy of the committed baseline: working tree, .git (so its experiment refs) and .dvc/cache."""
     shutil.copytree(baseline["repo"], dest, symlinks=True)
     return dest
-
-
-@pytest.fixture(scope="module")
-def server(mnist_files):
-    fake = FakeServer().start()
-    for name, data in mnist_files["bytes"].items():
-        fake.serve(f"/mirror/{name}", data)
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
-def refused():
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @pytest.fixture(scope="module")
