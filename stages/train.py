@@ -2,6 +2,14 @@
 
     python stages/train.py --net lenet5            # what `dvc repro train@lenet5` runs
 
+    # train.<net>.nproc: N > 1 (N GPUs of this machine, or N processes on its CPU): the same
+    # command checks the params and data, then runs itself on N processes and waits:
+    python -m torch.distributed.run --standalone --nproc_per_node=N stages/train.py --net alexnet
+
+    # several machines, outside DVC (nproc: nodes x processes per node), on every node:
+    torchrun --nnodes=2 --nproc_per_node=4 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 \
+             --rdzv-id=alexnet stages/train.py --net alexnet
+
 Reads ``train.<net>`` from params.yaml, the prepared data and the dataset statistics. Writes
 models/<net>.pt ({"config": the train keys that shape the net, "state_dict"}),
 metrics/<net>.json, metrics/<net>_history.tsv (one row per epoch, for `dvc plots`) and
@@ -10,13 +18,15 @@ template), all four at once when training ends: a failure leaves none of them ha
 ``test_*`` figures are on the dataset's held-out split (MNIST's test, Imagenette's val).
 Checkpoints every epoch to checkpoints/<net>/ (with history.tsv, rewritten after every epoch
 so a long run shows its progress) and resumes from there when rerun with the same params, data
-and code; the checkpoint is deleted once the run completes.
+and code; the checkpoint is deleted once the run completes. On several processes rank 0 alone
+writes all of these; a failed rank stops every rank, and the stage's one error line names it.
 """
 
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 
 import csv
 import io
+import sys
 from pathlib import Path
 
 import torch
@@ -25,9 +35,11 @@ from cnn_internals.atomic import json_bytes, write_all, write_text
 from cnn_internals.data import prepared_dir
 from cnn_internals.data.datasets import get_dataset
 from cnn_internals.data.prepared import fingerprint
+from cnn_internals.distributed import launch, process_group, under_torchrun
 from cnn_internals.errors import cli
-from cnn_internals.pipeline import (device_for, load_split, load_stats, metrics_paths, model_file, net_inputs,
-                                    net_stage_args, train_params, weights_path)
+from cnn_internals.pipeline import (load_split, load_stats, metrics_paths, model_file, net_inputs, net_stage_args,
+                                    train_device, train_params, weights_path)
+from cnn_internals.project import started_in
 from cnn_internals.training import (Checkpoint, Precision, code_fingerprint, eval_batch_size, evaluate,
                                     make_deterministic, params_tag, train)
 
@@ -54,12 +66,24 @@ def main(argv=None):
     net, params = net_stage_args(__doc__, argv)
     recipe = train_params(params, net)
     p = params["train"][net.name]
-    device = device_for(net, params)
-    make_deterministic()
+    device = train_device(net, params, recipe)
     train_name, test_name = get_dataset(net.dataset).splits
     data = {"train": load_split(net, train_name), "test": load_split(net, test_name)}
-    inputs = net_inputs(net, p, device, load_stats(net.dataset))
+    stats = load_stats(net.dataset)
+    if recipe.nproc > 1 and not under_torchrun():
+        # Params and data are checked: now the same command on nproc processes (torchrun's own
+        # failure report is a traceback; launch sums it up in one line).
+        command = [sys.argv[0], *sys.argv[1:]] if argv is None else [__file__, *argv]
+        launch(recipe.nproc, command, started_in(), Path("checkpoints") / net.name / "torchrun.log")
+        return
+    make_deterministic()
+    with process_group(device, recipe.nproc, f"train.{net.name}") as (world, device):
+        train_on(net, p, recipe, device, data, stats, world)
 
+
+def train_on(net, p, recipe, device, data, stats, world):
+    """This process's part of training (all of it, or one rank's); rank 0 writes the outputs."""
+    inputs = net_inputs(net, p, device, stats)
     torch.manual_seed(recipe.seed)
     model = net.build(p).to(device)
     loss_fn = net.loss(p)
@@ -69,7 +93,9 @@ def main(argv=None):
     checkpoint = Checkpoint(Path("checkpoints") / net.name, tag)
     progress = checkpoint.directory / "history.tsv"
     history = train(model, loss_fn, inputs, data["train"], data["test"], recipe, checkpoint,
-                    on_epoch=lambda h: write_text(progress, history_tsv(h)))
+                    on_epoch=lambda h: write_text(progress, history_tsv(h)), world=world)
+    if not world.main:
+        return
 
     final = evaluate(model, loss_fn, inputs, data["test"], device, eval_batch_size(data["test"].images.shape[1:]),
                      Precision(device, recipe.amp), views=True)

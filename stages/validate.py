@@ -11,7 +11,8 @@ output's bytes never change, so a valid edit reruns only the stages that declare
 
 Checked: ``pipeline`` (known nets and datasets, each net's dataset listed), ``data.<dataset>``
 for each listed dataset, ``train``, ``mine``, ``render`` and ``report.<net>`` for each listed
-net, and that ``train.<net>.device`` exists here.
+net, and that ``train.<net>.device`` exists here, with a GPU for each of ``train.<net>.nproc``
+processes when it is CUDA.
 """
 
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
@@ -25,7 +26,7 @@ from cnn_internals.errors import ArgumentParser, cli
 from cnn_internals.mining import mine_params
 from cnn_internals.models import get_net
 from cnn_internals.params import load_params
-from cnn_internals.pipeline import device_for, pipeline_lists, train_params
+from cnn_internals.pipeline import pipeline_lists, train_device, train_params
 from cnn_internals.project import user_path
 from cnn_internals.render import render_params
 from cnn_internals.report import report_params
@@ -42,8 +43,7 @@ def validate(params) -> list:
     for dataset in datasets:
         DATASETS[dataset].read_params(params)
     for net in map(get_net, nets):
-        train_params(params, net)
-        device_for(net, params)
+        train_device(net, params, train_params(params, net))
         mine_params(params, net)
         render_params(params, net)
         report_params(params, net)

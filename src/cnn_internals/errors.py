@@ -8,7 +8,10 @@ import sys
 
 
 class UserError(Exception):
-    """A problem the user can fix (bad params, bad data, no network). The message says how."""
+    """A problem the user can fix (bad params, bad data, no network). The message says how.
+    ``exit_code``: the stage's exit status (a subclass for what is not the user's doing sets 1)."""
+
+    exit_code = 2
 
 
 def first_line(err: BaseException) -> str:
@@ -34,7 +37,7 @@ def cli(main):
             enter_root()
             return main(*args, **kwargs)
         except UserError as err:
-            message, code = str(err), 2
+            message, code = str(err), err.exit_code
         except KeyboardInterrupt:
             message, code = "interrupted", 130
         except OSError as err:

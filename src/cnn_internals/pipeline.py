@@ -9,6 +9,7 @@ import torch
 from .atomic import torch_bytes
 from .data import stats_dir
 from .data.datasets import DATASETS, get_dataset, open_split
+from .distributed import check_processes
 from .errors import ArgumentParser, UserError, first_line
 from .models import NETS, get_net
 from .params import get, load_params, params_name
@@ -86,6 +87,14 @@ def metrics_paths(net) -> dict:
 def device_for(net, params) -> torch.device:
     """``train.<net>.device``: every stage of a net runs where its training was told to."""
     return pick_device(get(params, f"train.{net.name}.device", kind=str))
+
+
+def train_device(net, params, recipe) -> torch.device:
+    """Where ``train@<net>`` runs: ``device_for``, checked against ``train.<net>.nproc``
+    (several processes need CUDA, one GPU each, or the CPU)."""
+    device = device_for(net, params)
+    check_processes(recipe.nproc, device, params_name(params), f"train.{net.name}")
+    return device
 
 
 def load_stats(dataset: str) -> dict:

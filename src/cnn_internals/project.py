@@ -49,11 +49,15 @@ def enter_root() -> Path:
     return root
 
 
+def started_in() -> Path:
+    """The directory the command was typed in (the root once ``enter_root`` ran, if never)."""
+    return _STARTED_IN if _STARTED_IN is not None else Path.cwd()
+
+
 def user_path(text) -> Path:
     """A path given on the command line, relative to the directory the command was typed in."""
     path = Path(text)
-    base = _STARTED_IN if _STARTED_IN is not None else Path.cwd()
-    return path if path.is_absolute() else Path(os.path.relpath(base / path))
+    return path if path.is_absolute() else Path(os.path.relpath(started_in() / path))
 
 
 def shown(path) -> str:
@@ -114,6 +118,10 @@ def restore_outputs() -> str:
     cache; returns a note for the error line ("" outside DVC or when the stage never ran)."""
     stage = os.environ.get("DVC_STAGE")
     if not stage or "DVC_ROOT" not in os.environ:
+        return ""
+    if "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        # A rank torchrun started: the stage process that launched torchrun restores, once,
+        # after every rank has stopped (cnn_internals.distributed.launch).
         return ""
     root = find_root()
     try:

@@ -10,6 +10,11 @@ under a tag that hashes the params, the data and the code shaping training.
 
 On CUDA the step runs in mixed precision (bfloat16 where the GPU has it, else float16 with a
 gradient scaler) and channels-last memory; on the CPU in float32, bit-reproducible.
+
+On several processes (``distributed``: torchrun, DDP) every rank takes the same seeded epoch
+order, trains its share of each global batch, and evaluates its share of the held-out split;
+the metrics are summed over the ranks, and rank 0 alone checkpoints and logs. A resumed run
+loads rank 0's checkpoint on every rank.
 """
 
 import contextlib
@@ -28,7 +33,8 @@ import torch
 from tqdm import tqdm
 
 from .atomic import write_torch
-from .data.loader import batches
+from .data.loader import batches, batches_of
+from .distributed import SINGLE, World, all_reduce_sum, broadcast, parallel, shard, weighted
 from .errors import UserError, first_line
 from .params import get, params_name
 
@@ -87,20 +93,23 @@ class Recipe:
     schedule: str = "cosine"     # cosine | constant | plateau (lr / 10 when test error stalls)
     patience: int = 2            # plateau: epochs without a better test error before lr / 10
     amp: bool = True             # mixed precision on CUDA (never on the CPU)
+    nproc: int = 1               # processes (torchrun); each trains batch_size / nproc of a batch
 
 
 def read_recipe(params: dict, net: str) -> Recipe:
     """The ``train.<net>`` block, validated; every bad value is a UserError naming its key."""
     key = f"train.{net}"
     get(params, key, kind=dict)
-    if get(params, f"{key}.nproc", kind=int, minimum=1) != 1:
-        raise UserError(f"{params_name(params)}: {key}.nproc > 1 (several GPUs through torchrun) "
-                        "is not available yet: use 1")
+    nproc = get(params, f"{key}.nproc", kind=int, minimum=1)
     get(params, f"{key}.device", kind=str)
     schedule = get(params, f"{key}.schedule", kind=str, choices=SCHEDULES)
+    batch_size = get(params, f"{key}.batch_size", kind=int, minimum=1)
+    if batch_size % nproc:
+        raise UserError(f"{params_name(params)}: {key}.batch_size ({batch_size}) must be divisible by {key}.nproc "
+                        f"({nproc}): it is the global batch, split evenly over the processes")
     return Recipe(
         epochs=get(params, f"{key}.epochs", kind=int, minimum=1),
-        batch_size=get(params, f"{key}.batch_size", kind=int, minimum=1),
+        batch_size=batch_size,
         lr=get(params, f"{key}.lr", kind=(int, float), above=0),
         seed=get(params, f"{key}.seed", kind=int, minimum=0),
         optimizer=get(params, f"{key}.optimizer", kind=str, choices=("adamw", "sgd")),
@@ -109,6 +118,7 @@ def read_recipe(params: dict, net: str) -> Recipe:
         schedule=schedule,
         patience=get(params, f"{key}.patience", kind=int, minimum=0, default=2),   # plateau only
         amp=get(params, f"{key}.amp", kind=bool, default=True),
+        nproc=nproc,
     )
 
 
@@ -158,14 +168,18 @@ def eval_batch_size(image_shape) -> int:
 
 
 @torch.no_grad()
-def evaluate(model, loss_fn, inputs, split, device, batch_size=1000, precision=None, views=False) -> dict:
+def evaluate(model, loss_fn, inputs, split, device, batch_size=1000, precision=None, views=False,
+             world: World = SINGLE) -> dict:
     """Mean loss, top-1 and top-5 accuracy and predictions over ``split`` (eval mode, the
     eval view); with ``views``, also the top-1 of the softmax averaged over inputs.views()
-    (``views_accuracy``, for nets with more than one test view: AlexNet's 10 crops)."""
+    (``views_accuracy``, for nets with more than one test view: AlexNet's 10 crops).
+
+    On several ranks each evaluates its contiguous share of ``split`` and the loss and counts
+    are summed over them; ``predictions`` and ``views_accuracy`` are then the rank's share's."""
     precision = precision or Precision(device, amp=False)
     model.eval()
-    total, correct5, predictions, view_predictions = 0.0, 0, [], []
-    order = np.arange(len(split))
+    total, correct1, correct5, predictions, view_predictions = 0.0, 0, 0, [], []
+    order = np.array_split(np.arange(len(split)), world.size)[world.rank]
     for x, y in batches(split.images, split.labels, order, batch_size, device):
         with precision.autocast():
             scores = model(precision.inputs(inputs.eval(x))).float()
@@ -176,11 +190,14 @@ def evaluate(model, loss_fn, inputs, split, device, batch_size=1000, precision=N
         total += loss_fn(scores, y).item() * len(y)
         top5 = scores.topk(min(5, scores.shape[1]), dim=1).indices
         correct5 += (top5 == y[:, None]).any(1).sum().item()
-        predictions.append(scores.argmax(1).cpu())
-    labels = torch.from_numpy(np.asarray(split.labels))
-    predictions = torch.cat(predictions)
-    result = {"loss": total / len(split), "accuracy": (predictions == labels).double().mean().item(),
-              "top5_accuracy": correct5 / len(split), "predictions": predictions}
+        predictions.append(scores.argmax(1))
+        correct1 += (predictions[-1] == y).sum().item()
+    if world.size > 1:
+        sums = all_reduce_sum(torch.tensor([total, correct1, correct5], dtype=torch.float64, device=device), world)
+        total, correct1, correct5 = sums[0].item(), int(sums[1].item()), int(sums[2].item())
+    labels = torch.from_numpy(np.asarray(split.labels)[order])
+    result = {"loss": total / len(split), "accuracy": correct1 / len(split), "top5_accuracy": correct5 / len(split),
+              "predictions": torch.cat(predictions).cpu() if predictions else torch.zeros(0, dtype=torch.int64)}
     if view_predictions:
         result["views_accuracy"] = (torch.cat(view_predictions) == labels).double().mean().item()
     return result
@@ -247,6 +264,7 @@ class Checkpoint:
         self.wait()
         self.path.unlink(missing_ok=True)
         (self.directory / "history.tsv").unlink(missing_ok=True)   # the run's progress, see train.py
+        (self.directory / "torchrun.log").unlink(missing_ok=True)  # a failed multi-process run's report
         for stray in self.directory.glob(".*.tmp"):   # a write a killed run left half done
             stray.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
@@ -266,58 +284,70 @@ def _resume(state, model, opt, sched, scaler, log):
         return None
 
 
-def _train_epoch(model, loss_fn, inputs, split, recipe, epoch, opt, precision, device):
-    """One pass over ``split`` in the epoch's seeded order; (summed loss, correct) as float64."""
+def _train_epoch(model, loss_fn, inputs, split, recipe, epoch, opt, precision, device, world=SINGLE):
+    """One pass over ``split`` in the epoch's seeded order, this rank's share of each global
+    batch; (summed loss, correct) over every rank's images, as float64 and int."""
     seed = recipe.seed * 100003 + epoch
-    torch.manual_seed(seed)                                    # dropout and any other global draws
-    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed)).numpy()
-    augment = torch.Generator(device=device).manual_seed(seed)
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed)).numpy()   # every rank's
+    # Dropout masks and augmentation draws: each rank its own (rank 0 the ones a single process draws).
+    torch.manual_seed(seed + (world.rank << 40))
+    augment = torch.Generator(device=device).manual_seed(seed + (world.rank << 40))
+    shares = [shard(order[start:start + recipe.batch_size], world) for start in range(0, len(order), recipe.batch_size)]
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    steps = tqdm(batches(split.images, split.labels, order, recipe.batch_size, device),
-                 total=math.ceil(len(split) / recipe.batch_size), desc=f"epoch {epoch + 1}/{recipe.epochs}",
-                 disable=None, leave=False)
-    for x, y in steps:
+    steps = tqdm(batches_of(split.images, split.labels, [indices for indices, _ in shares], device),
+                 total=len(shares), desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=None if world.main else True,
+                 leave=False)
+    for (x, y), (_, weight) in zip(steps, shares):
         with precision.autocast():
             scores = model(precision.inputs(inputs.train(x, augment))).float()
         loss = loss_fn(scores, y)
         opt.zero_grad(set_to_none=True)
-        precision.scaler.scale(loss).backward()
+        precision.scaler.scale(weighted(loss, weight)).backward()     # DDP averages the ranks' gradients
         precision.scaler.step(opt)
         precision.scaler.update()
-        # Summed on the device: no host sync per step.
-        loss_sum += loss.detach().double() * len(y)
-        correct += (scores.argmax(1) == y).sum()
+        if weight:            # a rank's stand-in image (weight 0, see shard) counts for nothing
+            # Summed on the device: no host sync per step.
+            loss_sum += loss.detach().double() * len(y)
+            correct += (scores.argmax(1) == y).sum()
+    if world.size > 1:
+        totals = all_reduce_sum(torch.stack([loss_sum, correct.double()]), world)
+        return totals[0].item(), int(totals[1].item())
     return loss_sum.item(), correct.item()
 
 
 def train(model, loss_fn, inputs, train_split, test_split, recipe: Recipe, checkpoint: Checkpoint,
-          log=print, on_epoch=None) -> list:
+          log=print, on_epoch=None, world: World = SINGLE) -> list:
     """Train ``model`` (already on its device) in place; return the per-epoch history.
 
     ``train_split``/``test_split``: uint8 splits; ``inputs`` the net's batch transform.
     Resumes from ``checkpoint`` when it holds a run with the same tag. ``on_epoch(history)``
     runs after every epoch (the stage writes the history file there, so a long run shows it).
     A loss that stops being finite ends training with a UserError; the last good checkpoint stays.
+    On several ranks (``world``) every rank calls this; only rank 0 reads and writes
+    ``checkpoint``, logs and calls ``on_epoch``.
     """
     device = next(model.parameters()).device
     precision = Precision(device, recipe.amp)
     model = precision.prepare(model)
     opt, sched = make_optimizer(model, recipe)
+    if not world.main:
+        log, on_epoch = (lambda line: None), None
     history, start = [], 0
-    state = checkpoint.load(log)
+    state = broadcast(checkpoint.load(log) if world.main else None, world)
     resumed = state is not None and _resume(state, model, opt, sched, precision.scaler, log)
     if resumed:
         history, start = resumed
         log(f"resuming from epoch {start}")
+    ranks = parallel(model, world, device)      # DDP: all-reduces the gradients in backward
     eval_batch = eval_batch_size(train_split.images.shape[1:])
     try:
         for epoch in range(start, recipe.epochs):
             lr = opt.param_groups[0]["lr"]
-            loss_sum, correct = _train_epoch(model, loss_fn, inputs, train_split, recipe, epoch, opt, precision,
-                                             device)
-            test = evaluate(model, loss_fn, inputs, test_split, device, eval_batch, precision)
+            loss_sum, correct = _train_epoch(ranks, loss_fn, inputs, train_split, recipe, epoch, opt, precision,
+                                             device, world)
+            test = evaluate(model, loss_fn, inputs, test_split, device, eval_batch, precision, world=world)
             for what, value in (("loss", loss_sum), ("test loss", test["loss"])):
                 if not math.isfinite(value):
                     raise UserError(f"training diverged: the {what} became {value} in epoch {epoch + 1} "
@@ -331,9 +361,10 @@ def train(model, loss_fn, inputs, train_split, test_split, recipe: Recipe, check
                             "test_accuracy": test["accuracy"], "test_top5_accuracy": test["top5_accuracy"]})
             log(f"epoch {epoch + 1}/{recipe.epochs}: lr {lr:.3g}, train loss {history[-1]['train_loss']:.4f}, "
                 f"test loss {test['loss']:.4f}, test accuracy {test['accuracy']:.4f}")
-            checkpoint.save_in_background({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                           "scheduler": sched.state_dict(), "history": history,
-                                           "scaler": precision.scaler.state_dict(), "epoch": epoch + 1})
+            if world.main:
+                checkpoint.save_in_background({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                               "scheduler": sched.state_dict(), "history": history,
+                                               "scaler": precision.scaler.state_dict(), "epoch": epoch + 1})
             if on_epoch is not None:
                 on_epoch(history)
     finally:

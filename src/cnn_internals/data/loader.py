@@ -46,11 +46,19 @@ def batches(images: np.ndarray, labels: np.ndarray, order, batch_size: int,
     """(uint8 images, int64 labels) on ``device``, ``batch_size`` at a time, in ``order``
     (indices into the split). A batch's tensors are valid until the next one is asked for."""
     order = np.asarray(order, dtype=np.int64)
-    chunks = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    return batches_of(images, labels, [order[start:start + batch_size] for start in range(0, len(order), batch_size)],
+                      device)
+
+
+def batches_of(images: np.ndarray, labels: np.ndarray, chunks: list,
+               device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """As ``batches``, one batch per array of indices in ``chunks`` (a rank's shares of the
+    global batches, which need not all be the same size)."""
+    chunks = [np.asarray(chunk, dtype=np.int64) for chunk in chunks]
     if not chunks:
         return
     cuda = device.type == "cuda"
-    staging = _Staging(images, min(batch_size, len(order)), cuda)
+    staging = _Staging(images, max(map(len, chunks)), cuda)
     labels = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(staging.fill, 0, images, chunks[0])
