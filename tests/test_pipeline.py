@@ -178,7 +178,9 @@ def test_training_killed_mid_run_resumes_to_identical_outputs(built, tmp_path, r
     ("report", {"report.lenet5.format": "gif"}, "report.lenet5.format must be one of"),
     ("report", {"report.lenet5.maps": 0}, "report.lenet5.maps must be all or an int >= 1"),
     ("download", {"data.mnist.source": "web"}, "data.mnist.source must be one of"),
-    ("train", {"train.lenet5.nproc": 2}, "train.lenet5.nproc > 1"),
+    ("train", {"train.lenet5.nproc": 3}, "train.lenet5.batch_size (16) must be divisible by train.lenet5.nproc (3)"),
+    ("train", {"train.lenet5.nproc": 0}, "train.lenet5.nproc must be >= 1"),
+    ("train", {"train.lenet5.nproc": 2, "train.lenet5.device": "mps"}, "train.lenet5.nproc is 2, which runs on CUDA"),
     ("train", {"train.lenet5.j": float("nan")}, "train.lenet5.j must be a finite number"),
     ("train", {"train.lenet5.lr": float("inf")}, "train.lenet5.lr must be a finite number"),
 ])
