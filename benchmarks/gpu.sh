@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU figures of the README, in one prepared run of a few minutes on one CUDA GPU:
-#   training.py      LeNet-5 and AlexNet training images/s: ours with mixed precision and
-#                    channels-last, ours in float32/NCHW, and the plain PyTorch loop
+#   training.py      LeNet-5 and AlexNet training images/s at batch 256: ours with mixed
+#                    precision and channels-last, in float32 with channels-last, in float32
+#                    NCHW, and the plain PyTorch loop; with 2 or more GPUs also ours on 2 and on
+#                    all of them (DDP over NCCL, one GPU a rank, as train.<net>.nproc runs it)
 #   determinism.py   two AlexNet trainings from one seed, bit-identical? (ours vs torch's LRN)
 #   alexnet_input.py AlexNet's train-time input path, uint8 map -> augmented batch on the GPU
 #   projection.py    54 units per conv layer: ours vs Captum per-neuron and the autograd
@@ -20,7 +22,11 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 python3 -c 'import torch; assert torch.cuda.is_available(), "no CUDA GPU"; print(torch.cuda.get_device_name(0), torch.__version__)' || exit 1
 status=0
 run() { echo "== $*"; python3 "$@" || status=1; }
-run benchmarks/training.py --device cuda --out "$out/training_cuda.json"
+gpus=$(python3 -c 'import torch; print(torch.cuda.device_count())')
+ranks=()
+if [ "$gpus" -ge 2 ]; then ranks=(2); fi
+if [ "$gpus" -gt 2 ]; then ranks+=("$gpus"); fi
+run benchmarks/training.py --device cuda --ranks "${ranks[@]}" --out "$out/training_cuda.json"
 run benchmarks/determinism.py --device cuda --out "$out/determinism_cuda.json"
 run benchmarks/alexnet_input.py --device cuda --out "$out/alexnet_input_cuda.json"
 run benchmarks/projection.py --device cuda --out "$out/projection_cuda.json"

@@ -1,20 +1,29 @@
 """Training throughput of our loop against a plain PyTorch loop, in one run, per net.
 
-    python benchmarks/training.py [--net lenet5|alexnet|all] [--device auto|cpu|cuda] [--quick]
+    python benchmarks/training.py [--net lenet5|alexnet|all] [--device auto|cpu|cuda] [--ranks 2] [--quick]
 
 Ours: cnn_internals.training.train for one epoch over a uint8 split (the real data path:
 batches gathered as uint8, moved to the device, turned into inputs there by the net's own
 transform; AlexNet's random crops, flips and PCA lighting included), the net's own model and
-loss. On CUDA it runs twice: as the pipeline does (mixed precision, channels-last) and with
-``amp: false`` (float32, NCHW), so the gain of each is visible.
+loss, channels-last (CPU and CUDA). On CUDA it runs three times: as the pipeline does (mixed
+precision, channels-last), with ``amp: false`` (``ours_fp32``: float32, channels-last) and
+also without channels-last (``ours_fp32_nchw``), so the gain of each is visible; on the CPU
+(float32) as the pipeline does and in NCHW (``ours_nchw``).
 
 ``ours_no_checkpoint`` is the same without the per-epoch checkpoint write (AlexNet's weights
 and momentum are 466 MB), to show what the steps themselves cost.
 
-Plain: the loop a tutorial writes, fixed: inputs already as float tensors in memory (NCHW),
-default threads, no compile, cross-entropy, the same optimizer; for LeNet-5 a plain
-Conv/Tanh/AvgPool net, for AlexNet the same AlexNet model (so the ratio is the cost of our
-data path and loop). Each figure is the median of --repeats epochs after a warm-up epoch.
+``ours_<N>_ranks`` (``--ranks N``): the same epoch on N processes, as `train.<net>.nproc: N`
+runs it: a process group (gloo on the CPU, NCCL on CUDA, one GPU a rank), DDP, each rank its
+share of every global batch, rank 0 checkpointing; on the CPU each rank gets cores / N threads.
+The epoch is timed on rank 0 between two barriers. On CUDA it needs N GPUs (skipped otherwise).
+
+Plain: the loop a tutorial writes, fixed: the same model, loss and optimizer at the same
+(global) batch, inputs already as float tensors in memory (NCHW), default threads, no compile;
+so the ratio is what our data path and loop cost or save. For LeNet-5 the figure of a textbook
+Conv/Tanh/AvgPool LeNet with cross-entropy is printed beside it (``textbook_lenet``), lighter
+math than the paper's (no C3 table, RBF output or eq. 9 loss). Each figure is the median of
+--repeats epochs after a warm-up epoch.
 
 Also prints what a full run of the default schedule in params.yaml costs at the measured speed
 (an estimate from timed steps, labelled as such): LeNet-5 on full MNIST (60,000 images) and
@@ -22,36 +31,41 @@ AlexNet on Imagenette (9,469 training images; evaluation of the 3,925 val images
 """
 
 import argparse
+import contextlib
+import json
+import os
+import socket
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import yaml
 from torch import nn
 
 from bench_common import describe, machine, pick_device, synchronize, write_json
 from cnn_internals.data.prepared import Split
+from cnn_internals.distributed import SINGLE, process_group, threads_per_process
 from cnn_internals.models import NETS
 from cnn_internals.stats import image_statistics
+from cnn_internals import training
 from cnn_internals.training import Checkpoint, Recipe, make_optimizer, train
 
 FULL_TRAIN_IMAGES = {"lenet5": 60000, "alexnet": 9469}
 SHAPES = {"lenet5": (28, 28), "alexnet": (256, 256, 3)}
 
 
-def plain_model(name, p):
-    if name == "lenet5":
-        return nn.Sequential(
-            nn.Conv2d(1, 6, 5), nn.Tanh(), nn.AvgPool2d(2), nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2),
-            nn.Conv2d(16, 120, 5), nn.Tanh(), nn.Flatten(), nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, 10))
-    return NETS[name].build(p)
+def textbook_lenet():
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5), nn.Tanh(), nn.AvgPool2d(2), nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2),
+        nn.Conv2d(16, 120, 5), nn.Tanh(), nn.Flatten(), nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, 10))
 
 
-def plain_epoch(model, x, y, recipe, device):
+def plain_epoch(model, x, y, recipe, device, loss_fn):
     opt, _ = make_optimizer(model, recipe)
-    loss_fn = nn.CrossEntropyLoss()
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     model.train()
     for first in range(0, len(x), recipe.batch_size):
@@ -69,12 +83,34 @@ class NoCheckpoint(Checkpoint):
         pass
 
 
-def ours_epoch(name, model, split, stats, p, recipe, device, checkpoint=Checkpoint):
+@contextlib.contextmanager
+def memory_format(channels_last):
+    """Ours with channels-last as the pipeline has it (True) or off (False, NCHW): the model
+    goes back to NCHW first, since train() converts it in place and a channels-last weight
+    would keep the convolutions channels-last."""
+    if channels_last:
+        yield
+        return
+    init = training.Precision.__init__
+
+    def nchw(self, device, amp):
+        init(self, device, amp)
+        self.channels_last = False
+
+    training.Precision.__init__ = nchw
+    try:
+        yield
+    finally:
+        training.Precision.__init__ = init
+
+
+def ours_epoch(name, model, split, stats, p, recipe, device, checkpoint=Checkpoint, world=SINGLE):
     net = NETS[name]
     inputs = net.inputs(stats, p, device)
     one = Split(images=split.images[:1], labels=split.labels[:1], classes=split.classes)
     with tempfile.TemporaryDirectory() as tmp:   # a one-image test split: the figure is training
-        train(model, net.loss(p), inputs, split, one, recipe, checkpoint(tmp, "bench"), log=lambda s: None)
+        train(model, net.loss(p), inputs, split, one, recipe, checkpoint(tmp, "bench"), log=lambda s: None,
+              world=world)
 
 
 def timed(fn, repeats, device):
@@ -89,36 +125,103 @@ def timed(fn, repeats, device):
     return sorted(times)[len(times) // 2]
 
 
-def bench_net(name, p, n, repeats, device):
+def random_split(name, n):
+    """``n`` random uint8 images of the net's dataset shape and their statistics (seeded)."""
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n, *SHAPES[name]), dtype=np.uint8)
     split = Split(images=images, labels=rng.integers(0, 10, n).astype(np.int64), classes=tuple("0123456789"))
-    stats = image_statistics(images)
+    return split, image_statistics(images)
+
+
+def make_recipe(p, batch):
+    return Recipe(epochs=1, batch_size=batch, lr=p["lr"], seed=0, optimizer=p["optimizer"],
+                  weight_decay=p["weight_decay"], momentum=p.get("momentum", 0.9), schedule="constant")
+
+
+def rank_epochs(rank, ranks, port, name, p, n, batch, repeats, device_type, out):
+    """One rank of ``ours_<N>_ranks``: joins the group as torchrun's ranks do (from its
+    environment), runs the warm-up and timed epochs; rank 0 writes the median to ``out``."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(ranks), LOCAL_WORLD_SIZE=str(ranks))
+    torch.set_num_threads(threads_per_process(ranks))          # what launch gives each rank
+    with process_group(torch.device(device_type), ranks, "benchmark") as (world, device):
+        split, stats = random_split(name, n)
+        torch.manual_seed(0)
+        model = NETS[name].build(p).to(device)
+        recipe = make_recipe(p, batch)
+
+        def epoch():
+            dist.barrier()
+            ours_epoch(name, model, split, stats, p, recipe, device, Checkpoint, world)
+            synchronize(device)
+            dist.barrier()
+
+        seconds = timed(epoch, repeats, device)
+        if world.main:
+            Path(out).write_text(json.dumps(seconds))
+
+
+def ranks_seconds(ranks, name, p, n, batch, repeats, device):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "seconds.json"
+        mp.spawn(rank_epochs, args=(ranks, port, name, p, n, batch, repeats, device.type, str(out)), nprocs=ranks)
+        return json.loads(out.read_text())
+
+
+def bench_net(name, p, n, batch, repeats, device, ranks=()):
+    split, stats = random_split(name, n)
     net = NETS[name]
     plain_inputs = net.inputs(stats, p, torch.device("cpu"))
-    x = plain_inputs.eval(torch.from_numpy(images))                   # (n, C, H, W) float, in memory
+    x = plain_inputs.eval(torch.from_numpy(split.images))             # (n, C, H, W) float, in memory
     y = torch.from_numpy(split.labels)
-    recipe = Recipe(epochs=1, batch_size=p["batch_size"], lr=p["lr"], seed=0, optimizer=p["optimizer"],
-                    weight_decay=p["weight_decay"], momentum=p.get("momentum", 0.9), schedule="constant")
+    recipe = make_recipe(p, batch)
     torch.manual_seed(0)
-    plain = plain_model(name, p).to(device)
+    plain = net.build(p).to(device)
     result = {"images": n, "batch": recipe.batch_size}
-    base = timed(lambda: plain_epoch(plain, x, y, recipe, device), repeats, device)
+    base = timed(lambda: plain_epoch(plain, x, y, recipe, device, net.loss(p)), repeats, device)
     result["plain_images_per_s"] = round(n / base, 1)
-    configs = {"ours": (True, Checkpoint), "ours_fp32": (False, Checkpoint), "ours_no_checkpoint": (True, NoCheckpoint)}
+    if name == "lenet5":
+        textbook = textbook_lenet().to(device)
+        seconds = timed(lambda: plain_epoch(textbook, x, y, recipe, device, nn.CrossEntropyLoss()), repeats, device)
+        result["textbook_lenet_images_per_s"] = round(n / seconds, 1)
+    # label: (amp, channels-last, checkpoint class)
+    configs = {"ours": (True, True, Checkpoint), "ours_fp32": (False, True, Checkpoint),
+               "ours_fp32_nchw": (False, False, Checkpoint), "ours_no_checkpoint": (True, True, NoCheckpoint)}
     if device.type != "cuda":
-        configs = {"ours": (False, Checkpoint), "ours_no_checkpoint": (False, NoCheckpoint)}
+        configs = {"ours": (False, True, Checkpoint), "ours_nchw": (False, False, Checkpoint),
+                   "ours_no_checkpoint": (False, True, NoCheckpoint)}
     torch.manual_seed(0)
     model = net.build(p).to(device)          # built once, as the plain loop's model is
-    for label, (amp, checkpoint) in configs.items():
+    for label, (amp, channels_last, checkpoint) in configs.items():
         recipe.amp = amp
-        seconds = timed(lambda: ours_epoch(name, model, split, stats, p, recipe, device, checkpoint), repeats, device)
+        model.to(memory_format=torch.contiguous_format)
+
+        def epoch(checkpoint=checkpoint, channels_last=channels_last):
+            with memory_format(channels_last):
+                ours_epoch(name, model, split, stats, p, recipe, device, checkpoint)
+
+        seconds = timed(epoch, repeats, device)
+        result[f"{label}_images_per_s"] = round(n / seconds, 1)
+        result[f"{label}_over_plain_time"] = round(seconds / base, 3)
+    labels = list(configs)
+    for count in ranks:
+        if device.type == "cuda" and torch.cuda.device_count() < count:
+            print(f"  ours_{count}_ranks skipped: {torch.cuda.device_count()} GPU(s) here")
+            continue
+        label = f"ours_{count}_ranks"
+        seconds = ranks_seconds(count, name, p, n, recipe.batch_size, repeats, device)
+        labels.append(label)
         result[f"{label}_images_per_s"] = round(n / seconds, 1)
         result[f"{label}_over_plain_time"] = round(seconds / base, 3)
     line = f"{name} batch {recipe.batch_size}: plain {n / base:9.1f} img/s"
-    for label in configs:
+    if "textbook_lenet_images_per_s" in result:
+        line += f"   (textbook LeNet {result['textbook_lenet_images_per_s']:9.1f} img/s)"
+    for label in labels:
         rate, ratio = result[f"{label}_images_per_s"], result[f"{label}_over_plain_time"]
-        line += f"   {label} {rate:9.1f} img/s (time x{ratio:.2f})"
+        line += f"\n  {label:20s} {rate:9.1f} img/s (time x{ratio:.2f}: {1 / ratio:.2f}x the plain loop's speed)"
     print(line)
     hours = p["epochs"] * FULL_TRAIN_IMAGES[name] / result["ours_images_per_s"] / 3600
     result["default_schedule_hours_estimate"] = round(hours, 3)
@@ -133,6 +236,9 @@ def main():
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--images", type=int, default=None,
                         help="images per epoch (default: LeNet-5 16384; AlexNet 256 on CPU, 4096 on CUDA)")
+    parser.add_argument("--batch", type=int, default=256, help="the (global) batch of every loop (default 256)")
+    parser.add_argument("--ranks", type=int, nargs="*", default=None,
+                        help="also time ours on these numbers of processes (default: 2 on the CPU, none on CUDA)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (smoke test)")
     parser.add_argument("--out", type=Path, default=None,
@@ -143,10 +249,12 @@ def main():
     info = machine(device)
     print(describe(info))
     results = {"machine": info, "nets": {}}
+    ranks = args.ranks if args.ranks is not None else ([2] if device.type == "cpu" else [])
     for name in (("lenet5", "alexnet") if args.net == "all" else (args.net,)):
-        default = 16384 if name == "lenet5" else (4096 if device.type == "cuda" else 256)
-        n = 2 * params[name]["batch_size"] if args.quick else (args.images or default)
-        results["nets"][name] = bench_net(name, params[name], n, 1 if args.quick else args.repeats, device)
+        default = 16384 if name == "lenet5" else (4096 if device.type == "cuda" else 512)
+        n = 2 * args.batch if args.quick else (args.images or default)
+        results["nets"][name] = bench_net(name, params[name], n, args.batch, 1 if args.quick else args.repeats, device,
+                                          ranks)
     if not args.quick:
         suffix = "" if device.type == "cpu" else f"_{device.type}"
         write_json(args.out or Path(__file__).parent / "results" / f"training{suffix}.json", results)
