@@ -23,7 +23,8 @@ Plain: the loop a tutorial writes, fixed: the same model, loss and optimizer at 
 so the ratio is what our data path and loop cost or save. For LeNet-5 the figure of a textbook
 Conv/Tanh/AvgPool LeNet with cross-entropy is printed beside it (``textbook_lenet``), lighter
 math than the paper's (no C3 table, RBF output or eq. 9 loss). Each figure is the median of
---repeats epochs after a warm-up epoch.
+--repeats epochs after a warm-up epoch; the loops of one process take turns, one epoch each per
+round, so that other jobs on a shared machine slow them alike.
 
 Also prints what a full run of the default schedule in params.yaml costs at the measured speed
 (an estimate from timed steps, labelled as such): LeNet-5 on full MNIST (60,000 images) and
@@ -114,15 +115,24 @@ def ours_epoch(name, model, split, stats, p, recipe, device, checkpoint=Checkpoi
 
 
 def timed(fn, repeats, device):
-    fn()  # warm-up: first-call allocations and kernel selection are not throughput
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
+    return in_turns({"fn": fn}, repeats, device)["fn"]
+
+
+def in_turns(fns, repeats, device):
+    """{label: median seconds of one call of fns[label]}: one warm-up call each (first-call
+    allocations and kernel selection are not throughput), then ``repeats`` rounds in which
+    every fn runs once, in turn."""
+    for fn in fns.values():
         fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    times = {label: [] for label in fns}
+    for _ in range(repeats):
+        for label, fn in fns.items():
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[label].append(time.perf_counter() - start)
+    return {label: sorted(t)[len(t) // 2] for label, t in times.items()}
 
 
 def random_split(name, n):
@@ -180,13 +190,10 @@ def bench_net(name, p, n, batch, repeats, device, ranks=()):
     recipe = make_recipe(p, batch)
     torch.manual_seed(0)
     plain = net.build(p).to(device)
-    result = {"images": n, "batch": recipe.batch_size}
-    base = timed(lambda: plain_epoch(plain, x, y, recipe, device, net.loss(p)), repeats, device)
-    result["plain_images_per_s"] = round(n / base, 1)
+    loops = {"plain": lambda: plain_epoch(plain, x, y, recipe, device, net.loss(p))}
     if name == "lenet5":
         textbook = textbook_lenet().to(device)
-        seconds = timed(lambda: plain_epoch(textbook, x, y, recipe, device, nn.CrossEntropyLoss()), repeats, device)
-        result["textbook_lenet_images_per_s"] = round(n / seconds, 1)
+        loops["textbook_lenet"] = lambda: plain_epoch(textbook, x, y, recipe, device, nn.CrossEntropyLoss())
     # label: (amp, channels-last, checkpoint class)
     configs = {"ours": (True, True, Checkpoint), "ours_fp32": (False, True, Checkpoint),
                "ours_fp32_nchw": (False, False, Checkpoint), "ours_no_checkpoint": (True, True, NoCheckpoint)}
@@ -196,16 +203,21 @@ def bench_net(name, p, n, batch, repeats, device, ranks=()):
     torch.manual_seed(0)
     model = net.build(p).to(device)          # built once, as the plain loop's model is
     for label, (amp, channels_last, checkpoint) in configs.items():
-        recipe.amp = amp
-        model.to(memory_format=torch.contiguous_format)
-
-        def epoch(checkpoint=checkpoint, channels_last=channels_last):
+        def epoch(amp=amp, channels_last=channels_last, checkpoint=checkpoint):
+            recipe.amp = amp
+            model.to(memory_format=torch.contiguous_format)
             with memory_format(channels_last):
                 ours_epoch(name, model, split, stats, p, recipe, device, checkpoint)
 
-        seconds = timed(epoch, repeats, device)
-        result[f"{label}_images_per_s"] = round(n / seconds, 1)
-        result[f"{label}_over_plain_time"] = round(seconds / base, 3)
+        loops[label] = epoch
+    seconds = in_turns(loops, repeats, device)
+    base = seconds["plain"]
+    result = {"images": n, "batch": recipe.batch_size, "plain_images_per_s": round(n / base, 1)}
+    if "textbook_lenet" in seconds:
+        result["textbook_lenet_images_per_s"] = round(n / seconds["textbook_lenet"], 1)
+    for label in configs:
+        result[f"{label}_images_per_s"] = round(n / seconds[label], 1)
+        result[f"{label}_over_plain_time"] = round(seconds[label] / base, 3)
     labels = list(configs)
     for count in ranks:
         if device.type == "cuda" and torch.cuda.device_count() < count:
@@ -226,7 +238,7 @@ def bench_net(name, p, n, batch, repeats, device, ranks=()):
     hours = p["epochs"] * FULL_TRAIN_IMAGES[name] / result["ours_images_per_s"] / 3600
     result["default_schedule_hours_estimate"] = round(hours, 3)
     print(f"  estimate: the default schedule ({p['epochs']} epochs over {FULL_TRAIN_IMAGES[name]:,} images) "
-          f"takes about {hours:.2f} h of training steps on this device")
+          f"takes about {hours:.2f} h of training steps at batch {recipe.batch_size} on this device")
     return result
 
 
