@@ -247,7 +247,7 @@ def main():
     parser.add_argument("--net", choices=("lenet5", "alexnet", "all"), default="all")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--images", type=int, default=None,
-                        help="images per epoch (default: LeNet-5 16384; AlexNet 256 on CPU, 4096 on CUDA)")
+                        help="images per epoch (default: LeNet-5 16384; AlexNet 512 on CPU, 4096 on CUDA)")
     parser.add_argument("--batch", type=int, default=256, help="the (global) batch of every loop (default 256)")
     parser.add_argument("--ranks", type=int, nargs="*", default=None,
                         help="also time ours on these numbers of processes (default: 2 on the CPU, none on CUDA)")
