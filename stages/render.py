@@ -1,4 +1,4 @@
-"""Stage `render@<net>`: one picture per depth the net shows, images/<net>/<layer>.png.
+"""Stage `render@<net>`: one picture per depth the net shows, renders/<net>/<layer>.png.
 
     python stages/render.py --net lenet5
 
@@ -6,7 +6,8 @@ For the first ``render.<net>.channels`` maps of each of those layers: the top-k 
 the mine stage projected into pixel space with ``render.<net>.method`` (gradient, deconvnet,
 guided_backprop, grad_cam, guided_grad_cam) and cropped to their receptive field (zero where
 the field leaves the image), beside the input patch each unit sees. All rows of a layer go
-through the projection engine together.
+through the projection engine together. The gallery stage copies the pictures to
+images/<net>_<layer>.png, the names the README shows.
 """
 
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
@@ -17,8 +18,8 @@ from tqdm import tqdm
 from cnn_internals.atomic import atomic_dir
 from cnn_internals.data.loader import gather
 from cnn_internals.errors import UserError, cli
-from cnn_internals.pipeline import (device_for, images_dir, load_mined, load_model, load_split, mined_path,
-                                    net_inputs, net_stage_args)
+from cnn_internals.pipeline import (device_for, load_mined, load_model, load_split, mined_path,
+                                    net_inputs, net_stage_args, renders_dir)
 from cnn_internals.render import layer_figure, render_params, unit_pictures
 
 
@@ -56,7 +57,7 @@ def main(argv=None):
     if capped:
         print(f"note: render.{net.name}.channels = {channels} is more than some layers have; showing all maps of "
               + ", ".join(capped))
-    out = images_dir(net)
+    out = renders_dir(net)
     with atomic_dir(out) as tmp:
         for layer, png in pictures.items():
             (tmp / f"{layer}.png").write_bytes(png)

@@ -23,7 +23,7 @@ from repo_copy import copy_repo, edit_params, run
 
 EPOCHS_TO_LEARN = 6       # 100 % from epoch 3 on (AdamW 3e-5, kaiming init): a margin of three
 STAGES = ("validate", "download@imagenette", "prepare@imagenette", "stats@imagenette", "train@alexnet", "mine@alexnet",
-          "render@alexnet", "report@alexnet")
+          "render@alexnet", "gallery", "report@alexnet")
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_weights_mined_units_and_pictures(built):
     assert mined["split"] == "val" and list(mined["layers"]) == list(NETS["alexnet"].layers)
     assert [len(mined["layers"][f"conv{i}"]["values"]) for i in range(1, 6)] == [96, 256, 384, 384, 256]
     for layer in NETS["alexnet"].layers:
-        with Image.open(repo / f"images/alexnet/{layer}.png") as img:
+        with Image.open(repo / f"images/alexnet_{layer}.png") as img:
             assert img.format == "PNG" and np.asarray(img.convert("L")).std() > 10
 
 

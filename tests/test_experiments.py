@@ -21,7 +21,7 @@ import yaml
 from repo_copy import copy_repo, edit_params, run
 from test_pipeline import refused, server, set_params, stages_run  # noqa: F401 -- fixtures too
 
-AFTER_TRAIN = ["validate", "train@lenet5", "mine@lenet5", "render@lenet5", "report@lenet5"]
+AFTER_TRAIN = ["validate", "train@lenet5", "mine@lenet5", "render@lenet5", "gallery", "report@lenet5"]
 EVERY_STAGE = ["validate", "download@mnist", "prepare@mnist", "stats@mnist", *AFTER_TRAIN[1:]]
 QUEUE_TIMEOUT_S = 900
 # Appended to the temporary repo's src/cnn_internals/render.py in the queued sweep: prints
@@ -177,15 +177,16 @@ def test_exp_run_of_a_render_setting_reruns_only_validate_and_render(baseline, t
     repo = copy_of(baseline, tmp_path / "repo")
     result = run(["dvc", "exp", "run", "-n", "three-maps", "-S", "render.lenet5.channels=3"], repo,
                  baseline["mirror"])
-    assert stages_run(result) == ["validate", "render@lenet5"]
+    assert stages_run(result) == ["validate", "render@lenet5", "gallery"]
     exp = experiments(repo, baseline["mirror"])["three-maps"]
     assert exp["params"]["render"]["lenet5"]["channels"] == 3
     assert exp["metrics"] == baseline["metrics"]
     outs, before = lock_outs(git_bytes(repo, exp["rev"], "dvc.lock")), lock_outs(baseline["lock"])
-    assert {p: md5 for p, md5 in outs.items() if p != "images/lenet5"} == \
-           {p: md5 for p, md5 in before.items() if p != "images/lenet5"}
-    assert outs["images/lenet5"] != before["images/lenet5"]
-    assert (repo / "images/lenet5/conv1.png").read_bytes() != baseline["files"]["images/lenet5/conv1.png"][0]
+    redrawn = ("renders/lenet5", "images")
+    assert {p: md5 for p, md5 in outs.items() if p not in redrawn} == \
+           {p: md5 for p, md5 in before.items() if p not in redrawn}
+    assert all(outs[p] != before[p] for p in redrawn)
+    assert (repo / "images/lenet5_conv1.png").read_bytes() != baseline["files"]["images/lenet5_conv1.png"][0]
 
 
 def test_a_queued_sweep_runs_every_setting_and_dvc_exp_show_has_their_metrics(sweep, direct_two_epochs):
@@ -225,8 +226,8 @@ def test_a_queued_experiment_runs_the_library_of_its_own_checkout(sweep, baselin
         lock = yaml.safe_load(git_bytes(repo, shown[name]["rev"], "dvc.lock"))["stages"]["render@lenet5"]
         credited = {dep["path"]: dep["md5"] for dep in lock["deps"]}
         assert credited["src/cnn_internals/render.py"] == sweep["library_md5"]
-        assert git_bytes(repo, shown[name]["rev"], "images/lenet5/conv1.png") != \
-               baseline["files"]["images/lenet5/conv1.png"][0]
+        assert git_bytes(repo, shown[name]["rev"], "images/lenet5_conv1.png") != \
+               baseline["files"]["images/lenet5_conv1.png"][0]
 
 
 def test_a_forced_rerun_gives_every_output_the_same_hash_and_bytes(baseline, tmp_path):

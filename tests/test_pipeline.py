@@ -78,7 +78,7 @@ def built(tmp_path_factory, server, refused, mnist_files):
 
 def outputs(repo):
     names = ["models/lenet5.pt", "data/mined/lenet5.json", "metrics/lenet5.json", "metrics/lenet5_history.tsv",
-             "metrics/lenet5_confusion.csv"] + [f"images/lenet5/{layer}.png" for layer in NETS["lenet5"].layers]
+             "metrics/lenet5_confusion.csv"] + [f"images/lenet5_{layer}.png" for layer in NETS["lenet5"].layers]
     report = sorted(p.relative_to(repo).as_posix() for p in (repo / "reports/lenet5").rglob("*") if p.is_file())
     return {name: (repo / name).read_bytes() for name in names + report}
 
@@ -134,7 +134,7 @@ def test_mined_top_k_are_the_real_spatial_maxima_of_the_trained_model(built, mni
 
 def test_every_picture_is_a_non_blank_png_without_metadata(built):
     for layer in NETS["lenet5"].layers:
-        path = built["repo"] / f"images/lenet5/{layer}.png"
+        path = built["repo"] / f"images/lenet5_{layer}.png"
         with Image.open(path) as img:
             assert img.format == "PNG" and img.size[0] > 400 and img.size[1] > 200
             assert not {k for k in img.info if k.lower() in ("software", "creation time", "date")}
@@ -321,8 +321,8 @@ def test_a_param_edit_reruns_only_the_stages_that_read_it(built, tmp_path):
     repo = copy_built(built, tmp_path / "repo")
     before = snapshot(repo)
     edit_params(repo, {"render.lenet5.channels": 3})
-    assert stages_run(run(["dvc", "repro"], repo, built["mirror"])) == ["validate", "render@lenet5"]
-    assert snapshot(repo)["images/lenet5/conv1.png"] != before["images/lenet5/conv1.png"]
+    assert stages_run(run(["dvc", "repro"], repo, built["mirror"])) == ["validate", "render@lenet5", "gallery"]
+    assert snapshot(repo)["images/lenet5_conv1.png"] != before["images/lenet5_conv1.png"]
     # amp is off on the CPU whatever it says: train reruns, writes the same weights, and
     # nothing after it runs again but the report, which shows the training params
     edit_params(repo, {"render.lenet5.channels": 2, "train.lenet5.amp": False})

@@ -66,10 +66,15 @@ def mined_path(net) -> Path:
     return Path("data/mined") / f"{net.name}.json"
 
 
-def images_dir(net) -> Path:
-    """render@<net>'s pictures: images/<net>/<layer>.png (one folder per net: DVC cannot
-    template a per-net list of file names, see dvc.yaml)."""
-    return Path("images") / net.name
+def renders_dir(net) -> Path:
+    """render@<net>'s pictures: renders/<net>/<layer>.png, DVC-cached; the gallery stage copies
+    them to images/ under flat names (see stages/gallery.py for why two steps)."""
+    return Path("renders") / net.name
+
+
+def gallery_name(net, layer: str) -> str:
+    """The picture's name in images/, the README's and the issues' name: <net>_<layer>.png."""
+    return f"{net.name}_{layer}.png"
 
 
 def reports_dir(net) -> Path:
