@@ -382,3 +382,68 @@ def test_timeout_mid_body_resumes(tmp_path, http_server, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", flaky_urlopen)
     assert fetch_blob(tmp_path, http_server) == BLOB
     assert [r for r, _, _ in answers(http_server)] == [None, f"bytes={2 * download.CHUNK}-"]
+
+
+# --- sha256 entries, single files ------------------------------------------------------------
+
+BLOB_SHA256 = hashlib.sha256(BLOB).hexdigest()
+
+
+def test_a_sha256_entry_is_verified_like_an_md5_one_resume_included(tmp_path, http_server):
+    http_server.serve("/r/blob.bin", BLOB)
+    http_server.plan("/r/blob.bin", ("drop", 100_000))
+    url = f"{http_server.base_url}/r/blob.bin"
+    download.fetch([{"url": url, "sha256": BLOB_SHA256}], tmp_path / "raw", **FAST)
+    assert (tmp_path / "raw" / "blob.bin").read_bytes() == BLOB
+    assert [r for r, _, _ in answers(http_server)] == [None, "bytes=100000-"]
+    wrong = hashlib.sha256(b"x").hexdigest()
+    with pytest.raises(UserError) as err:
+        download.fetch([{"url": url, "sha256": wrong}], tmp_path / "other", **FAST)
+    assert f"{url} (sha256 mismatch: expected {wrong}, got {BLOB_SHA256})" in str(err.value)
+    assert sorted(os.listdir(tmp_path)) == ["raw"]
+
+
+def test_fetch_file_writes_one_verified_file_or_leaves_the_old_one(tmp_path, http_server):
+    http_server.serve("/r/blob.bin", BLOB)
+    dest = tmp_path / "any-name.dat"
+    dest.write_bytes(b"old")
+    url = f"{http_server.base_url}/r/blob.bin"
+    with pytest.raises(UserError, match="md5 mismatch"):
+        download.fetch_file({"url": url, "md5": "0" * 32}, dest, **FAST)
+    assert os.listdir(tmp_path) == ["any-name.dat"] and dest.read_bytes() == b"old"
+
+    def refuse(path):
+        assert path.parent == tmp_path and path != dest and path.read_bytes() == BLOB  # verified, not yet in place
+        raise UserError("content refused")
+
+    with pytest.raises(UserError, match="content refused"):
+        download.fetch_file({"url": url, "md5": BLOB_MD5}, dest, check=refuse, **FAST)
+    assert os.listdir(tmp_path) == ["any-name.dat"] and dest.read_bytes() == b"old"
+    assert download.fetch_file({"url": url, "sha256": BLOB_SHA256}, dest, **FAST) == dest
+    assert os.listdir(tmp_path) == ["any-name.dat"] and dest.read_bytes() == BLOB
+
+
+ONE_HASH = "files[0] must carry one hash, md5 (32 hex digits) or sha256 (64 hex digits); "
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"url": "http://h/a.gz"}, ONE_HASH + "it has none"),
+    ({"url": "http://h/a.gz", "md5": "0" * 32, "sha256": "0" * 64}, ONE_HASH + "it has both md5 and sha256"),
+    ({"url": "http://h/a.gz", "sha256": "0" * 32}, "files[0].sha256 must be 64 hex digits, got '000"),
+    ({"url": "http://h/a.gz", "md5": "0" * 32, "size": 3},
+     "files[0] has unknown keys ['size']: use url, md5 or sha256, mirrors"),
+])
+def test_an_entry_carries_exactly_one_hash_of_the_right_length(entry, message):
+    with pytest.raises(UserError) as err:
+        download.listed_entries({"data": {"x": {"files": [entry]}}}, "data.x.files", ["a.gz"])
+    assert f"params.yaml: data.x.{message}" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_file_hash_streams_any_size_to_hashlib_s_digest(tmp_path):
+    path = tmp_path / "blob"
+    data = BLOB * 4 + b"tail"             # several 1 MiB blocks and a short last one
+    path.write_bytes(data)
+    assert download.sha256sum(path) == hashlib.sha256(data).hexdigest()
+    assert download.md5sum(path) == hashlib.md5(data).hexdigest()
+    (tmp_path / "empty").write_bytes(b"")
+    assert download.sha256sum(tmp_path / "empty") == hashlib.sha256(b"").hexdigest()

@@ -118,31 +118,44 @@ def get(params, dotted, kind=None, choices=None, minimum=None, above=None, defau
     return node
 
 
-_MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
+# The hashes a download entry may carry, each with its hex length: exactly one per entry.
+HASHES = {"md5": 32, "sha256": 64}
+
+
+def download_entry(entry, where: str, hashes=tuple(HASHES)) -> dict:
+    """One download entry ({url, md5 or sha256, mirrors?}) checked; ``where`` names it in the
+    one-line UserError (e.g. "params.yaml: data.mnist.files[0]"). ``hashes``: the ones allowed."""
+    allowed = " or ".join(hashes)
+    if not isinstance(entry, dict):
+        raise UserError(f"{where} must be a mapping with url and {allowed}, got {entry!r}")
+    url = entry.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise UserError(f"{where}.url must be a URL string, got {url!r}")
+    given = [name for name in HASHES if name in entry]
+    if len(given) != 1 or given[0] not in hashes:
+        wanted = " or ".join(f"{name} ({HASHES[name]} hex digits)" for name in hashes)
+        has = (f"both {' and '.join(given)}" if len(given) > 1 else
+               f"{given[0]}, not accepted here" if given else "none")
+        raise UserError(f"{where} must carry one hash, {wanted}; it has {has}")
+    name = given[0]
+    digest = entry[name]
+    if not isinstance(digest, str) or not re.fullmatch(f"[0-9a-fA-F]{{{HASHES[name]}}}", digest):
+        raise UserError(f"{where}.{name} must be {HASHES[name]} hex digits, got {digest!r}")
+    mirrors = entry.get("mirrors") or []
+    if not isinstance(mirrors, list) or not all(isinstance(m, str) and m.strip() for m in mirrors):
+        raise UserError(f"{where}.mirrors must be a list of URL strings, got {mirrors!r}")
+    unknown = set(entry) - {"url", "mirrors", *HASHES}
+    if unknown:
+        raise UserError(f"{where} has unknown keys {sorted(unknown)}: use url, {allowed}, mirrors")
+    return entry
 
 
 def download_entries(params: dict, key: str) -> list:
-    """The list at ``key`` as download entries ({url, md5, mirrors?}), validated."""
+    """The list at ``key`` as download entries ({url, md5 or sha256, mirrors?}), validated."""
     files = get(params, key, kind=list)
     name = params_name(params)
     if not files:
         raise UserError(f"{name}: {key} must be a non-empty list of {{url, md5}} entries")
     for i, entry in enumerate(files):
-        where = f"{name}: {key}[{i}]"
-        if not isinstance(entry, dict):
-            raise UserError(f"{where} must be a mapping with url and md5, got {entry!r}")
-        url = entry.get("url")
-        if not isinstance(url, str) or not url.strip():
-            raise UserError(f"{where}.url must be a URL string, got {url!r}")
-        md5 = entry.get("md5")
-        if not isinstance(md5, str) or not _MD5.match(md5):
-            raise UserError(f"{where}.md5 must be 32 hex digits, got {md5!r}")
-        mirrors = entry.get("mirrors") or []
-        if not isinstance(mirrors, list) or not all(isinstance(m, str) and m.strip() for m in mirrors):
-            raise UserError(f"{where}.mirrors must be a list of URL strings, got {mirrors!r}")
-        unknown = set(entry) - {"url", "md5", "mirrors"}
-        if unknown:
-            raise UserError(f"{where} has unknown keys {sorted(unknown)}: use url, md5, mirrors")
+        download_entry(entry, f"{name}: {key}[{i}]")
     return files
-
-

@@ -1,9 +1,12 @@
-"""Fetch files by URL with md5 checks, bounded retries, mirrors and an all-or-nothing output.
+"""Fetch files by URL with hash checks, bounded retries, mirrors and an all-or-nothing output.
 
-Every file of a dataset is downloaded into a temporary folder beside ``dest_dir``; only when
-all of them are verified (md5, and for ``.gz`` a full decompression) does that folder replace
-``dest_dir`` in one ``os.replace``. Any failure removes the temporary folder, so a failed or
-killed download never leaves a partial dataset behind.
+Each entry names its file by ``url`` and carries one hash, ``md5`` or ``sha256`` (the params
+say which; ``HASHES`` in params.py), verified the same way. ``fetch`` downloads a dataset's
+files into a temporary folder beside ``dest_dir``; only when all of them are verified (hash,
+and for ``.gz`` a full decompression) does that folder replace ``dest_dir`` in one
+``os.replace``. ``fetch_file`` downloads one file to a temporary name beside its destination,
+renamed over it once verified. Any failure removes the temporary folder or file, so a failed or
+killed download never leaves a partial dataset or file behind.
 
 Per file the candidate URLs are, in order: ``$CNN_INTERNALS_MIRROR/<name>`` (or the ``mirror``
 argument), the entry's ``url``, then each of its ``mirrors``. Transient failures (timeouts,
@@ -12,7 +15,7 @@ permanent ones (refused connection, unknown host, HTTP 4xx, missing local file, 
 gzip) move on to the next URL at once.
 
 A retry of the same http(s) URL resumes: it asks for ``Range: bytes=<bytes on disk>-`` and
-appends, carrying the md5 of the bytes already written. The server's answer decides: 206 whose
+appends, carrying the hash of the bytes already written. The server's answer decides: 206 whose
 ``Content-Range`` starts where we are -> append; 200 (Range ignored) -> start over from byte 0;
 416 -> the file is complete if its size is the total the server reports, else start over. The
 next URL (another mirror) always starts from byte 0; ``file://`` URLs are read whole.
@@ -34,12 +37,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..atomic import atomic_dir
+from ..atomic import atomic_dir, atomic_path
 from ..errors import UserError
-from ..params import download_entries, params_name
+from ..params import HASHES, download_entries, params_name
 
 MIRROR_ENV = "CNN_INTERNALS_MIRROR"
 CHUNK = 1 << 16
+HASH_BLOCK = 1 << 20  # bytes read per step when hashing a file on disk (see file_hash)
 MAX_BACKOFF = 8.0  # seconds: one wait never exceeds this, whatever ``backoff`` and ``tries`` are
 _USER_AGENT = "cnn_internals (python urllib)"
 _TRANSIENT_HTTP = {408, 425, 429}
@@ -55,13 +59,36 @@ class _Permanent(Exception):
     """A failure that the same URL will repeat: move on to the next one."""
 
 
-def md5sum(path):
-    """Hex md5 of the file at ``path``, read in chunks."""
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            digest.update(chunk)
+def file_hash(path, algorithm: str) -> str:
+    """Hex digest (``algorithm``: md5, sha256) of the file at ``path``, streamed in 1 MiB blocks
+    through one reused buffer: a file of any size costs 1 MiB of memory, and the time is the
+    hash's own, not Python's (figures in pretrained.py)."""
+    digest = hashlib.new(algorithm)
+    block = bytearray(HASH_BLOCK)
+    view = memoryview(block)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(block):
+            digest.update(view[:n])
     return digest.hexdigest()
+
+
+def md5sum(path):
+    """Hex md5 of the file at ``path``."""
+    return file_hash(path, "md5")
+
+
+def sha256sum(path):
+    """Hex sha256 of the file at ``path``."""
+    return file_hash(path, "sha256")
+
+
+def entry_hash(entry) -> tuple:
+    """(algorithm, expected hex digest) of a download entry: its one ``md5`` or ``sha256``."""
+    given = [name for name in HASHES if name in entry]
+    if len(given) != 1:   # params.download_entry refuses these first; a bare dict may not have been checked
+        raise UserError(f"download entry {entry.get('url')!r} must carry one of {', '.join(HASHES)}, got "
+                        f"{', '.join(given) or 'none'}")
+    return given[0], str(entry[given[0]]).lower()
 
 
 def _one_line(text):
@@ -116,18 +143,19 @@ def _reason(err):
 
 
 class _Partial:
-    """The bytes of one URL already in its ``.part`` file: how many, and their running md5.
+    """The bytes of one URL already in its ``.part`` file: how many, and their running hash.
 
     Kept across the retries of one URL so a resumed download appends instead of starting over;
     updated chunk by chunk together with the write, so it always matches the file on disk.
     """
 
-    def __init__(self):
+    def __init__(self, algorithm):
+        self.algorithm = algorithm
         self.restart()
 
     def restart(self):
         self.received = 0
-        self.digest = hashlib.md5()
+        self.digest = hashlib.new(self.algorithm)
 
 
 def _content_range(headers):
@@ -176,7 +204,7 @@ def _copy(response, part, name, partial):
     try:
         out = open(part, "r+b" if partial.received else "wb")
         out.seek(partial.received)
-        out.truncate()  # drop anything past what the md5 covers
+        out.truncate()  # drop anything past what the hash covers
     except OSError as err:  # our disk, not the network: no other URL will help
         raise UserError(f"cannot write {part}: {_one_line(err.strerror or err)}") from None
     with out, tqdm(
@@ -201,7 +229,7 @@ def _copy(response, part, name, partial):
 
 def _stream(url, part, name, timeout, partial):
     """Download ``url`` into ``part``, resuming after ``partial`` where the server allows;
-    return the file's md5. Network errors become _Transient/_Permanent."""
+    return the file's hash. Network errors become _Transient/_Permanent."""
     if urllib.parse.urlparse(url).scheme.lower() not in _RESUMABLE_SCHEMES:
         partial.restart()
     try:
@@ -229,10 +257,11 @@ def _check_gzip(path):
         raise _Permanent("not a valid gzip file (truncated or corrupt)") from None
 
 
-def _fetch_url(url, part, name, md5, tries, backoff, timeout):
+def _fetch_url(url, part, name, expected, tries, backoff, timeout):
     """Try one URL up to ``tries`` times, each retry resuming where the last one stopped;
-    return None on success or the failure reason."""
-    partial = _Partial()  # a new URL starts from byte 0, whatever ``part`` holds
+    return None on success or the failure reason. ``expected``: (algorithm, hex digest)."""
+    algorithm, want = expected
+    partial = _Partial(algorithm)  # a new URL starts from byte 0, whatever ``part`` holds
     for attempt in range(1, tries + 1):
         try:
             got = _stream(url, part, name, timeout, partial)
@@ -243,15 +272,15 @@ def _fetch_url(url, part, name, md5, tries, backoff, timeout):
             continue
         except _Permanent as err:
             return str(err)
-        if got != md5:
-            return f"md5 mismatch: expected {md5}, got {got}"
+        if got != want:
+            return f"{algorithm} mismatch: expected {want}, got {got}"
         if name.endswith(".gz"):
             try:
                 _check_gzip(part)
             except _Permanent as err:
                 return str(err)
         return None
-    return "not tried"  # tries < 1 is refused by fetch()
+    return "not tried"  # tries < 1 is refused by fetch() and fetch_file()
 
 
 def candidate_urls(entry, mirror=None):
@@ -266,49 +295,84 @@ def candidate_urls(entry, mirror=None):
     return [u for u in urls if not (u in seen or seen.add(u))]
 
 
+def _plan(entry, mirror):
+    """(file name, (algorithm, hex digest), candidate URLs) of one entry."""
+    return file_name(entry["url"]), entry_hash(entry), candidate_urls(entry, mirror)
+
+
+def _settings(mirror, tries):
+    """The mirror to try first (the argument, else ``$CNN_INTERNALS_MIRROR``), ``tries`` checked."""
+    if tries < 1:
+        raise ValueError("tries must be >= 1")
+    if mirror is None:
+        mirror = os.environ.get(MIRROR_ENV) or None
+    return mirror
+
+
+def _fetch_verified(name, expected, urls, part, tries, backoff, timeout):
+    """Put the first of ``urls`` whose bytes have the ``expected`` hash into ``part``; else a
+    UserError with one line listing every URL tried and why it failed."""
+    failures = []
+    for url in urls:
+        reason = _fetch_url(url, part, name, expected, tries, backoff, timeout)
+        if reason is None:
+            return
+        failures.append(f"{url} ({reason})")
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+    raise UserError(
+        f"could not fetch {name}: {'; '.join(failures)} — check the network or set "
+        f"{MIRROR_ENV} to a folder/URL holding {name}"
+    )
+
+
 def fetch(entries, dest_dir, mirror=None, tries=3, backoff=0.5, timeout=30):
-    """Download every ``{url, md5, mirrors?}`` entry into ``dest_dir`` (named after the URL).
+    """Download every ``{url, md5 or sha256, mirrors?}`` entry into ``dest_dir`` (named after
+    the URL).
 
     ``mirror`` (default: ``$CNN_INTERNALS_MIRROR``) is a base URL or folder tried first for
     each file. Either every file ends up verified in ``dest_dir``, which is replaced as a whole,
     or a UserError is raised with one line listing every URL tried and why it failed, and
     nothing is written. Returns the list of written paths.
     """
-    if mirror is None:
-        mirror = os.environ.get(MIRROR_ENV) or None
-    if tries < 1:
-        raise ValueError("tries must be >= 1")
+    mirror = _settings(mirror, tries)
     plan = []
     for entry in entries:
-        name = file_name(entry["url"])
-        if any(name == other for other, _, _ in plan):
-            raise UserError(f"two download entries are both named {name}")
-        plan.append((name, str(entry["md5"]).lower(), candidate_urls(entry, mirror)))
+        step = _plan(entry, mirror)
+        if any(step[0] == other for other, _, _ in plan):
+            raise UserError(f"two download entries are both named {step[0]}")
+        plan.append(step)
 
     dest_dir = Path(dest_dir)
     with atomic_dir(dest_dir) as tmp:
-        for name, md5, urls in plan:
+        for name, expected, urls in plan:
             part = tmp / f".{name}.part"
-            failures = []
-            for url in urls:
-                reason = _fetch_url(url, part, name, md5, tries, backoff, timeout)
-                if reason is None:
-                    os.replace(part, tmp / name)
-                    break
-                failures.append(f"{url} ({reason})")
-                with contextlib.suppress(FileNotFoundError):
-                    part.unlink()
-            else:
-                raise UserError(
-                    f"could not fetch {name}: {'; '.join(failures)} — check the network or set "
-                    f"{MIRROR_ENV} to a folder/URL holding {name}"
-                )
+            _fetch_verified(name, expected, urls, part, tries, backoff, timeout)
+            os.replace(part, tmp / name)
     return [dest_dir / name for name, _, _ in plan]
 
 
+def fetch_file(entry, dest_path, mirror=None, tries=3, backoff=0.5, timeout=30, check=None) -> Path:
+    """Download one ``{url, md5 or sha256, mirrors?}`` entry to ``dest_path`` (any name).
+
+    As ``fetch``, for a single file: the same URLs in the same order, retries, resumption and
+    one-line failure. The bytes go to a temporary name beside ``dest_path`` that replaces it
+    only once verified, and ``check(path)`` (optional: a content check raising UserError) has
+    passed on it; on any failure the temporary file is removed and ``dest_path`` is left as it
+    was. Returns ``dest_path``.
+    """
+    name, expected, urls = _plan(entry, _settings(mirror, tries))
+    dest_path = Path(dest_path)
+    with atomic_path(dest_path) as part:
+        _fetch_verified(name, expected, urls, part, tries, backoff, timeout)
+        if check is not None:
+            check(part)
+    return dest_path
+
+
 def listed_entries(params: dict, key: str, needed: list, hint: str = "") -> list:
-    """The {url, md5, mirrors?} entries at ``key`` of the params, checked to name every file in
-    ``needed`` (a one-line UserError otherwise)."""
+    """The {url, md5 or sha256, mirrors?} entries at ``key`` of the params, checked to name
+    every file in ``needed`` (a one-line UserError otherwise)."""
     files = download_entries(params, key)
     names = {file_name(entry["url"]) for entry in files}
     missing = [name for name in needed if name not in names]
