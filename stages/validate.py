@@ -11,8 +11,9 @@ output's bytes never change, so a valid edit reruns only the stages that declare
 
 Checked: ``pipeline`` (known nets and datasets, each net's dataset listed), ``data.<dataset>``
 for each listed dataset, ``train``, ``mine``, ``render`` and ``report.<net>`` for each listed
-net, and that ``train.<net>.device`` exists here, with a GPU for each of ``train.<net>.nproc``
-processes when it is CUDA.
+net, that ``train.<net>.device`` exists here, with a GPU for each of ``train.<net>.nproc``
+processes when it is CUDA, and ``weights.<net>`` for each net listed in ``pipeline.weights``
+(a known net).
 """
 
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
@@ -24,9 +25,10 @@ from cnn_internals.atomic import write_text
 from cnn_internals.data.datasets import DATASETS
 from cnn_internals.errors import ArgumentParser, cli
 from cnn_internals.mining import mine_params
-from cnn_internals.models import get_net
+from cnn_internals.models import NETS, get_net
 from cnn_internals.params import load_params
 from cnn_internals.pipeline import pipeline_lists, train_device, train_params
+from cnn_internals.pretrained import pretrained_nets
 from cnn_internals.project import user_path
 from cnn_internals.render import render_params
 from cnn_internals.report import report_params
@@ -47,8 +49,10 @@ def validate(params) -> list:
         mine_params(params, net)
         render_params(params, net)
         report_params(params, net)
+    weights = pretrained_nets(params, known=NETS)
     return ["pipeline"] + [f"data.{d}" for d in datasets] + [
-        f"{stage}.{net}" for net in nets for stage in ("train", "mine", "render", "report")]
+        f"{stage}.{net}" for net in nets for stage in ("train", "mine", "render", "report")] + [
+        f"weights.{net}" for net in weights]
 
 
 @cli

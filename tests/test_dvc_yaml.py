@@ -42,3 +42,13 @@ def test_the_import_walk_sees_lazy_and_relative_imports():
     assert {"src/cnn_internals/project.py", "src/cnn_internals/data/mnist.py",
             "src/cnn_internals/data/imagenette.py", "stages/_bootstrap.py"} <= download
     assert "src/cnn_internals/training.py" not in download
+
+
+def test_the_weights_stage_imports_no_model_code():
+    """weights@<net> downloads hundreds of MB: editing a net, the training loop or the registry
+    (any of which would be a dep if the stage imported it) must not fetch the file again."""
+    weights = stage_sources(REPO / "stages/weights.py")
+    assert not {path for path in weights if path.startswith("src/cnn_internals/models/")}
+    assert {"src/cnn_internals/training.py", "src/cnn_internals/pipeline.py"}.isdisjoint(weights)
+    assert STAGES["weights"]["foreach"] == "${pipeline.weights}"
+    assert STAGES["weights"]["do"]["outs"] == ["models/pretrained/${item}.pth"]

@@ -245,12 +245,13 @@ def test_render_says_once_when_a_layer_has_fewer_maps_than_asked(built, tmp_path
                      "conv1 (6), pool1 (6)"]
 
 
-@pytest.mark.parametrize("stage", ["validate", "download", "prepare", "stats", "train", "mine", "render", "report"])
+@pytest.mark.parametrize("stage", ["validate", "download", "prepare", "stats", "train", "mine", "render", "report",
+                                   "weights"])
 def test_every_stage_explains_itself_with_help(stage):
     result = subprocess.run([sys.executable, f"stages/{stage}.py", "--help"], cwd=REPO, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("usage:"), result.stderr
-    flag = {"train": "--net", "mine": "--net", "render": "--net", "report": "--net",
+    flag = {"train": "--net", "mine": "--net", "render": "--net", "report": "--net", "weights": "--net",
             "validate": "--params"}.get(stage, "--dataset")
     assert flag in result.stdout and f"`{stage}" in result.stdout
 
