@@ -1,5 +1,6 @@
 """Stage `mine@<net>`: the top-k images of every feature map at each depth the net shows
-(LeNet-5: the conv layers C1, C3, C5 and the subsampling layers S2, S4; AlexNet: conv1-conv5).
+(LeNet-5: the conv layers C1, C3, C5 and the subsampling layers S2, S4; AlexNet: conv1-conv5;
+VGG-16: conv1_2 .. conv5_3), hooked at each one's module path, keyed by its paper name.
 
     python stages/mine.py --net lenet5
 
@@ -39,7 +40,7 @@ def main(argv=None):
     inputs = net_inputs(net, config, device)
     batch = max(1, min(512, BATCH_BYTES // int(np.prod(split.images.shape[1:]))))
     stream = (inputs.eval(x) for x, _ in batches(split.images, split.labels, np.arange(len(split)), batch, device))
-    top = top_k_activations(model, net.layers, tqdm(stream, total=-(-len(split) // batch), desc=f"mine {net.name}",
+    top = top_k_activations(model, net.layer_paths, tqdm(stream, total=-(-len(split) // batch), desc=f"mine {net.name}",
                                                     disable=None, leave=False), k)
     out = {"split": split_name, "k": k, "layers": {
         layer: {field: getattr(t, field).tolist() for field in ("values", "images", "rows", "cols")}

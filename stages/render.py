@@ -1,4 +1,5 @@
-"""Stage `render@<net>`: one picture per depth the net shows, renders/<net>/<layer>.png.
+"""Stage `render@<net>`: one picture per depth the net shows, renders/<net>/<layer>.png, the
+layer by its paper name (VGG-16's conv5_3, not its module path features.28).
 
     python stages/render.py --net lenet5
 
@@ -46,8 +47,8 @@ def main(argv=None):
         ch = torch.arange(n).repeat_interleave(k)
         idx, rows, cols = (top[f][:n].reshape(-1) for f in ("images", "rows", "cols"))
         x = inputs.eval(gather(split.images, idx.numpy()).to(device))
-        shown, patches, rf = unit_pictures(model, layer, x, ch.to(device), rows.to(device), cols.to(device),
-                                           method, net.input_size, inputs.display)
+        shown, patches, rf = unit_pictures(model, net.module_path(layer), x, ch.to(device), rows.to(device),
+                                           cols.to(device), method, net.input_size, inputs.display)
         shown = shown.reshape(n, k, *shown.shape[1:])
         patches = patches.reshape(n, k, *patches.shape[1:])
         size = rf[0] if isinstance(rf[0], int) else "x".join(map(str, rf[0]))

@@ -6,6 +6,7 @@ top-k at most once; equal values go to the lower image index. Only (channels, k)
 layer are kept while the data streams past: memory does not grow with the dataset.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -58,12 +59,14 @@ class _Running:
 
 @torch.no_grad()
 def top_k_activations(model, layers, batches, k):
-    """For each name in ``layers`` a TopK over all images that ``batches`` yields (image
-    tensors in dataset order). One forward pass per batch serves every layer, and it stops
-    after the last of them has run."""
+    """For each layer in ``layers`` a TopK over all images that ``batches`` yields (image
+    tensors in dataset order), keyed by its name. ``layers``: module paths, or a mapping of
+    names to module paths (a registry entry's ``layer_paths``: paper name -> path). One forward
+    pass per batch serves every layer, and it stops after the last of them has run."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    layers = list(dict.fromkeys(layers))
+    paths = dict(layers) if isinstance(layers, Mapping) else {name: name for name in layers}
+    layers = list(paths)
     running = {name: _Running() for name in layers}
     widths = {}
     seen = set()
@@ -81,7 +84,7 @@ def top_k_activations(model, layers, batches, k):
         return hook
 
     device = next(model.parameters()).device
-    handles = [get_module(model, name).register_forward_hook(hook_for(name)) for name in layers]
+    handles = [get_module(model, paths[name]).register_forward_hook(hook_for(name)) for name in layers]
     with _hooks(*handles), eval_mode(model):
         for batch in batches:
             seen.clear()

@@ -242,9 +242,9 @@ def most_wrong(probs: torch.Tensor, labels, count: int) -> list:
 
 
 def cam_layer(net, shapes: dict) -> str:
-    """Grad-CAM's layer: the deepest layer the net shows whose maps are larger than 1x1 (at
-    1x1 the heat is one value spread over the image)."""
-    spatial = [layer for layer in net.layers if shapes[layer][1] * shapes[layer][2] > 1]
+    """Grad-CAM's layer (its paper name): the deepest layer the net shows whose maps are larger
+    than 1x1 (at 1x1 the heat is one value spread over the image). ``shapes``: by module path."""
+    spatial = [layer for layer in net.layers if math.prod(shapes[net.module_path(layer)][1:]) > 1]
     return spatial[-1] if spatial else net.layers[-1]
 
 
@@ -262,8 +262,9 @@ def wrong_tiles(model, layer, x, display, labels, predicted) -> np.ndarray:
 
 def layer_sprites(model, net, layer, split, inputs, device, top, maps, k, thumb, fmt, progress=None):
     """({file name: bytes}, receptive field, tile side) for the first ``maps`` maps of
-    ``layer``, ``k`` units each: a sprite per method and one of patches. The units go
-    through the engine ROWS_PER_CALL bytes of inputs at a time."""
+    ``layer`` (a paper name of ``net``; the files are named after it), ``k`` units each: a
+    sprite per method and one of patches. The units go through the engine ROWS_PER_CALL bytes
+    of inputs at a time."""
     channels = torch.arange(maps).repeat_interleave(k)
     images, rows, cols = (top[f][:maps, :k].reshape(-1) for f in ("images", "rows", "cols"))
     per_call = max(1, ROWS_PER_CALL // (4 * math.prod(net.input_size)))
@@ -273,8 +274,8 @@ def layer_sprites(model, net, layer, split, inputs, device, top, maps, k, thumb,
         part = slice(start, start + per_call)
         x = inputs.eval(gather(split.images, images[part].numpy()).to(device))
         pictures, patches, rf = unit_pictures_by_method(
-            model, layer, x, channels[part].to(device), rows[part].to(device), cols[part].to(device), METHODS,
-            net.input_size, inputs.display)
+            model, net.module_path(layer), x, channels[part].to(device), rows[part].to(device),
+            cols[part].to(device), METHODS, net.input_size, inputs.display)
         for name, tiles in (*pictures.items(), ("patches", patches)):
             parts[name].append(to_tiles(tiles, thumb, signed=name in SIGNED))
         if progress is not None:
@@ -311,6 +312,14 @@ def shape_text(shape) -> str:
     return "x".join(map(str, shape))
 
 
+def architecture_row(net, row: dict) -> dict:
+    """An architecture() row as the page shows it: ``shown`` is the tab of a shown layer,
+    ``name`` its paper name where that is not its module path (conv5_3 of features.28)."""
+    name = net.shown_name(row["layer"])
+    return {**row, "shape": shape_text(row["shape"]), "field": field_text(row["field"]),
+            "shown": slug(name) if name else None, "name": name if name not in (None, row["layer"]) else None}
+
+
 def render_page(context: dict) -> bytes:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True)
@@ -333,7 +342,7 @@ def build_report(net, model, inputs, device, p: dict, run: dict, mined: dict, he
         notes.append(f"report.{net.name}.k = {p['k']} is more than the {mined_k} units mined per map; showing {k}")
     files = {}
     rows = architecture(model, net.input_size)
-    shapes = {row["layer"]: row["shape"] for row in rows}
+    shapes = {row["layer"]: row["shape"] for row in rows}          # by module path
 
     counts = {layer: len(top["values"]) if p["maps"] == "all" else min(p["maps"], len(top["values"]))
               for layer, top in tables.items()}
@@ -347,7 +356,7 @@ def build_report(net, model, inputs, device, p: dict, run: dict, mined: dict, he
         files.update(sprites)
         values, images = top["values"][:count, :k].tolist(), top["images"][:count, :k].tolist()
         layers.append({"name": layer, "id": slug(layer), "maps": count, "total": len(top["values"]), "k": k,
-                       "shape": shape_text(shapes[layer]), "field": field_text(rf),
+                       "shape": shape_text(shapes[net.module_path(layer)]), "field": field_text(rf),
                        "ratio": cell_size(side, fmt) / side,
                        "units": [[{"image": i, "value": repr(v), "text": f"{v:.3g}"} for i, v in zip(im, va)]
                                  for im, va in zip(images, values)],
@@ -360,7 +369,8 @@ def build_report(net, model, inputs, device, p: dict, run: dict, mined: dict, he
     conv_name, conv = first_conv(model)
     tiles = filter_tiles(conv)
     files[f"filters.{ext(fmt)}"] = sprite(tiles, fmt)
-    filters = {"layer": conv_name, "tab": slug(conv_name) if conv_name in net.layers else slug(net.layers[0]),
+    conv_shown = net.shown_name(conv_name)
+    filters = {"layer": conv_shown or conv_name, "tab": slug(conv_shown or net.layers[0]),
                "count": tiles.shape[1], "shape": shape_text(conv.weight.shape[1:]), "file": f"filters.{ext(fmt)}",
                "ratio": cell_size(tiles.shape[2], fmt) / tiles.shape[2]}
 
@@ -373,7 +383,8 @@ def build_report(net, model, inputs, device, p: dict, run: dict, mined: dict, he
     if picked:
         labels = torch.as_tensor(held_out.labels[picked])
         x = inputs.eval(gather(held_out.images, picked).to(device))
-        tiles = wrong_tiles(model, cam, x, inputs.display, labels.to(device), predicted[picked].to(device))
+        tiles = wrong_tiles(model, net.module_path(cam), x, inputs.display, labels.to(device),
+                            predicted[picked].to(device))
         files[wrong["file"]] = sprite(tiles, fmt)
         wrong["ratio"] = cell_size(tiles.shape[2], fmt) / tiles.shape[2]
         for index, label in zip(picked, labels.tolist()):
@@ -387,8 +398,7 @@ def build_report(net, model, inputs, device, p: dict, run: dict, mined: dict, he
     context = {
         "net": {"name": net.name, "title": net.title, "dataset": net.dataset},
         "methods": [(m, METHOD_NAMES[m]) for m in METHODS], "default_method": DEFAULT_METHOD,
-        "architecture": [{**row, "shape": shape_text(row["shape"]), "field": field_text(row["field"]),
-                          "shown": slug(row["layer"]) if row["layer"] in net.layers else None} for row in rows],
+        "architecture": [architecture_row(net, row) for row in rows],
         "total_params": sum(w.numel() for w in model.parameters()),
         "metrics": sorted(run["metrics"].items()), "epochs": len(run["history"]),
         "confusion": {"classes": list(held_out.classes), "counts": confusion.tolist(),

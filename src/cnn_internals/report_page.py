@@ -84,7 +84,7 @@ body[data-method="{{ method }}"] #{{ layer.id }} i.x { background-image: url("{{
 <thead><tr><th>layer</th><th>type</th><th>output shape</th><th>receptive field (px)</th><th>parameters</th></tr></thead>
 <tbody>
 {% for row in architecture %}
-<tr data-layer="{{ row.layer }}"><td>{% if row.shown %}<a href="#{{ row.shown }}">{{ row.layer }}</a>{% else %}{{ row.layer }}{% endif %}</td><td>{{ row.kind }}</td><td>{{ row.shape }}</td><td>{{ row.field }}</td><td class="n" data-params="{{ row.params }}">{{ row.params|number }}</td></tr>
+<tr data-layer="{{ row.layer }}"><td>{% if row.shown %}<a href="#{{ row.shown }}">{{ row.layer }}{% if row.name %} ({{ row.name }}){% endif %}</a>{% else %}{{ row.layer }}{% endif %}</td><td>{{ row.kind }}</td><td>{{ row.shape }}</td><td>{{ row.field }}</td><td class="n" data-params="{{ row.params }}">{{ row.params|number }}</td></tr>
 {% endfor %}
 <tr><th colspan="4">total</th><td class="n" id="total-params" data-params="{{ total_params }}">{{ total_params|number }}</td></tr>
 </tbody>

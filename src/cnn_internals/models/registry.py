@@ -4,9 +4,14 @@ A net registers where it is defined (torchvision's ``@register_model`` idea): it
 with ``register(Net(...))``. Adding a net on a dataset we already have: that model file, its
 import in ``models/__init__.py``, its ``train/mine/render.<net>`` params blocks, and its name
 in ``pipeline.nets``.
+
+A shown depth has two names. People read the paper's (``conv5_3``: the mined JSON's keys, the
+pictures' file names and titles, the report's tabs); the code reaches the module by its path in
+the model (``features.28``: mining hooks, projection, Grad-CAM, receptive fields, the report's
+architecture table). ``Net.module_paths`` maps the first to the second where they differ.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import torch
@@ -37,7 +42,7 @@ class Net:
     name: str                # params key and stage suffix: train@<name>
     title: str               # as the papers write it
     dataset: str             # a key of data.datasets.DATASETS
-    layers: tuple            # the depths mined and rendered, in forward order (module names)
+    layers: tuple            # the depths mined and rendered, in forward order, by the papers' names
     input_size: tuple        # (C, H, W) the model sees
     build: Callable          # (train params) -> nn.Module, initialised
     inputs: Callable         # (dataset stats, train params, device) -> Inputs
@@ -46,6 +51,29 @@ class Net:
     model_keys: tuple
     validate: Callable       # (params) -> None; UserError on a bad net-specific key
     loss: Callable = lambda p: F.cross_entropy   # (train params) -> loss(scores, targets)
+    # The module path of each shown layer whose module is named otherwise (VGG-16's conv5_3 is
+    # ``features.28``); a layer not listed here is its module's own name (AlexNet's conv1).
+    module_paths: dict = field(default_factory=dict, hash=False)
+
+    def __post_init__(self):
+        unknown = set(self.module_paths) - set(self.layers)
+        if unknown:
+            raise ValueError(f"{self.name}: module_paths names layers it does not show: {sorted(unknown)}")
+
+    def module_path(self, layer: str) -> str:
+        """The path in the model (``model.get_submodule``) of the shown layer ``layer``."""
+        if layer not in self.layers:
+            raise ValueError(f"{self.title} shows no layer {layer!r}; it shows {', '.join(self.layers)}")
+        return self.module_paths.get(layer, layer)
+
+    @property
+    def layer_paths(self) -> dict:
+        """{paper name: module path} of every shown layer, in forward order."""
+        return {layer: self.module_path(layer) for layer in self.layers}
+
+    def shown_name(self, path: str) -> str | None:
+        """The paper name under which module ``path`` is shown, or None if it is not shown."""
+        return next((layer for layer, p in self.layer_paths.items() if p == path), None)
 
 
 NETS: dict = {}
