@@ -138,7 +138,8 @@ def figure_png(fig) -> bytes:
 def architecture(model: nn.Module, input_size: tuple) -> list:
     """One row per leaf module in the order the forward pass runs them: name, type, output
     shape (C, H, W) or (features,), receptive field (size, stride, padding) of a unit of a
-    spatial output, and its parameter count."""
+    spatial output (None past flatten or a global pool: a unit sees the whole input), and
+    its parameter count."""
     leaves = [(name, m) for name, m in model.named_modules() if name and not list(m.children())]
     calls = []
     handles = [m.register_forward_hook(lambda m, a, out, name=name: calls.append((name, m, tuple(out.shape[1:]))))
@@ -151,8 +152,17 @@ def architecture(model: nn.Module, input_size: tuple) -> list:
         for handle in handles:
             handle.remove()
     return [{"layer": name, "kind": type(module).__name__, "shape": shape,
-             "field": receptive_field(model, name, input_size) if len(shape) == 3 else None,
+             "field": spatial_field(model, name, input_size) if len(shape) == 3 else None,
              "params": sum(p.numel() for p in module.parameters())} for name, module, shape in calls]
+
+
+def spatial_field(model: nn.Module, layer: str, input_size: tuple):
+    """receptive_field of ``layer``, or None where a unit's field has no window: ResNet's
+    global average pool gives (C, 1, 1) maps whose one unit sees the whole input."""
+    try:
+        return receptive_field(model, layer, input_size)
+    except ValueError:
+        return None
 
 
 def first_conv(model: nn.Module):
