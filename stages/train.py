@@ -20,6 +20,9 @@ Checkpoints every epoch to checkpoints/<net>/ (with history.tsv, rewritten after
 so a long run shows its progress) and resumes from there when rerun with the same params, data
 and code; the checkpoint is deleted once the run completes. On several processes rank 0 alone
 writes all of these; a failed rank stops every rank, and the stage's one error line names it.
+
+With ``epochs: 0`` the net is only evaluated: the same four files, the history one epoch-0
+row of held-out figures, no train_loss in the metrics.
 """
 
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
@@ -103,12 +106,13 @@ def train_on(net, p, recipe, device, data, stats, world):
         "epochs": recipe.epochs,
         "train_images": len(data["train"]),
         "test_images": len(data["test"]),
-        "train_loss": round(history[-1]["train_loss"], 6),
         "test_loss": round(final["loss"], 6),
         "test_accuracy": round(final["accuracy"], 6),
         "test_top5_accuracy": round(final["top5_accuracy"], 6),
         "test_error_percent": round(100 * (1 - final["accuracy"]), 4),
     }
+    if recipe.epochs:                    # with epochs 0 nothing was trained: no train loss
+        metrics["train_loss"] = round(history[-1]["train_loss"], 6)
     if "views_accuracy" in final:
         metrics["test_10crop_accuracy"] = round(final["views_accuracy"], 6)
     paths = metrics_paths(net)
@@ -119,8 +123,9 @@ def train_on(net, p, recipe, device, data, stats, world):
         paths["metrics"]: json_bytes(metrics),
     })
     checkpoint.remove()
-    print(f"{net.title}: test accuracy {final['accuracy']:.4f} ({metrics['test_error_percent']}% error) "
-          f"after {recipe.epochs} epochs on {len(data['train'])} images")
+    trained = f"after {recipe.epochs} epochs on {len(data['train'])} images" if recipe.epochs else \
+        "with no training (epochs 0)"
+    print(f"{net.title}: test accuracy {final['accuracy']:.4f} ({metrics['test_error_percent']}% error) {trained}")
 
 
 if __name__ == "__main__":

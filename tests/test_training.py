@@ -2,6 +2,9 @@
 one that never stopped (augmentation draws and dropout included); a checkpoint from other
 params, or one that does not fit the model, is not resumed; a diverging loss stops the run."""
 
+import math
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -120,3 +123,71 @@ def test_evaluate_top1_top5_and_multiview_match_a_direct_computation():
     assert result["top5_accuracy"] == 1.0                      # two classes: always in the top 5
     assert result["views_accuracy"] == pytest.approx((averaged.argmax(1) == y).double().mean().item())
     assert result["loss"] == pytest.approx(nn.functional.cross_entropy(scores, y).item(), rel=1e-6)
+
+
+def test_zero_epochs_trains_nothing_and_its_one_row_is_the_initial_models_evaluation(tmp_path):
+    checkpoint = Checkpoint(tmp_path, "tag")
+    model, initial = net(), net()
+    history = train(model, nn.functional.cross_entropy, FlipInputs(), data(), data(), replace(RECIPE, epochs=0),
+                    checkpoint, log=lambda s: None)
+    expected = evaluate(initial, nn.functional.cross_entropy, FlipInputs(), data(), torch.device("cpu"))
+    (row,) = history
+    assert {k: row[k] for k in ("epoch", "test_loss", "test_accuracy", "test_top5_accuracy")} == {
+        "epoch": 0, "test_loss": expected["loss"], "test_accuracy": expected["accuracy"],
+        "test_top5_accuracy": expected["top5_accuracy"]}
+    assert all(math.isnan(row[k]) for k in ("lr", "train_loss", "train_accuracy"))   # nothing was trained
+    assert all(torch.equal(v, initial.state_dict()[k]) for k, v in model.state_dict().items())
+    assert not checkpoint.path.exists()
+
+
+def test_train_stage_with_zero_epochs_writes_its_four_files_from_the_initial_model(tmp_path, monkeypatch):
+    """stages/train.py on LeNet-5 with epochs 0, in a project folder of its own: the model file
+    holds the initial weights; the metrics and confusion are those weights' evaluation; the
+    history is one epoch-0 row that the report reads; no train_loss is claimed."""
+    import json
+    import runpy
+
+    from cnn_internals import project
+    from cnn_internals.data.prepared import write_classes, write_split
+    from cnn_internals.models import NETS
+    from cnn_internals.pipeline import metrics_paths
+    from cnn_internals.report import read_metrics
+    from cnn_internals.stats import image_statistics, save_statistics
+    from imports import REPO
+
+    rng = np.random.default_rng(0)
+    prepared = tmp_path / "data/prepared/mnist"
+    splits = {"train": 30, "test": 20}
+    for split, n in splits.items():
+        write_split(prepared, split, rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n))
+    write_classes(prepared, [{"name": str(d)} for d in range(10)])
+    save_statistics(image_statistics(np.load(prepared / "train_images.npy")), tmp_path / "data/stats/mnist")
+    p = {"epochs": 0, "batch_size": 8, "lr": 0.001, "optimizer": "adamw", "weight_decay": 0.0, "schedule": "cosine",
+         "seed": 4, "nproc": 1, "device": "cpu", "j": 5.0, "c3_table": True, "prototypes": "fixed",
+         "normalize": "paper", "amp": True}
+    (tmp_path / "params.yaml").write_text(json.dumps({"train": {"lenet5": p}}))
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")          # the project root the stage enters
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(REPO / "stages"))
+    monkeypatch.setattr(project, "_STARTED_IN", None)              # the stage's enter_root sets it
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        runpy.run_path(str(REPO / "stages/train.py"))["main"](["--net", "lenet5"])
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+    net = NETS["lenet5"]
+    torch.manual_seed(4)
+    initial = net.build(p).eval()
+    saved = torch.load(tmp_path / "models/lenet5.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(v, saved[k]) for k, v in initial.state_dict().items())
+    test = Split(np.load(prepared / "test_images.npy"), np.load(prepared / "test_labels.npy"), tuple("0123456789"))
+    expected = evaluate(initial, net.loss(p), net.inputs(None, p, "cpu"), test, torch.device("cpu"))
+    paths = {key: tmp_path / path for key, path in metrics_paths(net).items()}
+    run = read_metrics(paths, test.classes, "rerun")
+    assert run["metrics"]["epochs"] == 0 and "train_loss" not in run["metrics"]
+    assert run["metrics"]["test_accuracy"] == round(expected["accuracy"], 6)
+    (row,) = run["history"]
+    assert row["epoch"] == 0 and math.isnan(row["train_loss"])
+    assert row["test_accuracy"] == pytest.approx(expected["accuracy"], abs=1e-6)
+    assert np.trace(run["confusion"]) == (expected["predictions"].numpy() == test.labels).sum()

@@ -84,7 +84,7 @@ def code_fingerprint(*roots: Path) -> str:
 
 @dataclass
 class Recipe:
-    epochs: int
+    epochs: int                  # 0: no training step, the model is evaluated as it starts
     batch_size: int
     lr: float
     seed: int
@@ -109,7 +109,7 @@ def read_recipe(params: dict, net: str) -> Recipe:
         raise UserError(f"{params_name(params)}: {key}.batch_size ({batch_size}) must be divisible by {key}.nproc "
                         f"({nproc}): it is the global batch, split evenly over the processes")
     return Recipe(
-        epochs=get(params, f"{key}.epochs", kind=int, minimum=1),
+        epochs=get(params, f"{key}.epochs", kind=int, minimum=0),     # 0: evaluate only
         batch_size=batch_size,
         lr=get(params, f"{key}.lr", kind=(int, float), above=0),
         seed=get(params, f"{key}.seed", kind=int, minimum=0),
@@ -318,6 +318,17 @@ def _train_epoch(model, loss_fn, inputs, split, recipe, epoch, opt, precision, d
     return loss_sum.item(), correct.item()
 
 
+def initial_evaluation(model, loss_fn, inputs, test_split, device, precision, batch_size, world=SINGLE) -> dict:
+    """The history row of a run with no training (``epochs: 0``, e.g. ImageNet weights scored
+    as they are): epoch 0, the held-out figures of the model as it starts, and NaN for what
+    only training measures (lr, train loss and accuracy). One row rather than none: `dvc plots`
+    and the report draw from the held-out columns, and a header alone has no points."""
+    test = evaluate(model, loss_fn, inputs, test_split, device, batch_size, precision, world=world)
+    nan = float("nan")
+    return {"epoch": 0, "lr": nan, "train_loss": nan, "train_accuracy": nan, "test_loss": test["loss"],
+            "test_accuracy": test["accuracy"], "test_top5_accuracy": test["top5_accuracy"]}
+
+
 def train(model, loss_fn, inputs, train_split, test_split, recipe: Recipe, checkpoint: Checkpoint,
           log=print, on_epoch=None, world: World = SINGLE) -> list:
     """Train ``model`` (already on its device) in place; return the per-epoch history.
@@ -327,11 +338,15 @@ def train(model, loss_fn, inputs, train_split, test_split, recipe: Recipe, check
     runs after every epoch (the stage writes the history file there, so a long run shows it).
     A loss that stops being finite ends training with a UserError; the last good checkpoint stays.
     On several ranks (``world``) every rank calls this; only rank 0 reads and writes
-    ``checkpoint``, logs and calls ``on_epoch``.
+    ``checkpoint``, logs and calls ``on_epoch``. With ``recipe.epochs`` 0 nothing is trained:
+    the history is initial_evaluation's one row.
     """
     device = next(model.parameters()).device
     precision = Precision(device, recipe.amp)
     model = precision.prepare(model)
+    if recipe.epochs == 0:
+        return [initial_evaluation(model, loss_fn, inputs, test_split, device, precision,
+                                   eval_batch_size(train_split.images.shape[1:]), world)]
     opt, sched = make_optimizer(model, recipe)
     if not world.main:
         log, on_epoch = (lambda line: None), None
