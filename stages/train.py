@@ -21,8 +21,10 @@ so a long run shows its progress) and resumes from there when rerun with the sam
 and code; the checkpoint is deleted once the run completes. On several processes rank 0 alone
 writes all of these; a failed rank stops every rank, and the stage's one error line names it.
 
-With ``epochs: 0`` the net is only evaluated: the same four files, the history one epoch-0
-row of held-out figures, no train_loss in the metrics.
+``train.<net>.weights: imagenet`` (VGG-16, ResNet-18) starts from torchvision's published
+weights, which the weights@<net> stage fetched into models/pretrained/<net>.pth; then the net
+is fine-tuned, or with ``epochs: 0`` only evaluated: the same four files, the history one
+epoch-0 row of held-out figures, no train_loss in the metrics.
 """
 
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
@@ -39,9 +41,11 @@ from cnn_internals.data import prepared_dir
 from cnn_internals.data.datasets import get_dataset
 from cnn_internals.data.prepared import fingerprint
 from cnn_internals.distributed import launch, process_group, under_torchrun
-from cnn_internals.errors import cli
+from cnn_internals.errors import UserError, cli, first_line
+from cnn_internals.models import weights_choice
 from cnn_internals.pipeline import (load_split, load_stats, metrics_paths, model_file, net_inputs, net_stage_args,
                                     train_device, train_params, weights_path)
+from cnn_internals.pretrained import load_pretrained, pretrained_nets, pretrained_path, weights_entry
 from cnn_internals.project import started_in
 from cnn_internals.training import (Checkpoint, Precision, code_fingerprint, eval_batch_size, evaluate,
                                     make_deterministic, params_tag, train)
@@ -54,6 +58,25 @@ def history_tsv(history):
     rows = ["\t".join(HISTORY_COLUMNS)] + [
         "\t".join(str(h[c]) if c == "epoch" else f"{h[c]:.6g}" for c in HISTORY_COLUMNS) for h in history]
     return "\n".join(rows) + "\n"
+
+
+def imagenet_state_dict(net, params) -> dict:
+    """torchvision's ImageNet state dict for ``net`` from models/pretrained/<net>.pth (the
+    weights@<net> stage's output), its sha256 checked against weights.<net> on this load too."""
+    if net.name not in pretrained_nets(params):
+        raise UserError(f"train.{net.name}.weights is imagenet: add {net.name} to pipeline.weights in params.yaml "
+                        f"so that `dvc repro` fetches them (weights@{net.name})")
+    return load_pretrained(pretrained_path(net.name), weights_entry(params, net.name)["sha256"])
+
+
+def start_from_imagenet(net, model, state_dict) -> None:
+    """torchvision's published weights into ``model`` (built with weights: imagenet), through
+    the net's own key mapping; a state dict that does not fit is a UserError."""
+    try:
+        net.load_imagenet(model, state_dict)
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise UserError(f"{pretrained_path(net.name)} does not hold torchvision's {net.title} ImageNet weights "
+                        f"({first_line(err)}): rerun `dvc repro -f weights@{net.name}`") from None
 
 
 def confusion_csv(classes, actual, predicted):
@@ -79,16 +102,21 @@ def main(argv=None):
         command = [sys.argv[0], *sys.argv[1:]] if argv is None else [__file__, *argv]
         launch(recipe.nproc, command, started_in(), Path("checkpoints") / net.name / "torchrun.log")
         return
+    imagenet = imagenet_state_dict(net, params) if weights_choice(params, net) == "imagenet" else None
     make_deterministic()
     with process_group(device, recipe.nproc, f"train.{net.name}") as (world, device):
-        train_on(net, p, recipe, device, data, stats, world)
+        train_on(net, p, recipe, device, data, stats, world, imagenet)
 
 
-def train_on(net, p, recipe, device, data, stats, world):
-    """This process's part of training (all of it, or one rank's); rank 0 writes the outputs."""
+def train_on(net, p, recipe, device, data, stats, world, imagenet=None):
+    """This process's part of training (all of it, or one rank's); rank 0 writes the outputs.
+    ``imagenet``: torchvision's state dict to start from (weights: imagenet), else None."""
     inputs = net_inputs(net, p, device, stats)
     torch.manual_seed(recipe.seed)
-    model = net.build(p).to(device)
+    model = net.build(p)
+    if imagenet is not None:
+        start_from_imagenet(net, model, imagenet)
+    model = model.to(device)
     loss_fn = net.loss(p)
     # What shapes training: its params, the very data, and the code (not the data params,
     # which this stage does not declare).

@@ -11,7 +11,7 @@ from .data import stats_dir
 from .data.datasets import DATASETS, get_dataset, open_split
 from .distributed import check_processes
 from .errors import ArgumentParser, UserError, first_line
-from .models import NETS, get_net
+from .models import NETS, get_net, weights_choice
 from .params import get, load_params, params_name
 from .project import user_path
 from .stats import load_statistics
@@ -34,7 +34,9 @@ def net_stage_args(description, argv=None):
 # validate stage, which runs them all before `dvc repro` removes any stage's outputs.
 
 def train_params(params, net):
-    """``train.<net>``: the recipe (common keys) after the net's own keys are checked."""
+    """``train.<net>``: the recipe (common keys) after the net's own keys (``weights`` first,
+    every net's) are checked."""
+    weights_choice(params, net)
     net.validate(params)
     return read_recipe(params, net.name)
 

@@ -167,4 +167,6 @@ register(Net(
     build=lambda p: build_alexnet(10, p["weight_init"]),
     inputs=alexnet_inputs,
     validate=validate,
+    no_imagenet=("torchvision's AlexNet is not the paper's (64 filters in conv1, not 96; 192 in conv2, not 256; "
+                 "no local response normalisation), so its ImageNet weights do not fit this net"),
 ))

@@ -212,5 +212,6 @@ register(Net(
     build=lambda p: LeNet5(c3_table=p["c3_table"], learnable_prototypes=p["prototypes"] == "learned"),
     inputs=lambda stats, p, device: LeNetInputs(*input_levels(stats, p)),
     validate=validate,
+    no_imagenet="LeNet-5 is an MNIST net, with no ImageNet weights to start from",
     loss=lambda p: (lambda scores, targets: lenet5_loss(scores, targets, p["j"])),
 ))

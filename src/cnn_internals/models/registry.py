@@ -18,6 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..params import get, params_name
+
+# train.<net>.weights: what a net starts from. scratch: its own initialisation, a 10-class head;
+# imagenet: torchvision's published ImageNet weights, the 1000-class net read at Imagenette's
+# ten classes (see models/imagenet.py).
+WEIGHTS = ("scratch", "imagenet")
 
 
 class Inputs(Protocol):
@@ -54,6 +60,11 @@ class Net:
     # The module path of each shown layer whose module is named otherwise (VGG-16's conv5_3 is
     # ``features.28``); a layer not listed here is its module's own name (AlexNet's conv1).
     module_paths: dict = field(default_factory=dict, hash=False)
+    # (model built with weights: imagenet, torchvision's state_dict) -> None: loads torchvision's
+    # published ImageNet weights into the model, strictly. None: there are none for this net,
+    # and ``no_imagenet`` says why when a params file asks for them.
+    load_imagenet: Callable | None = None
+    no_imagenet: str = "torchvision publishes no ImageNet weights for it"
 
     def __post_init__(self):
         unknown = set(self.module_paths) - set(self.layers)
@@ -84,6 +95,18 @@ def register(net: Net) -> Net:
         raise ValueError(f"net {net.name!r} registered twice")
     NETS[net.name] = net
     return net
+
+
+def weights_choice(params: dict, net: Net) -> str:
+    """``train.<net>.weights``, checked: scratch or imagenet for a net with published weights;
+    for one without, the key may be left out (scratch) and imagenet is refused saying why."""
+    key = f"train.{net.name}.weights"
+    if net.load_imagenet is None:
+        weights = get(params, key, kind=str, choices=WEIGHTS, default="scratch")
+        if weights == "imagenet":
+            raise UserError(f"{params_name(params)}: {key} = imagenet, but {net.no_imagenet}: use scratch")
+        return weights
+    return get(params, key, kind=str, choices=WEIGHTS)
 
 
 def get_net(name: str) -> Net:

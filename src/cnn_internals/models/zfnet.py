@@ -130,4 +130,5 @@ register(Net(
     build=lambda p: build_zfnet(10, p["weight_init"], p["filter_rms"]),
     inputs=alexnet_inputs,          # the same mean-image crops, flips and 10 test views
     validate=validate,
+    no_imagenet="torchvision publishes no ZFNet weights (and its AlexNet is not the paper's AlexNet either)",
 ))
