@@ -21,6 +21,10 @@ first, and the mean image enters through the same kind of gather from a precompu
 pre-scaled (and pre-mirrored) copy. On CPU the batch goes through in chunks of
 CPU_CHUNK images so the intermediates stay in cache. ``naive_alexnet_train_inputs`` is the
 image-by-image float64 reference (the benchmark's baseline and the tests' oracle).
+
+``ChannelNormalizedInputs`` is the same crops, mirrors, lighting and views with a mean colour
+subtracted and each channel divided by its std (torchvision's ImageNet normalisation), for the
+nets torchvision publishes weights for (VGG-16, ResNet-18).
 """
 
 from dataclasses import dataclass
@@ -30,6 +34,11 @@ import torch
 from torch import Tensor
 
 NORMALIZE = ("paper", "standardize")
+
+# The channel means and stds of ImageNet's training pixels in [0, 1] that torchvision's
+# published weights expect (its ImageClassification transform).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # The order of AlexNetInputs.views (section 4.1: "five 224x224 patches (the four corner patches
 # and the center patch) as well as their horizontal reflections (hence ten patches in all)").
@@ -269,6 +278,35 @@ class AlexNetInputs:
         def full(value, dtype):
             return torch.full((batch,), value, dtype=dtype, device=self.device)
         return Augmentation(full(top, torch.long), full(left, torch.long), full(flip, torch.bool), None)
+
+
+class ChannelNormalizedInputs(AlexNetInputs):
+    """AlexNet's crops, mirrors, lighting and test views on per-channel normalised pixels:
+
+        (x / 255 + lighting - mean_c) / std_c   [crop window], mirrored or not,
+
+    torchvision's ``ToTensor`` then ``Normalize(mean, std)`` with ImageNet's channel means and
+    stds by default (what torchvision's published weights were trained on, and what VGG-16 and
+    ResNet-18 use from scratch here too). The mean is one colour, not an image; the lighting is
+    in [0, 1] units as in AlexNetInputs. ``height`` x ``width``: the stored images' size."""
+
+    def __init__(self, height: int, width: int, eigvals, eigvecs, device, crop: int = 224,
+                 mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD, augment: bool = True,
+                 lighting_std: float = 0.1, reuse_train_output: bool = False):
+        if len(mean) != 3 or len(std) != 3 or not all(s > 0 for s in std):
+            raise ValueError(f"mean and std must be three numbers, std positive; got {mean}, {std}")
+        mean_image = np.empty((height, width, 3))
+        mean_image[:] = mean
+        super().__init__(mean_image, eigvals, eigvecs, 1.0, device, crop=crop, normalize="standardize",
+                         augment=augment, lighting_std=lighting_std, reuse_train_output=reuse_train_output)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device)[:, None, None]   # (3, 1, 1)
+
+    def display(self, x: Tensor) -> Tensor:
+        return super().display(x * self.std.to(x.device))
+
+    def _combine(self, target: Tensor, pixels: Tensor, mean: Tensor) -> None:
+        super()._combine(target, pixels, mean)          # x / 255 + lighting - mean (scale 1)
+        target.div_(self.std)
 
 
 # ---------------------------------------------------------------------- reference
