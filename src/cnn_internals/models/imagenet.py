@@ -1,0 +1,95 @@
+"""What the nets torchvision publishes ImageNet weights for share: their inputs, the ten
+Imagenette logits of a 1000-class net, and loading torchvision's state dict.
+
+Imagenette's ten classes are ImageNet classes. A net trained on ImageNet is scored on
+Imagenette by reading its scores at those ten classes, in Imagenette's order: no new head,
+nothing to fit. ``weights: imagenet`` builds torchvision's 1000-class net and puts
+``ImagenetteLogits`` right after its last linear layer (``head``), which becomes
+``Sequential(linear, ImagenetteLogits)``: the loss, evaluation, Grad-CAM and the confusion
+matrix all see ten scores. ``weights: scratch`` builds the same net with a 10-class linear layer.
+"""
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.imagenette import CLASSES
+from ..data.transforms import ChannelNormalizedInputs
+from ..params import get
+from .registry import WEIGHTS
+
+# ImageNet's class index (torchvision's order: the 1000 wnids sorted) of each Imagenette class,
+# in Imagenette's order (data.imagenette.CLASSES, also sorted by wnid).
+IMAGENETTE_IN_IMAGENET = {
+    "n01440764": 0,      # tench
+    "n02102040": 217,    # English springer
+    "n02979186": 482,    # cassette player
+    "n03000684": 491,    # chain saw
+    "n03028079": 497,    # church
+    "n03394916": 566,    # French horn
+    "n03417042": 569,    # garbage truck
+    "n03425413": 571,    # gas pump
+    "n03445777": 574,    # golf ball
+    "n03888605": 701,    # parachute
+}
+IMAGENETTE_LOGITS = tuple(IMAGENETTE_IN_IMAGENET[wnid] for wnid, _ in CLASSES)
+
+
+class ImagenetteLogits(nn.Module):
+    """(B, 1000) ImageNet scores -> (B, 10) the scores of Imagenette's classes, in its order.
+    No parameters and no state: the model's state dict stays torchvision's (but for the
+    head's renaming), and a model made on the meta device and materialised still selects
+    the right ten."""
+
+    def __init__(self, classes: tuple = IMAGENETTE_LOGITS):
+        super().__init__()
+        self.classes = tuple(int(c) for c in classes)
+
+    def forward(self, scores):  # (B, 1000) -> (B, 10)
+        return scores.index_select(1, torch.tensor(self.classes, device=scores.device))
+
+    def extra_repr(self) -> str:
+        return f"classes={self.classes}"
+
+
+def with_imagenette_logits(model: nn.Module, head: str) -> nn.Module:
+    """``model`` with module ``head`` (its last linear layer) replaced by
+    Sequential(head, ImagenetteLogits()), in place; returns ``model``."""
+    parent, _, name = head.rpartition(".")
+    owner = model.get_submodule(parent) if parent else model
+    setattr(owner, name, nn.Sequential(model.get_submodule(head), ImagenetteLogits()))
+    return model
+
+
+def load_torchvision_state(model: nn.Module, state_dict: dict, head: str) -> None:
+    """Load torchvision's ``state_dict`` into ``model`` built with weights: imagenet (strict):
+    ``<head>.weight`` and ``<head>.bias`` go to ``<head>.0``, every other key as it is."""
+    prefix = f"{head}."
+    mapped = {f"{head}.0.{key[len(prefix):]}" if key.startswith(prefix) else key: value
+              for key, value in state_dict.items()}
+    model.load_state_dict(mapped, strict=True)
+
+
+def torchvision_net(builder, weights: str, head: str) -> nn.Module:
+    """torchvision's ``builder`` (weights=None: initialised as torchvision does, from torch's
+    global RNG) with 10 classes for scratch, or 1000 read at Imagenette's ten for imagenet."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
+    if weights == "scratch":
+        return builder(weights=None, num_classes=len(IMAGENETTE_LOGITS))
+    return with_imagenette_logits(builder(weights=None, num_classes=1000), head)
+
+
+def validate_inputs(params: dict, net: str) -> None:
+    """The input keys of ``train.<net>`` for the nets with ImageNet-normalised inputs."""
+    get(params, f"train.{net}.augment", kind=bool)
+    get(params, f"train.{net}.lighting_std", kind=(int, float), minimum=0)
+
+
+def imagenet_inputs(stats: dict, p: dict, device) -> ChannelNormalizedInputs:
+    """ImageNet-normalised 224 crops of the stored images (random crops and flips, and PCA
+    lighting from the dataset's statistics, in training; the centre crop in evaluation; the
+    ten AlexNet views for the final test). Training reuses one output buffer (alexnet_inputs)."""
+    height, width = np.shape(stats["mean_image"])[:2]
+    return ChannelNormalizedInputs(height, width, stats["pca_eigvals"], stats["pca_eigvecs"], device,
+                                   augment=p["augment"], lighting_std=p["lighting_std"], reuse_train_output=True)
