@@ -45,7 +45,7 @@ from cnn_internals.errors import UserError, cli, first_line
 from cnn_internals.models import weights_choice
 from cnn_internals.pipeline import (load_split, load_stats, metrics_paths, model_file, net_inputs, net_stage_args,
                                     train_device, train_params, weights_path)
-from cnn_internals.pretrained import load_pretrained, pretrained_nets, pretrained_path, weights_entry
+from cnn_internals.pretrained import load_pretrained, pretrained_path, weights_entry
 from cnn_internals.project import started_in
 from cnn_internals.training import (Checkpoint, Precision, code_fingerprint, eval_batch_size, evaluate,
                                     make_deterministic, params_tag, train)
@@ -63,9 +63,6 @@ def history_tsv(history):
 def imagenet_state_dict(net, params) -> dict:
     """torchvision's ImageNet state dict for ``net`` from models/pretrained/<net>.pth (the
     weights@<net> stage's output), its sha256 checked against weights.<net> on this load too."""
-    if net.name not in pretrained_nets(params):
-        raise UserError(f"train.{net.name}.weights is imagenet: add {net.name} to pipeline.weights in params.yaml "
-                        f"so that `dvc repro` fetches them (weights@{net.name})")
     return load_pretrained(pretrained_path(net.name), weights_entry(params, net.name)["sha256"])
 
 

@@ -12,8 +12,8 @@ output's bytes never change, so a valid edit reruns only the stages that declare
 Checked: ``pipeline`` (known nets and datasets, each net's dataset listed), ``data.<dataset>``
 for each listed dataset, ``train``, ``mine``, ``render`` and ``report.<net>`` for each listed
 net, that ``train.<net>.device`` exists here, with a GPU for each of ``train.<net>.nproc``
-processes when it is CUDA, and ``weights.<net>`` for each net listed in ``pipeline.weights``
-(a known net).
+processes when it is CUDA, and ``weights.<net>`` for each listed net whose
+``train.<net>.weights`` is imagenet.
 """
 
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
@@ -25,10 +25,10 @@ from cnn_internals.atomic import write_text
 from cnn_internals.data.datasets import DATASETS
 from cnn_internals.errors import ArgumentParser, cli
 from cnn_internals.mining import mine_params
-from cnn_internals.models import NETS, get_net
+from cnn_internals.models import get_net
 from cnn_internals.params import load_params
 from cnn_internals.pipeline import pipeline_lists, train_device, train_params
-from cnn_internals.pretrained import pretrained_nets
+from cnn_internals.pretrained import wants_imagenet, weights_entry
 from cnn_internals.project import user_path
 from cnn_internals.render import render_params
 from cnn_internals.report import report_params
@@ -44,15 +44,18 @@ def validate(params) -> list:
     nets, datasets = pipeline_lists(params)
     for dataset in datasets:
         DATASETS[dataset].read_params(params)
+    imagenet = []
     for net in map(get_net, nets):
         train_device(net, params, train_params(params, net))
         mine_params(params, net)
         render_params(params, net)
         report_params(params, net)
-    weights = pretrained_nets(params, known=NETS)
+        if wants_imagenet(params, net.name):
+            weights_entry(params, net.name)
+            imagenet.append(net.name)
     return ["pipeline"] + [f"data.{d}" for d in datasets] + [
         f"{stage}.{net}" for net in nets for stage in ("train", "mine", "render", "report")] + [
-        f"weights.{net}" for net in weights]
+        f"weights.{net}" for net in imagenet]
 
 
 @cli

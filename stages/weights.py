@@ -2,7 +2,10 @@
 
     python stages/weights.py --net vgg16               # what `dvc repro weights@vgg16` runs
 
-`dvc repro` runs it for each net listed in ``pipeline.weights`` (none by default). The file is
+`dvc repro` runs it for each net in ``pipeline.nets``. A net whose ``train.<net>.weights`` is
+scratch (the default for the papers' own nets) starts from its own initialisation: the stage then
+writes an empty models/pretrained/<net>.pth and needs no network; train@<net> depends on that
+file either way, which is how DVC knows to fetch before it trains. For imagenet the file is
 ``weights.<net>.url`` in params.yaml; ``$CNN_INTERNALS_MIRROR`` (a base URL or a folder holding
 the file under its own name, e.g. vgg16-397923af.pth) is tried first, transient failures are
 retried (a dropped transfer resumes where it stopped), and ``weights.<net>.sha256`` decides.
@@ -17,9 +20,10 @@ import os
 import sys
 from pathlib import Path
 
+from cnn_internals.atomic import write_bytes
 from cnn_internals.errors import ArgumentParser, cli
 from cnn_internals.params import load_params
-from cnn_internals.pretrained import fetch_pretrained, load_pretrained, pretrained_path, weights_entry
+from cnn_internals.pretrained import fetch_pretrained, load_pretrained, pretrained_path, wants_imagenet, weights_entry
 from cnn_internals.project import shown, user_path
 
 
@@ -37,7 +41,12 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     params = load_params(args.params)
-    out = fetch_pretrained(params, args.net, args.out if args.out is not None else pretrained_path(args.net))
+    dest = args.out if args.out is not None else pretrained_path(args.net)
+    if not wants_imagenet(params, args.net):
+        write_bytes(dest, b"")
+        print(f"{shown(os.path.relpath(dest))}: left empty, train.{args.net}.weights is scratch (nothing to fetch)")
+        return
+    out = fetch_pretrained(params, args.net, dest)
     sha256 = weights_entry(params, args.net)["sha256"]
     state = load_pretrained(out, sha256)       # what every later load does: the hash, then the tensors
     numbers = sum(t.numel() for t in state.values())

@@ -50,5 +50,7 @@ def test_the_weights_stage_imports_no_model_code():
     weights = stage_sources(REPO / "stages/weights.py")
     assert not {path for path in weights if path.startswith("src/cnn_internals/models/")}
     assert {"src/cnn_internals/training.py", "src/cnn_internals/pipeline.py"}.isdisjoint(weights)
-    assert STAGES["weights"]["foreach"] == "${pipeline.weights}"
+    assert STAGES["weights"]["foreach"] == "${pipeline.nets}"
     assert STAGES["weights"]["do"]["outs"] == ["models/pretrained/${item}.pth"]
+    # ... and train@<net> waits for it: the file is its dependency, empty for a net from scratch
+    assert "models/pretrained/${item}.pth" in STAGES["train"]["do"]["deps"]

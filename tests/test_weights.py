@@ -18,11 +18,11 @@ from cnn_internals.data import download
 from cnn_internals.errors import UserError
 from cnn_internals.models import NETS
 from cnn_internals.params import PARAMS_LOG
-from cnn_internals.pretrained import fetch_pretrained, load_pretrained, pretrained_nets, pretrained_path, weights_entry
+from cnn_internals.pretrained import fetch_pretrained, load_pretrained, pretrained_path, wants_imagenet, weights_entry
 from repo_copy import copy_repo, edit_params, run
 
 REPO = Path(__file__).resolve().parents[1]
-NET = "alexnet"            # any registered net: the weights code never builds it
+NET = "resnet18"           # a net with published weights (the weights code never builds it)
 FAST = {"backoff": 0.01, "timeout": 5}
 
 
@@ -51,7 +51,7 @@ def weights(tmp_path_factory):
 
 
 def params_for(url, sha256):
-    return {"pipeline": {"weights": [NET]}, "weights": {NET: {"url": url, "sha256": sha256}}}
+    return {"train": {NET: {"weights": "imagenet"}}, "weights": {NET: {"url": url, "sha256": sha256}}}
 
 
 def assert_same_state(got, expected):
@@ -199,20 +199,10 @@ def test_weights_entries_are_checked_in_one_line_naming_the_key(entry, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-def test_pipeline_weights_lists_known_nets_with_an_entry():
-    entry = {"url": "https://h/a.pth", "sha256": SHA}
-    assert pretrained_nets({"pipeline": {"weights": []}}, known=NETS) == []
-    assert pretrained_nets({"pipeline": {"weights": [NET]}, "weights": {NET: entry}}, known=NETS) == [NET]
-    for nets, weights, message in [
-        (["inception"], {"inception": entry}, "pipeline.weights lists 'inception', not a net"),
-        ([NET, NET], {NET: entry}, "pipeline.weights must list distinct net names"),
-        ([NET], {}, f"no weights.{NET}"),
-        ([NET], {NET: {**entry, "sha256": "0"}}, f"weights.{NET}.sha256 must be 64 hex digits"),
-    ]:
-        with pytest.raises(UserError, match=message):
-            pretrained_nets({"pipeline": {"weights": nets}, "weights": weights}, known=NETS)
-    with pytest.raises(UserError, match="missing key 'pipeline.weights'"):
-        pretrained_nets({"pipeline": {}})
+def test_only_train_weights_imagenet_asks_for_the_file():
+    assert wants_imagenet({"train": {NET: {"weights": "imagenet"}}}, NET)
+    assert not wants_imagenet({"train": {NET: {"weights": "scratch"}}}, NET)
+    assert not wants_imagenet({"train": {"lenet5": {"epochs": 1}}}, "lenet5")      # absent: scratch
 
 
 def test_the_file_lives_under_the_project_root(monkeypatch):
@@ -222,7 +212,7 @@ def test_the_file_lives_under_the_project_root(monkeypatch):
 
 def test_the_committed_entries_are_torchvision_files_named_after_their_hash():
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert params["pipeline"]["weights"] == []                              # the default builds need no network
+    assert not any(wants_imagenet(params, net) for net in params["pipeline"]["nets"])  # no network by default
     for net in ("vgg16", "resnet18"):
         entry = weights_entry(params, net)
         name = download.file_name(entry["url"])
@@ -233,7 +223,8 @@ def test_the_committed_entries_are_torchvision_files_named_after_their_hash():
 # --- The stage, in a copy of the repository ------------------------------------------------
 
 def stage_params(repo, url, sha256):
-    return edit_params(repo, {"pipeline.weights": [NET], f"weights.{NET}": {"url": url, "sha256": sha256}})
+    return edit_params(repo, {"pipeline.nets": [NET], "pipeline.datasets": ["imagenette"], f"train.{NET}.weights":
+                              "imagenet", f"weights.{NET}": {"url": url, "sha256": sha256}})
 
 
 def test_the_stage_refuses_a_wrong_sha256_in_one_line_and_leaves_no_file(tmp_path, refused_url, weights):
@@ -251,8 +242,12 @@ def test_the_stage_refuses_a_wrong_sha256_in_one_line_and_leaves_no_file(tmp_pat
 
 def test_dvc_repro_fetches_through_the_weights_stage_and_records_the_file(tmp_path, refused_url, weights):
     repo = copy_repo(tmp_path / "repo")
-    listed = run(["dvc", "stage", "list"], repo, "")           # pipeline.weights: [] -> no weights@ stage at all
-    assert "validate" in listed.stdout and "weights@" not in listed.stdout
+    # a net from scratch (the default LeNet-5): an empty file, no network, so train@lenet5 has its dependency
+    scratch = run(["dvc", "repro", "weights@lenet5"], repo, "")
+    assert "models/pretrained/lenet5.pth: left empty, train.lenet5.weights is scratch" in scratch.stdout
+    assert (repo / "models/pretrained/lenet5.pth").read_bytes() == b""
+    with pytest.raises(UserError, match="is empty: weights@lenet5 fetched nothing"):
+        load_pretrained(repo / "models/pretrained/lenet5.pth", SHA)
     stage_params(repo, f"{refused_url}/models/{weights['name']}", weights["sha256"])
     reads = tmp_path / "params_read.tsv"
     result = run(["dvc", "repro", f"weights@{NET}"], repo, str(weights["dir"]), extra_env={PARAMS_LOG: str(reads)})
@@ -266,20 +261,23 @@ def test_dvc_repro_fetches_through_the_weights_stage_and_records_the_file(tmp_pa
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"][f"weights@{NET}"]
     assert lock["outs"] == [{"path": f"models/pretrained/{NET}.pth", "hash": "md5",
                              "md5": hashlib.md5(weights["data"]).hexdigest(), "size": len(weights["data"])}]
-    assert lock["params"]["params.yaml"] == {f"weights.{NET}": {"url": f"{refused_url}/models/{weights['name']}",
-                                                                "sha256": weights["sha256"]}}
+    declared = lock["params"]["params.yaml"]
+    assert declared[f"train.{NET}.weights"] == "imagenet"
+    assert declared["weights"][NET] == {"url": f"{refused_url}/models/{weights['name']}", "sha256": weights["sha256"]}
     read = {key for stage, key in (line.split("\t") for line in reads.read_text().splitlines())
             if stage == f"weights@{NET}"}
-    assert read - {"weights", f"weights.{NET}"} == {f"weights.{NET}.url", f"weights.{NET}.sha256"}
+    assert read - {"weights", f"weights.{NET}", "train", f"train.{NET}"} == {f"train.{NET}.weights", f"weights.{NET}.url",
+                                                    f"weights.{NET}.sha256"}
     again = run(["dvc", "repro", f"weights@{NET}"], repo, str(weights["dir"]))
     assert "Running stage" not in again.stdout
 
 
-def test_validate_refuses_an_unknown_net_in_pipeline_weights(tmp_path):
+def test_validate_wants_a_weights_entry_for_a_net_on_imagenet_weights(tmp_path):
     repo = copy_repo(tmp_path)
-    edit_params(repo, {"pipeline.weights": ["inception"]})
+    stage_params(repo, "https://h/a.pth", SHA)
+    edit_params(repo, {f"weights.{NET}": None})
     result = run([sys.executable, "stages/validate.py"], repo, "", check=False)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: params.yaml: pipeline.weights lists 'inception', not a net: choose out of ")
+    assert lines[0].startswith(f"error: params.yaml: no weights.{NET}: add its {{url, sha256}}")
     assert not (repo / "data").exists()

@@ -42,19 +42,11 @@ def weights_entry(params, net: str) -> dict:
     return download_entry(entry, f"{name}: weights.{net}", hashes=("sha256",))
 
 
-def pretrained_nets(params, known=None) -> list:
-    """``pipeline.weights``: the nets whose ImageNet weights `dvc repro` fetches, each with a
-    valid ``weights.<net>`` entry; with ``known`` (e.g. the registry), each must be one of them."""
-    name = params_name(params)
-    nets = get(params, "pipeline.weights", kind=list)
-    if not all(isinstance(net, str) for net in nets) or len(set(nets)) != len(nets):
-        raise UserError(f"{name}: pipeline.weights must list distinct net names, got {nets!r}")
-    for net in nets:
-        if known is not None and net not in known:
-            raise UserError(f"{name}: pipeline.weights lists {net!r}, not a net: choose out of "
-                            f"{', '.join(known)}")
-        weights_entry(params, net)
-    return nets
+def wants_imagenet(params, net: str) -> bool:
+    """Whether ``train.<net>.weights`` is imagenet (absent: scratch). The value itself is checked
+    by the registry with the rest of the train block (``models.weights_choice``); this reads it
+    without importing any model, so that editing a net's code does not fetch its weights again."""
+    return get(params, f"train.{net}.weights", default="scratch") == "imagenet"
 
 
 def load_pretrained(path, sha256: str) -> dict:
@@ -66,7 +58,10 @@ def load_pretrained(path, sha256: str) -> dict:
     net = path.stem
     if not path.is_file():
         raise UserError(f"{path} missing: run `dvc repro weights@{net}` ({net} must be listed in "
-                        "pipeline.weights in params.yaml)")
+                        "pipeline.nets in params.yaml)")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty: weights@{net} fetched nothing because train.{net}.weights was scratch; "
+                        f"run `dvc repro weights@{net}` with it set to imagenet")
     got, want = sha256sum(path), sha256.lower()
     if got != want:
         raise UserError(f"{path} has sha256 {got}, expected {want} (weights.{net}.sha256): it changed "
