@@ -172,7 +172,13 @@ def decode_image(data: bytes, size: int = DEFAULT_SIZE) -> np.ndarray:
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     with Image.open(io.BytesIO(data)) as image:
         image.load()
-        rgb = image.convert("RGB")  # Imagenette holds grayscale and CMYK JPEGs too
+        return fit_image(image, size)
+
+
+def fit_image(image: Image.Image, size: int = DEFAULT_SIZE) -> np.ndarray:
+    """A decoded image as the prepared split stores it (``decode_image``); also how
+    ``cnn_internals.explain`` brings a user's photo to the nets of this dataset."""
+    rgb = image.convert("RGB")  # Imagenette holds grayscale and CMYK JPEGs too
     width, height = rgb.size
     short = min(width, height)
     # The long side is floored, as torchvision's Resize(256) does: 320x427 -> 256x341.

@@ -176,3 +176,19 @@ def prepare(raw_dir: Path, out_dir: Path) -> str:
             counts[split] = len(labels)
         write_classes(tmp, [{"name": str(digit)} for digit in range(10)])
     return f"MNIST: {counts['train']} train and {counts['test']} test digits in {out_dir}"
+
+
+def fit_photo(image) -> np.ndarray:
+    """A user's photo of a digit (a PIL image) as MNIST stores one: grey, the central square
+    resized to 28x28 (antialiased), light ink on a dark ground. A photo of dark ink on a light
+    page, the usual kind, is inverted: its border (where MNIST is black) is then dark too."""
+    from PIL import Image
+
+    grey = image.convert("L")
+    width, height = grey.size
+    short = min(width, height)
+    left, top = (width - short) // 2, (height - short) // 2
+    square = grey.crop((left, top, left + short, top + short))
+    pixels = np.asarray(square.resize((28, 28), Image.Resampling.BILINEAR, reducing_gap=None), dtype=np.uint8)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    return 255 - pixels if border.mean() > 127 else pixels

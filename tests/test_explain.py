@@ -1,0 +1,218 @@
+"""`python -m cnn_internals.explain`: a user's own images through a pipeline net.
+
+The command runs (as a user would, in a subprocess) in a small project folder this file writes:
+params.yaml, a seeded LeNet-5 in models/lenet5.pt as the train stage writes it, and a few
+digits prepared as prepare@mnist/stats@mnist would. What the pictures show is checked
+in-process against independent computations: the strongest maps against a forward hook, the
+units' projections against Captum, Grad-CAM against Captum's LayerGradCam.
+"""
+
+import io
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnn_internals.data import imagenette, mnist
+from cnn_internals.data.prepared import write_classes, write_split
+from cnn_internals.explain import explain_image, read_photo
+from cnn_internals.models import NETS
+from cnn_internals.pipeline import model_file, net_inputs
+from cnn_internals.stats import image_statistics, save_statistics
+
+REPO = Path(__file__).resolve().parents[1]
+LENET = NETS["lenet5"]
+CONFIG = {"c3_table": True, "prototypes": "fixed", "normalize": "paper"}
+
+
+def lenet5(seed=0):
+    torch.manual_seed(seed)
+    return LENET.build(CONFIG).eval()
+
+
+def digit_images(n=20, seed=0):
+    """Blobs of light ink on black, MNIST-like enough for statistics and a forward pass."""
+    g = np.random.default_rng(seed)
+    images = np.zeros((n, 28, 28), np.uint8)
+    for i in range(n):
+        r, c = g.integers(6, 22, 2)
+        images[i, r - 4:r + 4, c - 2:c + 2] = 255
+    return images
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A project folder holding what explain reads for LeNet-5."""
+    root = tmp_path_factory.mktemp("project")
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    images, labels = digit_images(), np.arange(20) % 10
+    prepared = root / "data/prepared/mnist"
+    for split in ("train", "test"):
+        write_split(prepared, split, images, labels)
+    write_classes(prepared, [{"name": str(d)} for d in range(10)])
+    stats = image_statistics(images)
+    save_statistics(stats, root / "data/stats/mnist")
+    (root / "models").mkdir()
+    (root / "models/lenet5.pt").write_bytes(model_file(LENET, lenet5(), CONFIG))
+    return {"root": root, "stats": stats}
+
+
+def photo_of_a_one(path, size=(90, 120), mode="RGB"):
+    """Dark ink on a light page, the usual photo of a digit."""
+    page = np.full((size[1], size[0], 3), 230, np.uint8)
+    page[30:90, 40:50] = 20
+    Image.fromarray(page).convert(mode).save(path)
+    return path
+
+
+def explain(args, cwd):
+    return subprocess.run([sys.executable, "-m", "cnn_internals.explain", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_photos_are_brought_to_the_dataset_format_as_prepare_brings_its_images(tmp_path):
+    # MNIST: the central square, grey, 28x28, a light page inverted to MNIST's light ink on black
+    path = photo_of_a_one(tmp_path / "one.png")
+    pixels = read_photo(path, "mnist", 28, False).pixels
+    square = Image.open(path).convert("L").crop((0, 15, 90, 105))
+    expected = 255 - np.asarray(square.resize((28, 28), Image.Resampling.BILINEAR, reducing_gap=None))
+    assert pixels.dtype == np.uint8 and np.array_equal(pixels, expected)
+    assert pixels[0].max() < 40 and pixels[14, 14] > 200            # black ground, white ink
+    # Imagenette: exactly what the prepare stage makes of the same JPEG bytes
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(photo)
+    assert np.array_equal(read_photo(photo, "imagenette", 224, False).pixels,
+                          imagenette.decode_image(photo.read_bytes()))
+    assert mnist.fit_photo(Image.open(path)).shape == (28, 28)
+
+
+def test_the_picture_shows_the_strongest_maps_and_their_units_as_captum_projects_them(project):
+    from captum.attr import LayerAttribution, LayerGradCam, NeuronGradient
+
+    model = lenet5()
+    inputs = net_inputs(LENET, CONFIG, torch.device("cpu"), project["stats"])
+    x = inputs.eval(torch.from_numpy(digit_images(1, seed=3)))
+    layer = "conv2"
+    # the gradient: Captum's own rules are for ReLUs, LeNet-5's scaled tanh is ours (tested elsewhere)
+    result = explain_image(model, LENET, layer, inputs, x, [str(d) for d in range(10)], 4, 3, "gradient")
+    # the maps: brute force over every channel of a forward hook's output
+    acts = {}
+    handle = model.get_submodule(LENET.module_path(layer)).register_forward_hook(
+        lambda m, a, out: acts.setdefault("a", out.detach().clone()))
+    with torch.no_grad():
+        scores = model(x)
+    handle.remove()
+    peak = acts["a"][0].flatten(1).max(1).values
+    assert result["channels"].tolist() == peak.argsort(descending=True, stable=True)[:4].tolist()
+    assert torch.equal(result["values"], peak[result["channels"]])
+    for c, r, col in zip(result["channels"], result["rows"], result["cols"]):
+        assert acts["a"][0, c, r, col] == peak[c]
+    # the classes: softmax of the net's own scores, likeliest first
+    probs = scores[0].softmax(0)
+    assert result["best"].tolist() == probs.argsort(descending=True, stable=True)[:3].tolist()
+    # Grad-CAM of each top class: Captum's LayerGradCam upsampled to the input
+    cam = LayerGradCam(model, model.get_submodule(LENET.module_path(layer)))
+    for i, cls in enumerate(result["best"].tolist()):
+        ref = LayerAttribution.interpolate(cam.attribute(x, target=cls, relu_attributions=True), x.shape[-2:],
+                                           "bilinear")[0, 0]
+        assert torch.allclose(result["heat"][i], ref, atol=1e-5 * max(ref.abs().max().item(), 1e-6))
+    # each unit's projection: Captum's NeuronGradient, cropped as the picture crops it
+    from cnn_internals.projection import crop_patches
+    from cnn_internals.render import signed_to_unit
+
+    ngb = NeuronGradient(model, model.get_submodule(LENET.module_path(layer)))
+    for j, (c, r, col) in enumerate(zip(result["channels"], result["rows"], result["cols"])):
+        ref = ngb.attribute(x.clone(), (int(c), int(r), int(col)))
+        tile = signed_to_unit(crop_patches(ref, result["rf"], r[None], col[None]))[0]
+        assert torch.allclose(result["shown"][j], tile, atol=1e-5)
+
+
+def test_explain_writes_one_png_per_image_the_same_bytes_every_run(project, tmp_path):
+    photos = [photo_of_a_one(tmp_path / "one.png"), photo_of_a_one(tmp_path / "wide.jpg", size=(200, 80))]
+    first = explain(["--net", "lenet5", "--layer", "conv3", "--out", tmp_path / "out", *photos], project["root"])
+    assert first.returncode == 0, first.stderr
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["one_lenet5_conv3.png", "wide_lenet5_conv3.png"]
+    for name in written:
+        with Image.open(tmp_path / "out" / name) as img:
+            assert img.format == "PNG" and np.asarray(img.convert("L")).std() > 10
+    again = explain(["--net", "lenet5", "--layer", "conv3", "--out", tmp_path / "again", *photos], project["root"])
+    assert again.returncode == 0, again.stderr
+    assert all((tmp_path / "out" / n).read_bytes() == (tmp_path / "again" / n).read_bytes() for n in written)
+
+
+def test_bad_images_get_one_line_each_and_nothing_is_written(project, tmp_path):
+    good = photo_of_a_one(tmp_path / "good.png")
+    (tmp_path / "notes.txt").write_text("not a picture")
+    photo_of_a_one(tmp_path / "tiny.png", size=(20, 20))
+    photo_of_a_one(tmp_path / "print.jpg", mode="CMYK")
+    Image.fromarray((np.arange(40 * 40, dtype=np.uint16).reshape(40, 40) * 40)).save(tmp_path / "deep.png")
+    bad = ["notes.txt", "tiny.png", "print.jpg", "deep.png"]
+    out = tmp_path / "out"
+    result = explain(["--net", "lenet5", "--layer", "conv1", "--out", out, good, *(tmp_path / b for b in bad)],
+                     project["root"])
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 4, result.stderr
+    for name, line, why in zip(bad, lines, ("not an image", "too small", "CMYK", "16-bit")):
+        assert line.startswith("error: ") and name in line and why in line, line
+    assert not out.exists()
+    # --convert takes the CMYK and 16-bit ones, each with one line saying so
+    converted = explain(["--net", "lenet5", "--layer", "conv1", "--out", out, "--convert", tmp_path / "print.jpg",
+                         tmp_path / "deep.png"], project["root"])
+    assert converted.returncode == 0, converted.stderr
+    assert "CMYK converted to RGB" in converted.stdout and "converted to 8-bit" in converted.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["deep_lenet5_conv1.png", "print_lenet5_conv1.png"]
+
+
+def test_an_unknown_layer_or_a_missing_model_is_one_line(project, tmp_path):
+    photo = photo_of_a_one(tmp_path / "one.png")
+    wrong = explain(["--net", "lenet5", "--layer", "conv5_3", photo], project["root"])
+    assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and "conv1, pool1, conv2" in wrong.stderr
+    assert "has no layer 'conv5_3'" in wrong.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "dvc.yaml").write_text("stages: {}\n")
+    shutil.copy(REPO / "params.yaml", empty / "params.yaml")
+    missing = explain(["--net", "lenet5", "--layer", "conv1", photo], empty)
+    assert missing.returncode == 2 and "dvc repro train@lenet5" in missing.stderr, missing.stderr
+    assert missing.stderr.count("\n") == 1
+
+
+def test_on_resnet18_by_paper_name_guided_backprop_is_captums_through_the_shortcuts():
+    """A branching net (each block's ReLU module called twice, 1x1 shortcut convs) reached by
+    its paper name conv4_x = layer3.1.conv2: the units' guided backprop against Captum's."""
+    from captum.attr import NeuronGuidedBackprop
+
+    from cnn_internals.projection import crop_patches
+    from cnn_internals.render import signed_to_unit
+
+    net = NETS["resnet18"]
+    torch.manual_seed(0)
+    model = net.build({"weights": "scratch", "augment": True, "lighting_std": 0.1}).eval()
+
+    class Plain:                               # inputs already normalised; shown as they are
+        @staticmethod
+        def display(x):
+            return (x - x.min()) / (x.max() - x.min())
+
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    classes = [f"class {i}" for i in range(10)]
+    result = explain_image(model, net, "conv4_x", Plain, x, classes, 3, 2, "guided_backprop")
+    acts = {}
+    handle = model.get_submodule("layer3.1.conv2").register_forward_hook(lambda m, a, out: acts.setdefault("a", out))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    peak = acts["a"][0].flatten(1).max(1).values
+    assert result["channels"].tolist() == peak.argsort(descending=True, stable=True)[:3].tolist()
+    ngb = NeuronGuidedBackprop(model, model.get_submodule("layer3.1.conv2"))
+    for j, (c, r, col) in enumerate(zip(result["channels"], result["rows"], result["cols"])):
+        ref = ngb.attribute(x.clone(), (int(c), int(r), int(col)))
+        tile = signed_to_unit(crop_patches(ref, result["rf"], r[None], col[None]))[0]
+        assert torch.allclose(result["shown"][j], tile, atol=1e-4), j
