@@ -1,6 +1,13 @@
-"""Streaming top-k mining on AlexNet against a bare forward pass: time and peak memory, in one run.
+"""Streaming top-k mining on AlexNet (or VGG-16) against a bare forward pass: time and peak memory, in one run.
 
     python benchmarks/mining.py [--quick] [--device auto|cpu|cuda] [--images N] [--out FILE]
+    python benchmarks/mining.py --net vgg16 --images 85 --batch 85 --repeats 1   # the heaviest CPU job
+
+--net vgg16: torchvision's VGG-16 through the registry (random weights), mined at its five shown
+layers conv1_2 .. conv5_3 (features.2 .. features.28), the bare forward being features[:29];
+batches of 85, what the mine stage gathers of Imagenette's 256x256 images (16 MB of uint8).
+It also prints the time the mine stage would take over Imagenette's 3,925 val images at the
+measured rate (--estimate). Figures go to benchmarks/results/mining_vgg16.json.
 
 Workload. A random-weight AlexNet (benchmarks/bench_common.py; float32, eval mode, 224x224
 inputs) and N random images in batches of 64 (N = 256 on CPU, 2048 on CUDA, or --images).
@@ -66,8 +73,25 @@ def lazy_batches(n, batch, device):
         yield torch.randn(min(batch, n - first), *INPUT_SHAPE, generator=g).to(device)
 
 
-def mine(model, batches):
-    return top_k_activations(model, list(CONV_LAYERS), batches, K)
+VAL_IMAGES = 3925      # Imagenette's val split (imagenette2-320)
+
+
+def workload(net, device):
+    """(model, {shown name: module path}, trunk): the net, where it is mined, and a plain
+    nn.Sequential of the same modules up to the deepest of them (the bare forward)."""
+    if net == "alexnet":
+        model = alexnet(device=device)
+        return model, {name: name for name in CONV_LAYERS}, truncated(model, "conv5")
+    from cnn_internals.models import NETS
+
+    torch.manual_seed(SEED)
+    spec = NETS[net]
+    model = spec.build({"weights": "scratch", "augment": True, "lighting_std": 0.1}).float().to(device).eval()
+    return model, spec.layer_paths, model.features[:29]
+
+
+def mine(model, batches, layers=None):
+    return top_k_activations(model, layers or list(CONV_LAYERS), batches, K)
 
 
 def bare_forward(trunk, batches):
@@ -76,13 +100,12 @@ def bare_forward(trunk, batches):
             trunk(batch)
 
 
-def time_both(n, batch, repeats, device):
+def time_both(n, batch, repeats, device, net="alexnet"):
     """Median seconds of (bare, ours) over the same N images, made before the clock starts."""
-    model = alexnet(device=device)
-    trunk = truncated(model, "conv5")
+    model, layers, trunk = workload(net, device)
     batches = list(lazy_batches(n, batch, device))
     bare_s, _ = timed(lambda: bare_forward(trunk, batches), repeats, device)
-    ours_s, _ = timed(lambda: mine(model, batches), repeats, device)
+    ours_s, _ = timed(lambda: mine(model, batches, layers), repeats, device)
     return bare_s, ours_s
 
 
@@ -112,10 +135,9 @@ def _ru_maxrss_bytes():
     return peak if sys.platform == "darwin" else peak * 1024   # bytes on macOS, KiB on Linux
 
 
-def measure_memory(kind, n, batch, device):
+def measure_memory(kind, n, batch, device, net="alexnet"):
     """In this (fresh) process: peak memory growth of one pass of ``kind`` over N lazy images."""
-    model = alexnet(device=device)
-    trunk = truncated(model, "conv5")
+    model, layers, trunk = workload(net, device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -123,7 +145,7 @@ def measure_memory(kind, n, batch, device):
     else:
         before = _start_rss_peak()
     if kind == "ours":
-        mine(model, lazy_batches(n, batch, device))
+        mine(model, lazy_batches(n, batch, device), layers)
     else:
         bare_forward(trunk, lazy_batches(n, batch, device))
     if device.type == "cuda":
@@ -134,9 +156,9 @@ def measure_memory(kind, n, batch, device):
     return {"before_bytes": before, "peak_bytes": after, "growth_bytes": after - before}
 
 
-def memory_in_fresh_process(kind, n, batch, device):
+def memory_in_fresh_process(kind, n, batch, device, net="alexnet"):
     command = [sys.executable, str(Path(__file__).resolve()), "--_memory", kind, "--images", str(n),
-               "--batch", str(batch), "--device", device.type]
+               "--batch", str(batch), "--device", device.type, "--net", net]
     env = {**MALLOC_ENV, **os.environ}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -161,12 +183,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=None, help="timed passes (default 3, quick 1)")
     parser.add_argument("--out", default=None, help="JSON file (default benchmarks/results/mining.json; "
                                                     "--quick writes only where --out says)")
+    parser.add_argument("--net", choices=("alexnet", "vgg16"), default="alexnet")
     parser.add_argument("--_memory", choices=("ours", "bare"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = pick_device(args.device)
 
     if args._memory:   # child process of memory_in_fresh_process
-        print(json.dumps(measure_memory(args._memory, args.images, args.batch, device)))
+        print(json.dumps(measure_memory(args._memory, args.images, args.batch, device, args.net)))
         return
 
     n = args.images or (QUICK_IMAGES if args.quick else DEFAULT_IMAGES[device.type])
@@ -174,13 +197,16 @@ def main():
     repeats = args.repeats or (1 if args.quick else 3)
     info = machine(device)
     print(describe(info))
-    print(f"top-{K} over {', '.join(CONV_LAYERS)}; N = {n} random images in batches of {batch}; "
+    layers = list(CONV_LAYERS) if args.net == "alexnet" else list(workload(args.net, torch.device("meta"))[1])
+    print(f"{args.net}: top-{K} over {', '.join(layers)}; N = {n} random images in batches of {batch}; "
           f"median of {repeats} after a warm-up{', QUICK' if args.quick else ''}")
 
-    bare_s, ours_s = time_both(n, batch, repeats, device)
+    bare_s, ours_s = time_both(n, batch, repeats, device, args.net)
     ratio = ours_s / bare_s
-    print(f"\ntime for {n} images:  bare forward to conv5 {bare_s:.3f} s ({n / bare_s:.1f} img/s)   "
+    print(f"\ntime for {n} images:  bare forward to {layers[-1]} {bare_s:.3f} s ({n / bare_s:.1f} img/s)   "
           f"ours {ours_s:.3f} s ({n / ours_s:.1f} img/s)")
+    estimate_min = VAL_IMAGES / (n / ours_s) / 60
+    print(f"  at that rate, mining Imagenette's {VAL_IMAGES:,} val images: {estimate_min:.1f} min")
     print(f"  ours / bare  {ratio:.3f}   goal <= {GOAL_TIME_RATIO}: {'met' if ratio <= GOAL_TIME_RATIO else 'MISSED'}")
 
     what = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "peak RSS (VmHWM reset before the pass)"
@@ -189,7 +215,7 @@ def main():
     for kind in ("bare", "ours"):
         memory[kind] = {}
         for images in (n, 4 * n):
-            m = memory_in_fresh_process(kind, images, batch, device)
+            m = memory_in_fresh_process(kind, images, batch, device, args.net)
             memory[kind][str(images)] = m
             print(f"  {kind:4}  N = {images:5d}: {mib(m['growth_bytes']):8.1f} MiB "
                   f"(from {mib(m['before_bytes']):.1f} to {mib(m['peak_bytes']):.1f} MiB)")
@@ -203,16 +229,18 @@ def main():
     for name, value in memory_ratios.items():
         print(f"  {name:22} " + ("   n/a" if value is None else f"{value:6.3f}"))
 
-    out = args.out or (None if args.quick else RESULTS / "mining.json")
+    name = "mining.json" if args.net == "alexnet" else f"mining_{args.net}.json"
+    out = args.out or (None if args.quick else RESULTS / name)
     if out is not None:
         write_json(out, {
             "machine": info,
-            "config": {"quick": args.quick, "images": n, "batch": batch, "k": K, "layers": list(CONV_LAYERS),
+            "config": {"net": args.net, "quick": args.quick, "images": n, "batch": batch, "k": K, "layers": layers,
                        "repeats": repeats, "input": list(INPUT_SHAPE), "dtype": "float32",
                        "memory_measure": what,
                        "memory_child_env": {k: os.environ.get(k, v) for k, v in MALLOC_ENV.items()}},
             "time_s": {"bare": bare_s, "ours": ours_s},
             "images_per_s": {"bare": n / bare_s, "ours": n / ours_s},
+            "estimate_val_minutes": {"images": VAL_IMAGES, "ours": estimate_min},
             "ours_over_bare_time": ratio,
             "goal_ours_over_bare_time": GOAL_TIME_RATIO,
             "goal_met": ratio <= GOAL_TIME_RATIO,
