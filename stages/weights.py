@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cnn_internals.atomic import write_bytes
 from cnn_internals.errors import ArgumentParser, cli
-from cnn_internals.params import load_params
+from cnn_internals.params import get, load_params
 from cnn_internals.pretrained import fetch_pretrained, load_pretrained, pretrained_path, wants_imagenet, weights_entry
 from cnn_internals.project import shown, user_path
 
@@ -43,6 +43,7 @@ def main(argv=None):
     params = load_params(args.params)
     dest = args.out if args.out is not None else pretrained_path(args.net)
     if not wants_imagenet(params, args.net):
+        get(params, f"weights.{args.net}", default=None)     # declared by the stage; unused from scratch
         write_bytes(dest, b"")
         print(f"{shown(os.path.relpath(dest))}: left empty, train.{args.net}.weights is scratch (nothing to fetch)")
         return

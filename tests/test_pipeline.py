@@ -166,7 +166,7 @@ def test_training_killed_mid_run_resumes_to_identical_outputs(built, tmp_path, r
 
 
 @pytest.mark.parametrize("stage,changes,message", [
-    ("train", {"train.lenet5.epochs": 0}, "train.lenet5.epochs must be >= 1"),
+    ("train", {"train.lenet5.epochs": -1}, "train.lenet5.epochs must be >= 0"),
     ("train", {"train.lenet5.lr": 0}, "train.lenet5.lr must be > 0"),
     ("train", {"train.lenet5.batch_size": None}, "missing key 'train.lenet5.batch_size'"),
     ("train", {"train.lenet5.optimizer": "lbfgs"}, "train.lenet5.optimizer must be one of"),

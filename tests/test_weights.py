@@ -263,7 +263,7 @@ def test_dvc_repro_fetches_through_the_weights_stage_and_records_the_file(tmp_pa
                              "md5": hashlib.md5(weights["data"]).hexdigest(), "size": len(weights["data"])}]
     declared = lock["params"]["params.yaml"]
     assert declared[f"train.{NET}.weights"] == "imagenet"
-    assert declared["weights"][NET] == {"url": f"{refused_url}/models/{weights['name']}", "sha256": weights["sha256"]}
+    assert declared[f"weights.{NET}"] == {"url": f"{refused_url}/models/{weights['name']}", "sha256": weights["sha256"]}
     read = {key for stage, key in (line.split("\t") for line in reads.read_text().splitlines())
             if stage == f"weights@{NET}"}
     assert read - {"weights", f"weights.{NET}", "train", f"train.{NET}"} == {f"train.{NET}.weights", f"weights.{NET}.url",

@@ -2,8 +2,9 @@
 
 A net registers where it is defined (torchvision's ``@register_model`` idea): its module ends
 with ``register(Net(...))``. Adding a net on a dataset we already have: that model file, its
-import in ``models/__init__.py``, its ``train/mine/render.<net>`` params blocks, and its name
-in ``pipeline.nets``.
+import in ``models/__init__.py``, its ``train/mine/render/report.<net>`` params blocks, its
+``weights.<net>`` entry (null where torchvision publishes no ImageNet weights for it), and its
+name in ``pipeline.nets``.
 
 A shown depth has two names. People read the paper's (``conv5_3``: the mined JSON's keys, the
 pictures' file names and titles, the report's tabs); the code reaches the module by its path in
