@@ -22,7 +22,7 @@ from imagenette_fixture import build_archive
 from repo_copy import copy_repo, edit_params, run
 
 EPOCHS_TO_LEARN = 6       # 100 % from epoch 3 on (AdamW 3e-5, kaiming init): a margin of three
-STAGES = ("validate", "download@imagenette", "prepare@imagenette", "stats@imagenette", "train@alexnet", "mine@alexnet",
+STAGES = ("validate", "weights@alexnet", "download@imagenette", "prepare@imagenette", "stats@imagenette", "train@alexnet", "mine@alexnet",
           "render@alexnet", "gallery", "report@alexnet")
 
 
