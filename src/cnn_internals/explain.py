@@ -18,7 +18,6 @@ the net's input, CMYK or 16 bits per channel gets one line saying so, and nothin
 written to ``--out`` (default explained/) as <image stem>_<net>_<layer>.png, all or nothing.
 """
 
-import io
 import math
 import sys
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from .models import NETS, get_net  # noqa: E402
 from .params import load_params  # noqa: E402
 from .pipeline import device_for, load_model, load_split, net_inputs  # noqa: E402
 from .projection import forward_to, grad_cam  # noqa: E402
-from .render import RENDER_METHODS, heat_overlay, unit_pictures  # noqa: E402
+from .render import RENDER_METHODS, figure_png, heat_overlay, unit_pictures  # noqa: E402
 from .project import user_path  # noqa: E402
 
 DEFAULT_OUT = "explained"
@@ -52,7 +51,7 @@ class Photo:
     notes: list
 
 
-def _problem(path: Path, image: Image.Image, min_side: int, convert: bool) -> str | None:
+def _problem(image: Image.Image, min_side: int, convert: bool) -> str | None:
     """Why ``image`` cannot go through the net as it is (None: it can)."""
     if min(image.size) < min_side:
         return (f"too small: {image.size[0]}x{image.size[1]} px, the net needs at least {min_side} px on the "
@@ -70,7 +69,7 @@ def _problem(path: Path, image: Image.Image, min_side: int, convert: bool) -> st
 def _to_8bit(image: Image.Image) -> Image.Image:
     """16-bit or 32-bit grey to 8-bit by its full range (65535 -> 255), not by clipping."""
     a = np.asarray(image)
-    top = 65535 if image.mode.startswith("I;16") or a.max() <= 65535 else float(a.max())
+    top = max(65535, float(a.max()))      # 16-bit range, or wider 32-bit values by their own maximum
     return Image.fromarray(np.round(a.astype(np.float64) * (255 / top)).clip(0, 255).astype(np.uint8), "L")
 
 
@@ -81,7 +80,7 @@ def read_photo(path: Path, dataset: str, min_side: int, convert: bool) -> Photo:
     try:
         with Image.open(path) as image:
             image.load()
-            problem = _problem(path, image, min_side, convert)
+            problem = _problem(image, min_side, convert)
             if problem:
                 raise UserError(f"{path}: {problem}")
             if image.mode == "CMYK":
@@ -160,10 +159,7 @@ def figure(result: dict, title: str, method: str) -> bytes:
                          f"map {channel}: {what}\n", fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def _is_module(model, path: str) -> bool:
@@ -187,7 +183,7 @@ def main(argv=None):
     parser.add_argument("images", nargs="+", type=user_path, metavar="IMAGE")
     parser.add_argument("--maps", type=int, default=6, help="the maps shown per image, strongest first (default 6)")
     parser.add_argument("--top", type=int, default=3, help="classes given Grad-CAM, likeliest first (default 3)")
-    parser.add_argument("--method", default="guided_backprop", choices=[m for m in RENDER_METHODS],
+    parser.add_argument("--method", default="guided_backprop", choices=RENDER_METHODS,
                         help="how a unit is projected into pixel space (default guided_backprop)")
     parser.add_argument("--out", type=user_path, default=Path(DEFAULT_OUT), help="output folder (default explained/)")
     parser.add_argument("--convert", action="store_true", help="convert CMYK and 16-bit images instead of refusing them")

@@ -102,6 +102,11 @@ def layer_figure(pictures, patches, channel_ids, values, title):
                          fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
+    return figure_png(fig)
+
+
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes without metadata (equal figures, equal bytes); closed."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)

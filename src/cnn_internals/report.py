@@ -41,7 +41,7 @@ from .data.loader import batches, gather  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .params import get, params_name  # noqa: E402
 from .projection import eval_mode, grad_cam, receptive_field  # noqa: E402
-from .render import RENDER_METHODS, heat_overlay, signed_to_unit, unit_pictures_by_method  # noqa: E402
+from .render import RENDER_METHODS, figure_png, heat_overlay, signed_to_unit, unit_pictures_by_method  # noqa: E402
 from .report_page import TEMPLATE  # noqa: E402
 
 METHODS = RENDER_METHODS
@@ -124,13 +124,6 @@ def sprite(tiles: np.ndarray, fmt: str) -> bytes:
     if (ch, cw) != (h, w):
         tiles = np.pad(tiles, ((0, 0), (0, 0), (0, ch - h), (0, cw - w), (0, 0)), mode="edge")
     return encode(np.ascontiguousarray(tiles.transpose(0, 2, 1, 3, 4)).reshape(rows * ch, cols * cw, c), fmt)
-
-
-def figure_png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------- the run
