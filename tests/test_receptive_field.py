@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
+from cnn_internals.models.alexnet import LocalResponseNorm
+from cnn_internals.models.lenet5 import TableConv2d
 from cnn_internals.projection import receptive_field
 
 
@@ -178,6 +180,43 @@ def test_inception_style_fields_are_per_channel_after_a_concat(layer):
     per_channel = [receptive_field(net, layer, (3, 24, 24), channel=c) for c in range(channels)]
     assert per_channel == expected
     units = [(c, i, j) for c in range(channels) for i, j in [(0, n - 1), (n // 2, 1), (n - 1, n // 2)]]
+    assert_fields_are_gradient_supports(net, layer, (3, 24, 24), units, lambda c: per_channel[c])
+
+
+class ChannelMixers(nn.Module):
+    """After the per-channel fields of ``mixed``: AlexNet's LRN over 3 neighbouring channels
+    (one op to the trace, though it sums with a 1x1 convolution inside), then LeNet-5's table
+    convolution (weights times a 0/1 mask) reading channel 0 alone and channels 2 and 4."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = InceptionStyle()
+        self.lrn = LocalResponseNorm(3, alpha=0.3, k=2.0)
+        self.table = TableConv2d(8, 2, 1, table=((0,), (2, 4)))
+
+    def forward(self, x):
+        n = self.net
+        x = n.relu(n.shared(n.relu(n.shared(n.relu(n.stem(x))))))
+        return self.table(self.lrn(n.mixed(x)))
+
+
+WIDE = ((9, 13), (1, 1), (4, 6))      # the union of mixed's (9, 1, 4) and ((7, 13), (1, 1), (3, 6))
+MIXER_CASES = {
+    # channel c of the LRN reads mixed's c-1, c, c+1 (see INCEPTION_CASES["mixed"])
+    "lrn": [(7, 1, 3), (9, 1, 4), (9, 1, 4), WIDE, WIDE, WIDE, WIDE, (9, 1, 4)],
+    # the table conv reads the LRN's channel 0, and its channels 2 and 4
+    "table": [(7, 1, 3), WIDE],
+}
+
+
+@pytest.mark.parametrize("layer", sorted(MIXER_CASES))
+def test_a_conv_reads_only_the_channels_its_kernel_is_not_zero_on(layer):
+    torch.manual_seed(0)
+    net = ChannelMixers().double()
+    expected = MIXER_CASES[layer]
+    per_channel = [receptive_field(net, layer, (3, 24, 24), channel=c) for c in range(len(expected))]
+    assert per_channel == expected
+    units = [(c, i, j) for c in range(len(expected)) for i, j in [(0, 23), (12, 1), (23, 12)]]
     assert_fields_are_gradient_supports(net, layer, (3, 24, 24), units, lambda c: per_channel[c])
 
 

@@ -8,7 +8,8 @@ branches of an Inception module, a module called twice and ``F.relu`` or ``+`` i
 
     conv2d, max/avg/lp pool (k, s, p, d)  lo -= p*S; hi += (d*(k-1) - p)*S; S *= s
                                           (Araujo et al. 2019), a conv first taking the union
-                                          over the input channels of its group
+                                          over the input channels its kernel reads (of its
+                                          group, weights not all zero)
     pointwise ops (relu, +, *, eval-mode batch_norm, dropout, ...)
                                           union over the inputs, channel by channel
     cat along channels                    the inputs' per-channel fields side by side
@@ -111,6 +112,26 @@ def _group_union(fields, groups, out_channels, conflict):
     if isinstance(union, Undefined):
         return union
     return union[torch.arange(out_channels) // (out_channels // groups)]
+
+
+def _read_union(fields, weight, groups, conflict):
+    """Each output channel of a convolution gets the union over the input channels its kernel
+    reads: those of its group whose kxk weights are not all zero (all of them for weights
+    without values, on the meta device). A partial connection table (LeNet-5's C3, its weight
+    times a 0/1 mask) then keeps each channel's own field; a dense kernel reads its group."""
+    out_channels, per_group = weight.shape[:2]
+    if weight.is_meta:
+        reads = torch.ones(out_channels, per_group, dtype=torch.bool)
+    else:
+        reads = weight.detach().flatten(2).ne(0).any(2).cpu()           # (out, in per group)
+    member = torch.arange(fields.lo.shape[0]) // per_group              # each input channel's group
+    mine = torch.arange(out_channels) // (out_channels // groups)       # each output channel's group
+    index = torch.arange(fields.lo.shape[0]) % per_group
+    reads = (member.view(1, -1) == mine.view(-1, 1)) & reads[:, index]  # (out, in)
+    empty = ChannelFields.empty(1)
+    stacked = [torch.where(reads.unsqueeze(-1), getattr(fields, k).unsqueeze(0), getattr(empty, k))
+               for k in ("lo", "hi", "stride")]                          # (out, in, 2)
+    return _reduce(*stacked, 1, conflict)
 
 
 def _windowed(fields, kernel, stride, padding, dilation):
@@ -221,6 +242,7 @@ class FieldTrace(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", repr(func))
+        self._given = (args, kwargs)      # before any move to meta: the weights' values
         if any(isinstance(t, torch.Tensor) and t.is_meta for t in tree_leaves((args, kwargs))):
             # A meta probe: its descendants are meta, and so must be the weights they meet.
             args, kwargs = tree_map(_to_meta, (args, kwargs))
@@ -316,8 +338,11 @@ class FieldTrace(TorchFunctionMode):
             padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
         field = fields[0]
         if name == "conv2d":
-            field = _group_union(field, bound["groups"], out.shape[1],
-                                 "convolves channels of different strides: no single window")
+            # The weights as given, before the probe moved them to meta: their zeros say which
+            # channels the kernel reads. A model built on meta has no values: all its group then.
+            weight = _arguments(_CONV, {}, *self._given)["weight"]
+            field = _read_union(field, weight, bound["groups"],
+                                "convolves channels of different strides: no single window")
             if isinstance(field, Undefined):
                 return field.reason
         return _windowed(field, kernel, stride, _pair(padding), dilation)
