@@ -70,11 +70,16 @@ def load_torchvision_state(model: nn.Module, state_dict: dict, head: str) -> Non
     model.load_state_dict(mapped, strict=True)
 
 
-def torchvision_net(builder, weights: str, head: str) -> nn.Module:
-    """torchvision's ``builder`` (weights=None: initialised as torchvision does, from torch's
-    global RNG) with 10 classes for scratch, or 1000 read at Imagenette's ten for imagenet."""
+def torchvision_net(name: str, weights: str, head: str) -> nn.Module:
+    """``torchvision.models.<name>`` (weights=None: initialised as torchvision does, from
+    torch's global RNG) with 10 classes for scratch, or 1000 read at Imagenette's ten for
+    imagenet. torchvision is imported here, not with the registry: its import takes about 2 s
+    (it pulls in torch._dynamo), paid by every stage process of every net otherwise."""
     if weights not in WEIGHTS:
         raise ValueError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
+    from torchvision import models
+
+    builder = getattr(models, name)
     if weights == "scratch":
         return builder(weights=None, num_classes=len(IMAGENETTE_LOGITS))
     return with_imagenette_logits(builder(weights=None, num_classes=1000), head)

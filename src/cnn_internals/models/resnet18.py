@@ -29,7 +29,6 @@ before batch normalisation and the shortcut's addition), mapped to torchvision's
 """
 
 from torch import nn
-from torchvision.models import resnet18
 
 from .imagenet import imagenet_inputs, load_torchvision_state, torchvision_net, validate_inputs
 from .registry import Net, register
@@ -42,7 +41,7 @@ SHOWN = {"conv1": "conv1", "conv2_x": "layer1.1.conv2", "conv3_x": "layer2.1.con
 def build_resnet18(weights: str = "scratch") -> nn.Module:
     """torchvision's ResNet-18 initialised as torchvision does (seed torch's RNG first): 10
     classes for ``weights`` scratch, 1000 read at Imagenette's ten for imagenet."""
-    return torchvision_net(resnet18, weights, HEAD)
+    return torchvision_net("resnet18", weights, HEAD)
 
 
 def load_imagenet(model: nn.Module, state_dict: dict) -> None:

@@ -25,7 +25,6 @@ depths shown are each stack's last, mapped to torchvision's module paths (``feat
 """
 
 from torch import nn
-from torchvision.models import vgg16
 
 from .imagenet import imagenet_inputs, load_torchvision_state, torchvision_net, validate_inputs
 from .registry import Net, register
@@ -39,7 +38,7 @@ SHOWN = {"conv1_2": "features.2", "conv2_2": "features.7", "conv3_3": "features.
 def build_vgg16(weights: str = "scratch") -> nn.Module:
     """torchvision's VGG-16 initialised as torchvision does (seed torch's RNG first): 10
     classes for ``weights`` scratch, 1000 read at Imagenette's ten for imagenet."""
-    return torchvision_net(vgg16, weights, HEAD)
+    return torchvision_net("vgg16", weights, HEAD)
 
 
 def load_imagenet(model: nn.Module, state_dict: dict) -> None:
