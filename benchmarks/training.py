@@ -19,12 +19,17 @@ share of every global batch, rank 0 checkpointing; on the CPU each rank gets cor
 The epoch is timed on rank 0 between two barriers. On CUDA it needs N GPUs (skipped otherwise).
 
 Plain: the loop a tutorial writes, fixed: the same model, loss and optimizer at the same
-(global) batch, inputs already as float tensors in memory (NCHW), default threads, no compile;
-so the ratio is what our data path and loop cost or save. For LeNet-5 the figure of a textbook
-Conv/Tanh/AvgPool LeNet with cross-entropy is printed beside it (``textbook_lenet``), lighter
-math than the paper's (no C3 table, RBF output or eq. 9 loss). Each figure is the median of
---repeats epochs after a warm-up epoch; the loops of one process take turns, one epoch each per
-round, so that other jobs on a shared machine slow them alike.
+(global) batch, inputs already as float tensors in memory (NCHW), default threads, glibc's
+default malloc, no compile; so the ratio is what our data path and loop cost or save. For
+LeNet-5 the figure of a textbook Conv/Tanh/AvgPool LeNet with cross-entropy is printed beside
+it (``textbook_lenet``), lighter math than the paper's (no C3 table, RBF output or eq. 9 loss).
+
+The plain loops run in one process and ours in another, as the train stage does (ours on the
+CPU calls ``keep_host_memory`` first, as stages/train.py does: a process-wide malloc setting
+the plain loop must not get). The loops take turns, one epoch each per round, so that other jobs on
+a shared machine slow them alike; each figure is the median of --repeats rounds after a
+warm-up epoch, and each ratio to the plain loop the median of the rounds' own ratios (epochs
+seconds apart: a shared machine's slow drift cancels out of them).
 
 Also prints what a full run of the default schedule in params.yaml costs at the measured speed
 (an estimate from timed steps, labelled as such): LeNet-5 on full MNIST (60,000 images) and
@@ -39,6 +44,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 import numpy as np
 import torch
@@ -53,7 +59,7 @@ from cnn_internals.distributed import SINGLE, process_group, threads_per_process
 from cnn_internals.models import NETS
 from cnn_internals.stats import image_statistics
 from cnn_internals import training
-from cnn_internals.training import Checkpoint, Recipe, make_optimizer, train
+from cnn_internals.training import Checkpoint, Recipe, keep_host_memory, make_optimizer, train
 
 FULL_TRAIN_IMAGES = {"lenet5": 60000, "alexnet": 9469}
 SHAPES = {"lenet5": (28, 28), "alexnet": (256, 256, 3)}
@@ -115,24 +121,64 @@ def ours_epoch(name, model, split, stats, p, recipe, device, checkpoint=Checkpoi
 
 
 def timed(fn, repeats, device):
-    return in_turns({"fn": fn}, repeats, device)["fn"]
-
-
-def in_turns(fns, repeats, device):
-    """{label: median seconds of one call of fns[label]}: one warm-up call each (first-call
-    allocations and kernel selection are not throughput), then ``repeats`` rounds in which
-    every fn runs once, in turn."""
-    for fn in fns.values():
-        fn()
-    times = {label: [] for label in fns}
+    """Median seconds of ``repeats`` calls of fn after a warm-up call (one process's loop)."""
+    fn()
+    times = []
     for _ in range(repeats):
-        for label, fn in fns.items():
-            synchronize(device)
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            times[label].append(time.perf_counter() - start)
-    return {label: sorted(t)[len(t) // 2] for label, t in times.items()}
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def loop_process(conn, labels, name, p, n, batch, device_type):
+    """Loops ``labels`` in a process of their own: builds their data and models, then runs one
+    timed epoch of the loop it is asked for and answers the seconds."""
+    device = torch.device(device_type)
+    epochs = {label: make_loop(label, name, p, n, batch, device) for label in labels}
+    while (label := conn.recv()) is not None:
+        synchronize(device)
+        start = time.perf_counter()
+        epochs[label]()
+        synchronize(device)
+        conn.send(time.perf_counter() - start)
+
+
+def in_turns(groups, name, p, n, batch, repeats, device):
+    """{label: [seconds of its epoch in each round]}: each group of loops in a process of its own (the
+    plain loops with glibc's default malloc, ours with ``keep_host_memory``; one process each,
+    not one per loop, so that AlexNet's heaps are not held several times over); one warm-up
+    epoch per loop (first-call allocations and kernel selection are not throughput), then
+    ``repeats`` rounds in which every loop runs one epoch, in turn (one process works at a time)."""
+    context = mp.get_context("spawn")
+    workers, owner = [], {}
+    try:
+        for labels in groups:
+            ours, theirs = context.Pipe()
+            process = context.Process(target=loop_process, args=(theirs, labels, name, p, n, batch, device.type))
+            process.start()
+            workers.append((process, ours))
+            owner.update({label: ours for label in labels})
+        times = {label: [] for label in owner}
+        for round_ in range(repeats + 1):
+            for label, conn in owner.items():
+                conn.send(label)
+                try:
+                    seconds = conn.recv()
+                except EOFError:
+                    raise SystemExit(f"the process running {label!r} died (out of memory?)") from None
+                if round_:
+                    times[label].append(seconds)
+        return times
+    finally:
+        for process, conn in workers:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+            process.join(timeout=60)
+            if process.is_alive():
+                process.kill()
 
 
 def random_split(name, n):
@@ -154,6 +200,8 @@ def rank_epochs(rank, ranks, port, name, p, n, batch, repeats, device_type, out)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(ranks), LOCAL_WORLD_SIZE=str(ranks))
     torch.set_num_threads(threads_per_process(ranks))          # what launch gives each rank
+    if device_type == "cpu":
+        keep_host_memory()                                     # as stages/train.py does
     with process_group(torch.device(device_type), ranks, "benchmark") as (world, device):
         split, stats = random_split(name, n)
         torch.manual_seed(0)
@@ -181,43 +229,58 @@ def ranks_seconds(ranks, name, p, n, batch, repeats, device):
         return json.loads(out.read_text())
 
 
-def bench_net(name, p, n, batch, repeats, device, ranks=()):
+# label: (amp, channels-last, checkpoint class)
+CUDA_CONFIGS = {"ours": (True, True, Checkpoint), "ours_fp32": (False, True, Checkpoint),
+                "ours_fp32_nchw": (False, False, Checkpoint), "ours_no_checkpoint": (True, True, NoCheckpoint)}
+CPU_CONFIGS = {"ours": (False, True, Checkpoint), "ours_nchw": (False, False, Checkpoint),
+               "ours_no_checkpoint": (False, True, NoCheckpoint)}
+
+
+def make_loop(label, name, p, n, batch, device):
+    """A function running one epoch of loop ``label`` (plain, textbook_lenet or one of the
+    configs of ours) on its own copy of the same seeded data and model."""
     split, stats = random_split(name, n)
     net = NETS[name]
-    plain_inputs = net.inputs(stats, p, torch.device("cpu"))
-    x = plain_inputs.eval(torch.from_numpy(split.images))             # (n, C, H, W) float, in memory
-    y = torch.from_numpy(split.labels)
     recipe = make_recipe(p, batch)
     torch.manual_seed(0)
-    plain = net.build(p).to(device)
-    loops = {"plain": lambda: plain_epoch(plain, x, y, recipe, device, net.loss(p))}
-    if name == "lenet5":
-        textbook = textbook_lenet().to(device)
-        loops["textbook_lenet"] = lambda: plain_epoch(textbook, x, y, recipe, device, nn.CrossEntropyLoss())
-    # label: (amp, channels-last, checkpoint class)
-    configs = {"ours": (True, True, Checkpoint), "ours_fp32": (False, True, Checkpoint),
-               "ours_fp32_nchw": (False, False, Checkpoint), "ours_no_checkpoint": (True, True, NoCheckpoint)}
-    if device.type != "cuda":
-        configs = {"ours": (False, True, Checkpoint), "ours_nchw": (False, False, Checkpoint),
-                   "ours_no_checkpoint": (False, True, NoCheckpoint)}
-    torch.manual_seed(0)
-    model = net.build(p).to(device)          # built once, as the plain loop's model is
-    for label, (amp, channels_last, checkpoint) in configs.items():
-        def epoch(amp=amp, channels_last=channels_last, checkpoint=checkpoint):
-            recipe.amp = amp
-            model.to(memory_format=torch.contiguous_format)
-            with memory_format(channels_last):
-                ours_epoch(name, model, split, stats, p, recipe, device, checkpoint)
+    if label in ("plain", "textbook_lenet"):
+        x = net.inputs(stats, p, torch.device("cpu")).eval(torch.from_numpy(split.images))  # (n, C, H, W) float
+        y = torch.from_numpy(split.labels)
+        if label == "plain":
+            model, loss_fn = net.build(p).to(device), net.loss(p)
+        else:
+            model, loss_fn = textbook_lenet().to(device), nn.CrossEntropyLoss()
+        return lambda: plain_epoch(model, x, y, recipe, device, loss_fn)
+    amp, channels_last, checkpoint = (CUDA_CONFIGS if device.type == "cuda" else CPU_CONFIGS)[label]
+    if device.type == "cpu":
+        keep_host_memory()                       # as stages/train.py does
+    model = net.build(p).to(device)              # built once, as the plain loop's model is
+    recipe.amp = amp
 
-        loops[label] = epoch
-    seconds = in_turns(loops, repeats, device)
+    def epoch():
+        model.to(memory_format=torch.contiguous_format)
+        with memory_format(channels_last):
+            ours_epoch(name, model, split, stats, p, recipe, device, checkpoint)
+
+    return epoch
+
+
+def bench_net(name, p, n, batch, repeats, device, ranks=()):
+    recipe = make_recipe(p, batch)
+    configs = CUDA_CONFIGS if device.type == "cuda" else CPU_CONFIGS
+    plain = ["plain", *(["textbook_lenet"] if name == "lenet5" else [])]
+    rounds = in_turns([plain, list(configs)], name, p, n, batch, repeats, device)
+    seconds = {label: median(times) for label, times in rounds.items()}
+    # Each ratio is the median over rounds of the two loops' times in the same round: epochs
+    # seconds apart, so the slow drift of a shared machine's speed cancels out of it.
+    ratio = {label: median([t / base for t, base in zip(times, rounds["plain"])]) for label, times in rounds.items()}
     base = seconds["plain"]
     result = {"images": n, "batch": recipe.batch_size, "plain_images_per_s": round(n / base, 1)}
     if "textbook_lenet" in seconds:
         result["textbook_lenet_images_per_s"] = round(n / seconds["textbook_lenet"], 1)
     for label in configs:
         result[f"{label}_images_per_s"] = round(n / seconds[label], 1)
-        result[f"{label}_over_plain_time"] = round(seconds[label] / base, 3)
+        result[f"{label}_over_plain_time"] = round(ratio[label], 3)
     labels = list(configs)
     for count in ranks:
         if device.type == "cuda" and torch.cuda.device_count() < count:
@@ -269,7 +332,12 @@ def main():
                                           ranks)
     if not args.quick:
         suffix = "" if device.type == "cpu" else f"_{device.type}"
-        write_json(args.out or Path(__file__).parent / "results" / f"training{suffix}.json", results)
+        out = args.out or Path(__file__).parent / "results" / f"training{suffix}.json"
+        if args.net != "all" and out.is_file():       # one net's run replaces that net's figures only
+            kept = json.loads(out.read_text())
+            if kept.get("machine") == info:
+                results["nets"] = {**kept["nets"], **results["nets"]}
+        write_json(out, results)
 
 
 if __name__ == "__main__":

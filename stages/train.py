@@ -48,7 +48,7 @@ from cnn_internals.pipeline import (load_split, load_stats, metrics_paths, model
 from cnn_internals.pretrained import load_pretrained, pretrained_path, weights_entry
 from cnn_internals.project import started_in
 from cnn_internals.training import (Checkpoint, Precision, code_fingerprint, eval_batch_size, evaluate,
-                                    make_deterministic, params_tag, train)
+                                    keep_host_memory, make_deterministic, params_tag, train)
 
 HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "test_loss", "train_accuracy", "test_accuracy", "test_top5_accuracy")
 CODE = (Path(__file__).resolve().parents[1] / "src" / "cnn_internals", Path(__file__).resolve())
@@ -90,6 +90,8 @@ def main(argv=None):
     recipe = train_params(params, net)
     p = params["train"][net.name]
     device = train_device(net, params, recipe)
+    if device.type == "cpu":
+        keep_host_memory()       # big maps reuse the heap instead of fresh pages each step
     train_name, test_name = get_dataset(net.dataset).splits
     data = {"train": load_split(net, train_name), "test": load_split(net, test_name)}
     stats = load_stats(net.dataset)

@@ -59,6 +59,36 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+# mallopt(3) parameters (glibc's malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def keep_host_memory() -> bool:
+    """Keep freed host memory in this process for the next step (glibc's malloc only; True if set).
+
+    glibc serves every allocation over its mmap threshold (32 MB at most) with a fresh mmap and
+    unmaps it on free, and trims the heap's free top: AlexNet's maps on the CPU (a 128-image
+    batch's conv1 output is 148 MB) came back as new zeroed pages every step, about a million
+    page faults and 4 s of system time in a 12 s step. With mmap off for large blocks and no
+    trimming (mallopt(3): M_MMAP_MAX 0, M_TRIM_THRESHOLD -1) the heap grows to the step's peak
+    once and is reused: the step runs about 1.2x faster (benchmarks/training.py). What this
+    costs: the process keeps its peak memory until it exits, which a training process reaches
+    every step anyway. PyTorch's CPU tuning guide gets the same from jemalloc or tcmalloc; this
+    needs no extra library. Call it once, before training; it changes no result.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        mallopt = libc.mallopt
+        get_version = libc.gnu_get_libc_version     # glibc only: other libcs' mallopt differ
+    except (OSError, AttributeError, TypeError):
+        return False
+    del get_version
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))
+
+
 def make_deterministic() -> None:
     # cuBLAS is deterministic only with a fixed workspace; it must be set before CUDA starts.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
