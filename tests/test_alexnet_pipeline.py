@@ -2,28 +2,48 @@
 in imagenette2-320's exact layout served from 127.0.0.1 through CNN_INTERNALS_MIRROR (the
 params' own URL refuses connections). Tiny sizes, one epoch: this checks the plumbing, the
 files and their agreement with each other, never AlexNet's quality (nothing here stands in for
-its results)."""
+its results).
+
+The same `dvc repro` builds ResNet-18 on `weights: imagenet` with `epochs: 0`, sharing the
+download, prepare and stats stages (one build: the suite has no time for a second): its weights
+are a state dict written here in torchvision's file format (seeded random values and a head
+fitted here, not the published ones), served beside the archive. Its held-out figures and its strongest conv5_x unit
+are checked against a computation of their own here, with torchvision and plain torch ops."""
 
 import csv
+import hashlib
 import io
 import json
 import math
+import socket
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+import torchvision
 import yaml
 from PIL import Image
 
 from cnn_internals.data.imagenette import CLASSES
 from cnn_internals.models import NETS
 from conftest import FakeServer
-from imagenette_fixture import build_archive
+from imagenette_fixture import build_archive, class_image
 from repo_copy import copy_repo, edit_params, run
 
 EPOCHS_TO_LEARN = 6       # 100 % from epoch 3 on (AdamW 3e-5, kaiming init): a margin of three
-STAGES = ("validate", "weights@alexnet", "download@imagenette", "prepare@imagenette", "stats@imagenette", "train@alexnet", "mine@alexnet",
-          "render@alexnet", "gallery", "report@alexnet")
+NETS_BUILT = ("alexnet", "resnet18")
+STAGES = ("validate", "download@imagenette", "prepare@imagenette", "stats@imagenette",
+          *(f"{stage}@{net}" for net in NETS_BUILT for stage in ("weights", "train", "mine", "render", "report")),
+          "gallery")
+# Written out here, not read from the registry, so that a slip there cannot hide in both.
+RESNET18_LAYERS = {"conv1": 64, "conv2_x": 64, "conv3_x": 128, "conv4_x": 256, "conv5_x": 512}   # name: maps
+# ImageNet's class index of each Imagenette class, in Imagenette's (wnid-sorted) order, and the
+# channel means and stds of torchvision's ImageNet transform.
+IMAGENETTE_IN_IMAGENET = [0, 217, 482, 491, 497, 566, 569, 571, 574, 701]
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# The paper's arXiv number. Not train's seed 0: the net it initialises must not pass for the file's.
+RESNET18_SEED = 151203385
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +52,63 @@ def archive(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def mirror(archive):
+def resnet18_weights(tmp_path_factory):
+    """A ResNet-18 state dict as torchvision publishes one: ``torch.save`` of the OrderedDict of
+    ``torchvision.models.resnet18(weights=None)`` (1000 classes), named ``resnet18-<first 8 hex
+    digits of its sha256>.pth``. Seeded, with its batch-norm affine terms and running statistics
+    moved off their initial 1s and 0s, so that evaluation depends on every kind of tensor in it.
+    Its fc rows at Imagenette's ten ImageNet classes are a nearest-class-mean head on its own
+    pooled features of one fixture-style picture per class (not the archive's), so the held-out
+    predictions vary from image to image and the accuracy compared below means something.
+    Returns {"state", "data", "sha256", "name"}."""
+    torch.manual_seed(RESNET18_SEED)
+    model = torchvision.models.resnet18(weights=None)
+    gen = torch.Generator().manual_seed(RESNET18_SEED)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            size = module.num_features
+            module.weight.data = 0.5 + torch.rand(size, generator=gen)
+            module.bias.data = 0.1 * torch.randn(size, generator=gen)
+            module.running_mean = 0.1 * torch.randn(size, generator=gen)
+            module.running_var = 0.5 + 1.5 * torch.rand(size, generator=gen)
+            module.num_batches_tracked.fill_(1000)
+    # One picture per class drawn as the archive draws them (another index), upscaled to 256 and
+    # centre-cropped as the prepared images are evaluated.
+    pictures = np.stack([np.asarray(Image.fromarray(class_image(label, 5, (90, 90))).resize((256, 256),
+                                                                                          Image.BILINEAR))
+                         for label in range(len(IMAGENETTE_IN_IMAGENET))])
+    features = []
+    hook = model.eval().avgpool.register_forward_hook(lambda module, args, output: features.append(output.flatten(1)))
+    with torch.no_grad():
+        model(evaluation_view(torch.from_numpy(pictures)))
+    hook.remove()
+    pooled = features[0]                                                          # (10, 512)
+    centre, spread = pooled.mean(0), pooled.std(0) + 1e-3
+    head = (pooled - centre) / spread ** 2           # score_c = (f - centre) . head_c: standardised distances
+    head *= 5 / ((pooled - centre) @ head.T).abs().max()                        # scores within +-5
+    with torch.no_grad():
+        model.fc.weight[IMAGENETTE_IN_IMAGENET] = head
+        model.fc.bias[IMAGENETTE_IN_IMAGENET] = -(head @ centre)
+    state = model.state_dict()
+    staging = tmp_path_factory.mktemp("resnet18_weights") / "staging.pth"
+    torch.save(state, staging)
+    data = staging.read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
+    return {"state": state, "data": data, "sha256": sha256, "name": f"resnet18-{sha256[:8]}.pth"}
+
+
+@pytest.fixture(scope="module")
+def mirror_server(archive, resnet18_weights):
     fake = FakeServer().start()
     fake.serve("/mirror/imagenette2-320.tgz", archive["path"].read_bytes())
-    yield f"{fake.base_url}/mirror"
+    fake.serve(f"/mirror/{resnet18_weights['name']}", resnet18_weights["data"])
+    yield fake
     fake.stop()
+
+
+@pytest.fixture(scope="module")
+def mirror(mirror_server):
+    return f"{mirror_server.base_url}/mirror"
 
 
 def alexnet_params(refused, md5, **changes):
@@ -46,22 +118,37 @@ def alexnet_params(refused, md5, **changes):
             "mine.alexnet.k": 3, "render.alexnet.channels": 2, "report.alexnet.maps": 2, **changes}
 
 
+def resnet18_params(refused, weights):
+    """ResNet-18 beside AlexNet: torchvision's file (from the mirror only: its URL refuses
+    connections), evaluated as it is (epochs 0), mined and rendered as small as AlexNet. Its
+    report, which AlexNet's tests cover, is the smallest there is (one unit of one map per
+    layer, one most-wrong image): each projection pass through ResNet-18 at 224 px costs."""
+    return {"pipeline.nets": list(NETS_BUILT),
+            "weights.resnet18": {"url": f"{refused}/models/{weights['name']}", "sha256": weights["sha256"]},
+            "train.resnet18.weights": "imagenet", "train.resnet18.epochs": 0, "train.resnet18.batch_size": 10,
+            "train.resnet18.device": "cpu", "mine.resnet18.k": 3, "render.resnet18.channels": 2,
+            "report.resnet18.maps": 1, "report.resnet18.k": 1, "report.resnet18.wrong": 1}
+
+
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, mirror, archive):
-    import socket
+def built(tmp_path_factory, mirror, archive, resnet18_weights):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         refused = f"http://127.0.0.1:{sock.getsockname()[1]}"
     repo = copy_repo(tmp_path_factory.mktemp("alexnet"))
-    edit_params(repo, alexnet_params(refused, archive["md5"]))
+    edit_params(repo, alexnet_params(refused, archive["md5"], **resnet18_params(refused, resnet18_weights)))
     result = run(["dvc", "repro"], repo, mirror)
     return {"repo": repo, "log": result.stdout, "refused": refused}
 
 
-def test_repro_runs_every_alexnet_stage_under_its_name(built):
+def test_repro_runs_every_stage_of_both_nets_under_its_name(built):
     lock = yaml.safe_load((built["repo"] / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(STAGES)
-    assert all(f"Running stage '{stage}'" in built["log"] for stage in STAGES)
+    ran = [line.split("'")[1] for line in built["log"].splitlines() if line.startswith("Running stage '")]
+    assert sorted(ran) == sorted(STAGES)                                          # each one, once
+    for net in NETS_BUILT:
+        assert ran.index(f"weights@{net}") < ran.index(f"train@{net}")          # train depends on the weights
+    assert ran.index("gallery") > max(ran.index(f"render@{net}") for net in NETS_BUILT)
 
 
 def test_prepared_data_and_the_report_match_the_archive(built, archive):
@@ -102,9 +189,18 @@ def test_weights_mined_units_and_pictures(built):
     mined = json.loads((repo / "data/mined/alexnet.json").read_text())
     assert mined["split"] == "val" and list(mined["layers"]) == list(NETS["alexnet"].layers)
     assert [len(mined["layers"][f"conv{i}"]["values"]) for i in range(1, 6)] == [96, 256, 384, 384, 256]
-    for layer in NETS["alexnet"].layers:
-        with Image.open(repo / f"images/alexnet_{layer}.png") as img:
-            assert img.format == "PNG" and np.asarray(img.convert("L")).std() > 10
+    assert (repo / "models/pretrained/alexnet.pth").read_bytes() == b""       # scratch: nothing fetched
+    assert_gallery_pictures(repo, "alexnet", [f"conv{i}" for i in range(1, 6)])
+
+
+def assert_gallery_pictures(repo, net, layers):
+    """images/<net>_<layer>.png for each layer: a PNG that is not blank, the very bytes of
+    render@<net>'s renders/<net>/<layer>.png (the gallery stage's copy)."""
+    for layer in layers:
+        picture = repo / f"images/{net}_{layer}.png"
+        with Image.open(picture) as img:
+            assert img.format == "PNG" and np.asarray(img.convert("L")).std() > 10, picture
+        assert picture.read_bytes() == (repo / f"renders/{net}/{layer}.png").read_bytes(), picture
 
 
 def test_the_report_shows_every_layer_through_the_same_code_as_jpeg_sprites(built):
@@ -126,9 +222,99 @@ def test_the_report_shows_every_layer_through_the_same_code_as_jpeg_sprites(buil
         assert img.size == (96 * 16, 16)
 
 
-def test_second_repro_does_nothing(built, mirror):
+def torchvision_resnet18(state_dict):
+    """torchvision's ResNet-18 (1000 classes) holding ``state_dict``, strictly, in eval mode."""
+    model = torchvision.models.resnet18(weights=None)
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+def evaluation_view(images):
+    """uint8 (N, 256, 256, 3) -> torchvision's evaluation view of them, (N, 3, 224, 224): the
+    centre 224x224 crop, (x / 255 - mean) / std per channel with ImageNet's means and stds."""
+    assert images.dtype == torch.uint8 and tuple(images.shape[1:]) == (256, 256, 3)
+    top = (256 - 224) // 2
+    crops = images[:, top:top + 224, top:top + 224].permute(0, 3, 1, 2).to(torch.float32) / 255
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+    return (crops - mean) / std
+
+
+def val_inputs(repo):
+    """The prepared val images in the evaluation view, and their labels."""
+    prepared = repo / "data/prepared/imagenette"
+    images = torch.from_numpy(np.load(prepared / "val_images.npy"))
+    return evaluation_view(images), torch.from_numpy(np.load(prepared / "val_labels.npy")).long()
+
+
+def test_resnet18_imagenet_weights_are_the_served_file_and_are_what_train_started_from(built, resnet18_weights):
+    repo = built["repo"]
+    assert (repo / "models/pretrained/resnet18.pth").read_bytes() == resnet18_weights["data"]
+    assert f"models/pretrained/resnet18.pth: sha256 {resnet18_weights['sha256'][:8]}... verified" in built["log"]
+    saved = torch.load(repo / "models/resnet18.pt", weights_only=True)
+    assert saved["config"] == {"weights": "imagenet", "augment": True, "lighting_std": 0.1}
+    # epochs 0: the saved net is torchvision's file as it is, its fc read through the ten-logit head (fc.0)
+    state = {key.replace("fc.0.", "fc.", 1): value for key, value in saved["state_dict"].items()}
+    assert list(state) == list(resnet18_weights["state"])
+    for key, tensor in resnet18_weights["state"].items():
+        assert state[key].dtype == tensor.dtype and torch.equal(state[key], tensor), key
+
+
+def test_resnet18_held_out_figures_are_torchvisions_net_read_at_the_ten_classes(built, resnet18_weights, archive):
+    """metrics/resnet18.json and the confusion file against torchvision's resnet18 holding the
+    served state dict, on the prepared val images, its logits read at Imagenette's ten ImageNet
+    classes: the same prediction for every image, the same accuracies, the same loss."""
+    repo = built["repo"]
+    inputs, labels = val_inputs(repo)
+    with torch.no_grad():
+        scores = torchvision_resnet18(resnet18_weights["state"])(inputs)[:, IMAGENETTE_IN_IMAGENET]   # (N, 10)
+    predicted = scores.argmax(1)
+    assert len(set(predicted.tolist())) > 3          # the fixture's head tells the classes apart: not one guess
+    top5 = (scores.topk(5, dim=1).indices == labels[:, None]).any(1)
+    metrics = json.loads((repo / "metrics/resnet18.json").read_text())
+    assert metrics["epochs"] == 0 and "train_loss" not in metrics                 # nothing was trained
+    assert metrics["test_images"] == len(labels) == len(archive["val"])
+    assert metrics["test_accuracy"] == round((predicted == labels).double().mean().item(), 6)
+    assert metrics["test_top5_accuracy"] == round(top5.double().mean().item(), 6)
+    assert metrics["test_loss"] == pytest.approx(F.cross_entropy(scores, labels).item(), rel=1e-5, abs=2e-6)
+    names = [name for _, name in CLASSES]
+    confusion = list(csv.DictReader(io.StringIO((repo / "metrics/resnet18_confusion.csv").read_text())))
+    assert [(r["actual"], r["predicted"]) for r in confusion] == [(names[a], names[p]) for a, p in
+                                                                zip(labels.tolist(), predicted.tolist())]
+    rows = list(csv.DictReader(io.StringIO((repo / "metrics/resnet18_history.tsv").read_text()), delimiter="\t"))
+    assert [int(r["epoch"]) for r in rows] == [0]
+    assert float(rows[0]["test_accuracy"]) == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+
+
+def test_resnet18_is_mined_under_the_papers_names_and_its_top_unit_is_brute_forces(built):
+    """data/mined/resnet18.json's keys are the paper's names; its strongest conv5_x unit of map 0
+    is the maximum, over the val images and positions, of a forward hook on torchvision's
+    layer4.1.conv2 in the net that models/resnet18.pt holds; the pictures are in images/."""
+    repo = built["repo"]
+    mined = json.loads((repo / "data/mined/resnet18.json").read_text())
+    assert mined["split"] == "val" and mined["k"] == 3 and list(mined["layers"]) == list(RESNET18_LAYERS)
+    assert [len(mined["layers"][layer]["values"]) for layer in RESNET18_LAYERS] == list(RESNET18_LAYERS.values())
+    saved = torch.load(repo / "models/resnet18.pt", weights_only=True)["state_dict"]
+    model = torchvision_resnet18({key.replace("fc.0.", "fc.", 1): value for key, value in saved.items()})
+    outputs = []
+    model.layer4[1].conv2.register_forward_hook(lambda module, args, output: outputs.append(output))
+    with torch.no_grad():
+        model(val_inputs(repo)[0])
+    conv5 = outputs[0]                                                            # (N, 512, 7, 7)
+    assert tuple(conv5.shape[1:]) == (512, 7, 7)
+    top = mined["layers"]["conv5_x"]
+    assert top["values"][0][0] == pytest.approx(conv5[:, 0].max().item(), rel=1e-5, abs=1e-6)
+    assert top["values"][0] == sorted(top["values"][0], reverse=True) and len(top["values"][0]) == 3
+    image, row, col = top["images"][0][0], top["rows"][0][0], top["cols"][0][0]
+    assert conv5[image, 0, row, col].item() == pytest.approx(top["values"][0][0], rel=1e-5, abs=1e-6)
+    assert_gallery_pictures(repo, "resnet18", list(RESNET18_LAYERS))
+    page = (repo / "reports/resnet18/index.html").read_text()
+    assert all(f"ResNet-18 {layer}: 1 of {maps} maps" in page for layer, maps in RESNET18_LAYERS.items())
+
+
+def test_second_repro_does_nothing(built, mirror, mirror_server, resnet18_weights):
     again = run(["dvc", "repro"], built["repo"], mirror)
     assert "Running stage" not in again.stdout
+    assert mirror_server.count(f"/mirror/{resnet18_weights['name']}") == 1       # fetched once, by the first build
 
 
 def test_a_net_whose_dataset_is_not_listed_fails_in_one_line(tmp_path, built, mirror, archive):
