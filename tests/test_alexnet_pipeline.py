@@ -7,8 +7,9 @@ its results).
 The same `dvc repro` builds ResNet-18 on `weights: imagenet` with `epochs: 0`, sharing the
 download, prepare and stats stages (one build: the suite has no time for a second): its weights
 are a state dict written here in torchvision's file format (seeded random values and a head
-fitted here, not the published ones), served beside the archive. Its held-out figures and its strongest conv5_x unit
-are checked against a computation of their own here, with torchvision and plain torch ops."""
+fitted here, not the published ones), served beside the archive. Its held-out figures and its
+strongest conv5_x unit are checked against a computation of their own here, with torchvision and
+plain torch ops. ZFNet trains from scratch beside them, one epoch, as AlexNet does."""
 
 import csv
 import hashlib
@@ -32,7 +33,7 @@ from imagenette_fixture import build_archive, class_image
 from repo_copy import copy_repo, edit_params, run
 
 EPOCHS_TO_LEARN = 6       # 100 % from epoch 3 on (AdamW 3e-5, kaiming init): a margin of three
-NETS_BUILT = ("alexnet", "resnet18")
+NETS_BUILT = ("alexnet", "zfnet", "resnet18")
 STAGES = ("validate", "download@imagenette", "prepare@imagenette", "stats@imagenette",
           *(f"{stage}@{net}" for net in NETS_BUILT for stage in ("weights", "train", "mine", "render", "report")),
           "gallery")
@@ -127,7 +128,11 @@ def resnet18_params(refused, weights):
             "weights.resnet18": {"url": f"{refused}/models/{weights['name']}", "sha256": weights["sha256"]},
             "train.resnet18.weights": "imagenet", "train.resnet18.epochs": 0, "train.resnet18.batch_size": 10,
             "train.resnet18.device": "cpu", "mine.resnet18.k": 3, "render.resnet18.channels": 2,
-            "report.resnet18.maps": 1, "report.resnet18.k": 1, "report.resnet18.wrong": 1}
+            "report.resnet18.maps": 1, "report.resnet18.k": 1, "report.resnet18.wrong": 1,
+            # ZFNet from scratch as AlexNet, its report as small as ResNet-18's
+            "train.zfnet.epochs": 1, "train.zfnet.batch_size": 10, "train.zfnet.device": "cpu",
+            "mine.zfnet.k": 3, "render.zfnet.channels": 2, "report.zfnet.maps": 1, "report.zfnet.k": 1,
+            "report.zfnet.wrong": 1}
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +146,7 @@ def built(tmp_path_factory, mirror, archive, resnet18_weights):
     return {"repo": repo, "log": result.stdout, "refused": refused}
 
 
-def test_repro_runs_every_stage_of_both_nets_under_its_name(built):
+def test_repro_runs_every_stage_of_every_net_under_its_name(built):
     lock = yaml.safe_load((built["repo"] / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(STAGES)
     ran = [line.split("'")[1] for line in built["log"].splitlines() if line.startswith("Running stage '")]
@@ -191,6 +196,30 @@ def test_weights_mined_units_and_pictures(built):
     assert [len(mined["layers"][f"conv{i}"]["values"]) for i in range(1, 6)] == [96, 256, 384, 384, 256]
     assert (repo / "models/pretrained/alexnet.pth").read_bytes() == b""       # scratch: nothing fetched
     assert_gallery_pictures(repo, "alexnet", [f"conv{i}" for i in range(1, 6)])
+
+
+def test_zfnet_trains_is_mined_and_rendered_through_the_same_stages(built, archive):
+    """ZFNet (scratch, one epoch) through weights, train, mine, render and report beside AlexNet:
+    the saved net is ZFNet's (58,301,578 parameters with 10 classes: tests/test_zfnet.py counts
+    them layer by layer), its figures agree with each other, every conv layer is mined with
+    its number of maps and drawn."""
+    repo = built["repo"]
+    saved = torch.load(repo / "models/zfnet.pt", weights_only=True)
+    assert sum(v.numel() for v in saved["state_dict"].values()) == 58_301_578
+    assert saved["state_dict"]["conv1.weight"].shape == (96, 3, 7, 7)
+    assert saved["config"]["filter_rms"] == 0.1
+    metrics = json.loads((repo / "metrics/zfnet.json").read_text())
+    assert metrics["epochs"] == 1 and metrics["test_images"] == len(archive["val"])
+    rows = list(csv.DictReader(io.StringIO((repo / "metrics/zfnet_history.tsv").read_text()), delimiter="\t"))
+    assert [int(r["epoch"]) for r in rows] == [1]
+    assert float(rows[0]["test_accuracy"]) == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    confusion = list(csv.DictReader(io.StringIO((repo / "metrics/zfnet_confusion.csv").read_text())))
+    assert np.mean([r["actual"] == r["predicted"] for r in confusion]) == pytest.approx(metrics["test_accuracy"])
+    mined = json.loads((repo / "data/mined/zfnet.json").read_text())
+    assert list(mined["layers"]) == [f"conv{i}" for i in range(1, 6)]
+    assert [len(mined["layers"][f"conv{i}"]["values"]) for i in range(1, 6)] == [96, 256, 384, 384, 256]
+    assert (repo / "models/pretrained/zfnet.pth").read_bytes() == b""          # scratch: nothing fetched
+    assert_gallery_pictures(repo, "zfnet", [f"conv{i}" for i in range(1, 6)])
 
 
 def assert_gallery_pictures(repo, net, layers):
