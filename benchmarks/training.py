@@ -26,8 +26,8 @@ it (``textbook_lenet``), lighter math than the paper's (no C3 table, RBF output 
 
 The plain loops run in one process and ours in another, as the train stage does (ours on the
 CPU calls ``keep_host_memory`` first, as stages/train.py does: a process-wide malloc setting
-the plain loop must not get). The loops take turns, one epoch each per round, so that other jobs on
-a shared machine slow them alike; each figure is the median of --repeats rounds after a
+the plain loop must not get). The loops take turns, one epoch each per round, so that other
+jobs on a shared machine slow them alike; each figure is the median of --repeats rounds after a
 warm-up epoch, and each ratio to the plain loop the median of the rounds' own ratios (epochs
 seconds apart: a shared machine's slow drift cancels out of them).
 
@@ -147,8 +147,8 @@ def loop_process(conn, labels, name, p, n, batch, device_type):
 
 
 def in_turns(groups, name, p, n, batch, repeats, device):
-    """{label: [seconds of its epoch in each round]}: each group of loops in a process of its own (the
-    plain loops with glibc's default malloc, ours with ``keep_host_memory``; one process each,
+    """{label: [seconds of its epoch in each round]}: each group of loops in a process of its
+    own (the plain loops with glibc's default malloc, ours with ``keep_host_memory``; one each,
     not one per loop, so that AlexNet's heaps are not held several times over); one warm-up
     epoch per loop (first-call allocations and kernel selection are not throughput), then
     ``repeats`` rounds in which every loop runs one epoch, in turn (one process works at a time)."""
@@ -156,11 +156,11 @@ def in_turns(groups, name, p, n, batch, repeats, device):
     workers, owner = [], {}
     try:
         for labels in groups:
-            ours, theirs = context.Pipe()
-            process = context.Process(target=loop_process, args=(theirs, labels, name, p, n, batch, device.type))
+            here, there = context.Pipe()
+            process = context.Process(target=loop_process, args=(there, labels, name, p, n, batch, device.type))
             process.start()
-            workers.append((process, ours))
-            owner.update({label: ours for label in labels})
+            workers.append((process, here))
+            owner.update({label: here for label in labels})
         times = {label: [] for label in owner}
         for round_ in range(repeats + 1):
             for label, conn in owner.items():

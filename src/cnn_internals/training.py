@@ -73,20 +73,20 @@ def keep_host_memory() -> bool:
     trimming (mallopt(3): M_MMAP_MAX 0, M_TRIM_THRESHOLD -1) the heap grows to the step's peak
     once and is reused: a 128-image step went from 12.7 to 10.6 s (benchmarks/training.py has it
     against a plain loop). What this costs: the process keeps its peak memory until it exits,
-    which a training process reaches every step anyway. PyTorch's CPU tuning guide gets the same from jemalloc or tcmalloc; this
-    needs no extra library. Call it once, before training; it changes no result.
+    which a training process reaches every step anyway. PyTorch's CPU tuning guide gets the
+    same from jemalloc or tcmalloc; this needs no extra library. Call it once, before
+    training; it changes no result.
     """
     import ctypes
     import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        mallopt = libc.mallopt
-        get_version = libc.gnu_get_libc_version     # glibc only: other libcs' mallopt differ
-    except (OSError, AttributeError, TypeError):
+    except OSError:
         return False
-    del get_version
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))
+    if not hasattr(libc, "gnu_get_libc_version"):    # glibc only: other libcs' mallopt differ
+        return False
+    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, -1))
 
 
 def make_deterministic() -> None:
