@@ -8,7 +8,9 @@ transform; AlexNet's random crops, flips and PCA lighting included), the net's o
 loss, channels-last (CPU and CUDA). On CUDA it runs three times: as the pipeline does (mixed
 precision, channels-last), with ``amp: false`` (``ours_fp32``: float32, channels-last) and
 also without channels-last (``ours_fp32_nchw``), so the gain of each is visible; on the CPU
-(float32) as the pipeline does and in NCHW (``ours_nchw``).
+(float32) as the pipeline does, in NCHW (``ours_nchw``) and, for LeNet-5, with its scaled tanh
+in the reference form A * tanh(S * x) instead of the fused one the loop uses on the CPU
+(``ours_reference_activation``).
 
 ``ours_no_checkpoint`` is the same without the per-epoch checkpoint write (AlexNet's weights
 and momentum are 466 MB), to show what the steps themselves cost.
@@ -18,9 +20,11 @@ runs it: a process group (gloo on the CPU, NCCL on CUDA, one GPU a rank), DDP, e
 share of every global batch, rank 0 checkpointing; on the CPU each rank gets cores / N threads.
 The epoch is timed on rank 0 between two barriers. On CUDA it needs N GPUs (skipped otherwise).
 
-Plain: the loop a tutorial writes, fixed: the same model, loss and optimizer at the same
-(global) batch, inputs already as float tensors in memory (NCHW), default threads, glibc's
-default malloc, no compile; so the ratio is what our data path and loop cost or save. For
+Plain: the loop a tutorial writes, fixed: the same model, loss and optimizer (algorithm and
+settings; torch's default implementation of it, where ours asks for the fused kernel) at the
+same (global) batch, inputs already as float tensors in memory (NCHW), default threads, glibc's
+default malloc, the model's reference forward (LeNet-5's scaled tanh as A * tanh(S * x)), no
+compile; so the ratio is what our data path and loop cost or save. For
 LeNet-5 the figure of a textbook Conv/Tanh/AvgPool LeNet with cross-entropy is printed beside
 it (``textbook_lenet``), lighter math than the paper's (no C3 table, RBF output or eq. 9 loss).
 
@@ -59,7 +63,7 @@ from cnn_internals.distributed import SINGLE, process_group, threads_per_process
 from cnn_internals.models import NETS
 from cnn_internals.stats import image_statistics
 from cnn_internals import training
-from cnn_internals.training import Checkpoint, Recipe, keep_host_memory, make_optimizer, train
+from cnn_internals.training import Checkpoint, Recipe, keep_host_memory, train
 
 FULL_TRAIN_IMAGES = {"lenet5": 60000, "alexnet": 9469}
 SHAPES = {"lenet5": (28, 28), "alexnet": (256, 256, 3)}
@@ -71,8 +75,16 @@ def textbook_lenet():
         nn.Conv2d(16, 120, 5), nn.Tanh(), nn.Flatten(), nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, 10))
 
 
+def plain_optimizer(model, recipe):
+    """The recipe's optimizer as a tutorial builds it (torch's default implementation)."""
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                               weight_decay=recipe.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
 def plain_epoch(model, x, y, recipe, device, loss_fn):
-    opt, _ = make_optimizer(model, recipe)
+    opt = plain_optimizer(model, recipe)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     model.train()
     for first in range(0, len(x), recipe.batch_size):
@@ -91,20 +103,18 @@ class NoCheckpoint(Checkpoint):
 
 
 @contextlib.contextmanager
-def memory_format(channels_last):
-    """Ours with channels-last as the pipeline has it (True) or off (False, NCHW): the model
-    goes back to NCHW first, since train() converts it in place and a channels-last weight
-    would keep the convolutions channels-last."""
-    if channels_last:
-        yield
-        return
+def loop_choices(channels_last, fused):
+    """Ours with channels-last and the fused scaled tanh as the pipeline has them (True), or
+    either off: the model goes back to NCHW first, since train() converts it in place and a
+    channels-last weight would keep the convolutions channels-last."""
     init = training.Precision.__init__
 
-    def nchw(self, device, amp):
+    def chosen(self, device, amp):
         init(self, device, amp)
-        self.channels_last = False
+        self.channels_last = self.channels_last and channels_last
+        self.fused_activations = self.fused_activations and fused
 
-    training.Precision.__init__ = nchw
+    training.Precision.__init__ = chosen
     try:
         yield
     finally:
@@ -229,11 +239,21 @@ def ranks_seconds(ranks, name, p, n, batch, repeats, device):
         return json.loads(out.read_text())
 
 
-# label: (amp, channels-last, checkpoint class)
-CUDA_CONFIGS = {"ours": (True, True, Checkpoint), "ours_fp32": (False, True, Checkpoint),
-                "ours_fp32_nchw": (False, False, Checkpoint), "ours_no_checkpoint": (True, True, NoCheckpoint)}
-CPU_CONFIGS = {"ours": (False, True, Checkpoint), "ours_nchw": (False, False, Checkpoint),
-               "ours_no_checkpoint": (False, True, NoCheckpoint)}
+# label: (amp, channels-last, fused scaled tanh where the net has one, checkpoint class)
+CUDA_CONFIGS = {"ours": (True, True, True, Checkpoint), "ours_fp32": (False, True, True, Checkpoint),
+                "ours_fp32_nchw": (False, False, True, Checkpoint),
+                "ours_no_checkpoint": (True, True, True, NoCheckpoint)}
+CPU_CONFIGS = {"ours": (False, True, True, Checkpoint), "ours_nchw": (False, False, True, Checkpoint),
+               "ours_reference_activation": (False, True, False, Checkpoint),
+               "ours_no_checkpoint": (False, True, True, NoCheckpoint)}
+
+
+def loop_configs(name, device):
+    """Ours' configs for this net and device (the fused activation's ablation where it has one)."""
+    configs = dict(CUDA_CONFIGS if device.type == "cuda" else CPU_CONFIGS)
+    if name != "lenet5":
+        configs.pop("ours_reference_activation", None)
+    return configs
 
 
 def make_loop(label, name, p, n, batch, device):
@@ -251,7 +271,7 @@ def make_loop(label, name, p, n, batch, device):
         else:
             model, loss_fn = textbook_lenet().to(device), nn.CrossEntropyLoss()
         return lambda: plain_epoch(model, x, y, recipe, device, loss_fn)
-    amp, channels_last, checkpoint = (CUDA_CONFIGS if device.type == "cuda" else CPU_CONFIGS)[label]
+    amp, channels_last, fused, checkpoint = loop_configs(name, device)[label]
     if device.type == "cpu":
         keep_host_memory()                       # as stages/train.py does
     model = net.build(p).to(device)              # built once, as the plain loop's model is
@@ -259,7 +279,7 @@ def make_loop(label, name, p, n, batch, device):
 
     def epoch():
         model.to(memory_format=torch.contiguous_format)
-        with memory_format(channels_last):
+        with loop_choices(channels_last, fused):
             ours_epoch(name, model, split, stats, p, recipe, device, checkpoint)
 
     return epoch
@@ -267,7 +287,7 @@ def make_loop(label, name, p, n, batch, device):
 
 def bench_net(name, p, n, batch, repeats, device, ranks=()):
     recipe = make_recipe(p, batch)
-    configs = CUDA_CONFIGS if device.type == "cuda" else CPU_CONFIGS
+    configs = loop_configs(name, device)
     plain = ["plain", *(["textbook_lenet"] if name == "lenet5" else [])]
     rounds = in_turns([plain, list(configs)], name, p, n, batch, repeats, device)
     seconds = {label: median(times) for label, times in rounds.items()}
@@ -281,6 +301,8 @@ def bench_net(name, p, n, batch, repeats, device, ranks=()):
     for label in configs:
         result[f"{label}_images_per_s"] = round(n / seconds[label], 1)
         result[f"{label}_over_plain_time"] = round(ratio[label], 3)
+        per_round = [t / base for t, base in zip(rounds[label], rounds["plain"])]
+        result[f"{label}_over_plain_time_range"] = [round(min(per_round), 3), round(max(per_round), 3)]
     labels = list(configs)
     for count in ranks:
         if device.type == "cuda" and torch.cuda.device_count() < count:
@@ -296,7 +318,11 @@ def bench_net(name, p, n, batch, repeats, device, ranks=()):
         line += f"   (textbook LeNet {result['textbook_lenet_images_per_s']:9.1f} img/s)"
     for label in labels:
         rate, ratio = result[f"{label}_images_per_s"], result[f"{label}_over_plain_time"]
-        line += f"\n  {label:20s} {rate:9.1f} img/s (time x{ratio:.2f}: {1 / ratio:.2f}x the plain loop's speed)"
+        line += f"\n  {label:26s} {rate:9.1f} img/s (time x{ratio:.2f}: {1 / ratio:.2f}x the plain loop's speed"
+        if f"{label}_over_plain_time_range" in result:
+            low, high = result[f"{label}_over_plain_time_range"]
+            line += f"; rounds {1 / high:.2f}-{1 / low:.2f}x"
+        line += ")"
     print(line)
     hours = p["epochs"] * FULL_TRAIN_IMAGES[name] / result["ours_images_per_s"] / 3600
     result["default_schedule_hours_estimate"] = round(hours, 3)

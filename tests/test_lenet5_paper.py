@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cnn_internals.models.layers import ScaledTanh, ScaledTanhFunction
 from cnn_internals.models.lenet5 import LeNet5
 
 # Table I of the paper, as printed: rows are S2's maps 0..5, columns C3's maps 0..15, X where
@@ -178,6 +179,39 @@ def test_squashing_function_is_the_papers_scaled_tanh():
     assert ones.tolist() == pytest.approx([1.0, -1.0], abs=1e-4)
     assert PAPER_A * math.tanh(PAPER_S) == pytest.approx(1.0, abs=1e-4)
 
+
+
+def test_the_fused_training_form_is_the_same_function_and_gradient():
+    """The training loop's fused scaled tanh (2A sigmoid(2S a) - A) against math.tanh in
+    float64, torch's finite-difference gradcheck, and in float32 against float64."""
+    net = seeded_net()
+    net.train()
+    for module in net.modules():
+        if isinstance(module, ScaledTanh):
+            module.fused = True
+    a = torch.cat([torch.linspace(-6, 6, 49, dtype=torch.float64), torch.tensor([-80.0, -30.0, 30.0, 80.0],
+                                                                                 dtype=torch.float64)])
+    a.requires_grad_(True)
+    value = net.tanh1(a)
+    assert value.grad_fn.name().startswith("ScaledTanhFunction")
+    expected = torch.tensor([PAPER_A * math.tanh(PAPER_S * v) for v in a.tolist()], dtype=torch.float64)
+    assert torch.allclose(value, expected, rtol=0, atol=1e-12)
+    (grad,) = torch.autograd.grad(value.sum(), a)
+    slope = torch.tensor([PAPER_A * PAPER_S * (1 - math.tanh(PAPER_S * v) ** 2) for v in a.tolist()],
+                         dtype=torch.float64)
+    assert torch.allclose(grad, slope, rtol=0, atol=1e-12)
+    x = torch.randn(2, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: ScaledTanhFunction.apply(t, PAPER_A, PAPER_S), (x,))
+    # float32, the training dtype: values and gradients within 1e-6 of the float64 function.
+    x32 = (3 * torch.randn(100_000, generator=torch.Generator().manual_seed(1))).requires_grad_(True)
+    y32 = net.tanh1(x32)
+    (g32,) = torch.autograd.grad(y32.sum(), x32)
+    x64 = x32.detach().double()
+    assert (y32.double() - PAPER_A * torch.tanh(PAPER_S * x64)).abs().max() < 1e-6
+    assert (g32.double() - PAPER_A * PAPER_S * (1 - torch.tanh(PAPER_S * x64) ** 2)).abs().max() < 1e-6
+    # Evaluation (and so mining, projection, explain) runs the reference form, bit for bit.
+    net.eval()
+    assert torch.equal(net.tanh1(x32.detach()), PAPER_A * torch.tanh(PAPER_S * x32.detach()))
 
 # Two hand-worked 4x4 maps; the remaining maps are zero.
 MAP0 = [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0], [9.0, 10.0, 11.0, 12.0], [13.0, 14.0, 15.0, 16.0]]

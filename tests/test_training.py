@@ -212,6 +212,51 @@ print(*[step() for _ in range(6)])
 """
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_a_cpu_step_of_the_loop_equals_a_tutorial_step_of_the_reference_forms(tmp_path, optimizer):
+    """The loop's CPU choices -- channels-last, LeNet-5's fused scaled tanh, torch's fused
+    optimizer kernel -- against one step written as a tutorial would: NCHW, the model's
+    reference forward (A * tanh(S * x)), torch's default optimizer implementation. The update
+    each parameter gets must agree to float32 rounding."""
+    from cnn_internals.models.layers import ScaledTanh
+    from cnn_internals.models.lenet5 import LeNet5, LeNetInputs, lenet5_loss
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (16, 28, 28), dtype=np.uint8)
+    split = Split(images=images, labels=rng.integers(0, 10, 16).astype(np.int64), classes=tuple("0123456789"))
+    inputs = LeNetInputs(-0.1, 1.175)
+    torch.manual_seed(0)
+    model = LeNet5()
+    with torch.no_grad():                 # off its init, so that every unit's gradient is sizeable
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    reference = LeNet5()
+    reference.load_state_dict(before)
+    recipe = Recipe(epochs=1, batch_size=16, lr=0.05, seed=0, optimizer=optimizer, weight_decay=1e-3,
+                    momentum=0.9, schedule="constant")
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, out: seen.append(type(out.grad_fn).__name__))
+             for m in model.modules() if isinstance(m, ScaledTanh)]
+    train(model, lenet5_loss, inputs, split, split, recipe, Checkpoint(tmp_path, "t"), log=lambda s: None)
+    for hook in hooks:
+        hook.remove()
+    assert "ScaledTanhFunctionBackward" in seen                    # the loop's step ran the fused form
+
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    else:
+        opt = torch.optim.AdamW(reference.parameters(), lr=0.05, weight_decay=1e-3)
+    reference.train()
+    loss = lenet5_loss(reference(inputs.eval(torch.from_numpy(images))), torch.from_numpy(split.labels))
+    loss.backward()
+    opt.step()
+    for name, param in reference.named_parameters():
+        ours, theirs = model.state_dict()[name] - before[name], param.detach() - before[name]
+        assert theirs.abs().max() > 1e-3, name
+        assert torch.allclose(ours, theirs, rtol=1e-3, atol=2e-6), (name, (ours - theirs).abs().max())
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_keep_host_memory_stops_the_page_faults_of_steps_of_large_blocks():
     """The kernel's own count (getrusage) of the page faults of a step that makes, writes and
