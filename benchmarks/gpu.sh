@@ -4,6 +4,8 @@
 #                    precision and channels-last, in float32 with channels-last, in float32
 #                    NCHW, and the plain PyTorch loop; with 2 or more GPUs also ours on 2 and on
 #                    all of them (DDP over NCCL, one GPU a rank, as train.<net>.nproc runs it)
+#   ddp_projection.py what 2, 4 and 8 GPUs would give AlexNet's training (DDP), projected from
+#                    the one-GPU step just measured and assumed link bandwidths
 #   determinism.py   two AlexNet trainings from one seed, bit-identical? (ours vs torch's LRN)
 #   alexnet_input.py AlexNet's train-time input path, uint8 map -> augmented batch on the GPU
 #   projection.py    54 units per conv layer: ours vs Captum per-neuron and the autograd
@@ -27,6 +29,7 @@ ranks=()
 if [ "$gpus" -ge 2 ]; then ranks=(2); fi
 if [ "$gpus" -gt 2 ]; then ranks+=("$gpus"); fi
 run benchmarks/training.py --device cuda --ranks "${ranks[@]}" --out "$out/training_cuda.json"
+run benchmarks/ddp_projection.py --measured "$out/training_cuda.json" --out "$out/ddp_projection.json"
 run benchmarks/determinism.py --device cuda --out "$out/determinism_cuda.json"
 run benchmarks/alexnet_input.py --device cuda --out "$out/alexnet_input_cuda.json"
 run benchmarks/projection.py --device cuda --out "$out/projection_cuda.json"
