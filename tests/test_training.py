@@ -208,7 +208,7 @@ def step():   # minor page faults of a step's worth of large blocks: made, writt
     del maps, grads
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
-print(*[step() for _ in range(6)])
+print(*[step() for _ in range(10)])
 """
 
 
@@ -262,12 +262,18 @@ def test_keep_host_memory_stops_the_page_faults_of_steps_of_large_blocks():
     """The kernel's own count (getrusage) of the page faults of a step that makes, writes and
     frees 264 MB in blocks over glibc's mmap threshold, as AlexNet's maps are: by default every
     step maps fresh zeroed pages (67,584 of 4 KiB, or one per huge page); after
-    keep_host_memory the heap grows over the first steps and then serves them without one."""
+    keep_host_memory the heap grows over the first steps and then serves them without one.
+
+    Most steps, not every one: where a freed block lands in the heap varies from run to run, and
+    now and then a step still carves one block from fresh top-of-heap pages (seen once in CI:
+    3,072 faults, the 12 MB block, in the sixth step)."""
     def faults(mode):
         done = subprocess.run([sys.executable, "-c", FAULTS_OF_STEPS, mode], capture_output=True, text=True,
                               check=True)
         return [int(v) for v in done.stdout.split()]
 
     default, kept = faults("default"), faults("keep")
-    assert min(default[1:]) >= 100
-    assert kept[-1] * 100 <= min(default[1:])
+    assert min(default[1:]) >= 100                                   # every default step maps fresh pages
+    steady = sorted(kept[2:])
+    assert steady[len(steady) // 2] * 100 <= min(default[1:])      # most kept steps take none
+    assert sum(kept[2:]) * 10 <= sum(default[2:])
