@@ -121,9 +121,10 @@ def _read_union(fields, weight, groups, conflict):
     times a 0/1 mask) then keeps each channel's own field; a dense kernel reads its group."""
     out_channels, per_group = weight.shape[:2]
     if weight.is_meta:
-        reads = torch.ones(out_channels, per_group, dtype=torch.bool)
-    else:
-        reads = weight.detach().flatten(2).ne(0).any(2).cpu()           # (out, in per group)
+        return _group_union(fields, groups, out_channels, conflict)
+    reads = weight.detach().flatten(2).any(2).cpu()                     # (out, in per group): not all zero
+    if bool(reads.all()):       # a dense kernel, the usual case: one union per group, not per output
+        return _group_union(fields, groups, out_channels, conflict)
     member = torch.arange(fields.lo.shape[0]) // per_group              # each input channel's group
     mine = torch.arange(out_channels) // (out_channels // groups)       # each output channel's group
     index = torch.arange(fields.lo.shape[0]) % per_group
