@@ -213,6 +213,24 @@ def test_the_fused_training_form_is_the_same_function_and_gradient():
     net.eval()
     assert torch.equal(net.tanh1(x32.detach()), PAPER_A * torch.tanh(PAPER_S * x32.detach()))
 
+@pytest.mark.parametrize("size", [5, 7])
+def test_c5_is_the_convolution_computed_as_one_matrix_product_where_its_kernel_covers_the_map(size):
+    """C5 (WholeWindowConv2d) against F.conv2d in float64, value and gradients: on 5x5 maps (the
+    matrix-product path) and on larger ones (a bigger input, F.conv2d itself)."""
+    net = seeded_net()
+    c5 = net.conv3
+    x = randn(3, 16, size, size, seed=4).requires_grad_(True)
+    out = c5(x)
+    expected = F.conv2d(x, c5.weight, c5.bias)
+    assert out.shape == expected.shape == (3, 120, size - 4, size - 4)
+    assert torch.allclose(out, expected, rtol=0, atol=1e-12)
+    g = randn(*out.shape, seed=5)
+    ours = torch.autograd.grad(out, (x, c5.weight, c5.bias), g)
+    theirs = torch.autograd.grad(expected, (x, c5.weight, c5.bias), g)
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, rtol=0, atol=1e-10)
+
+
 # Two hand-worked 4x4 maps; the remaining maps are zero.
 MAP0 = [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0], [9.0, 10.0, 11.0, 12.0], [13.0, 14.0, 15.0, 16.0]]
 MAP1 = [[0.5, -1.0, 2.0, 0.0], [1.5, 0.0, -0.5, 0.25], [0.0, 0.0, 1.0, 1.0], [0.0, -3.0, 1.0, 1.0]]
