@@ -74,8 +74,16 @@ def main():
     parser.add_argument("--nets", nargs="*", default=["alexnet"])
     parser.add_argument("--out", type=Path, default=RESULTS / "ddp_projection.json")
     args = parser.parse_args()
-    links = {k: float(v) for k, v in (item.split("=", 1) for item in args.busbw)}
+    try:
+        links = {k: float(v) for k, v in (item.split("=", 1) for item in args.busbw)}
+    except ValueError:
+        parser.error(f"--busbw takes link=GB/s pairs, e.g. nvlink=400 (got {' '.join(args.busbw)})")
+    if not args.measured.is_file():
+        parser.error(f"{args.measured} not found: run benchmarks/gpu.sh (or training.py --device cuda) first")
     measured = json.loads(args.measured.read_text())
+    missing = [name for name in args.nets if name not in measured["nets"]]
+    if missing:
+        parser.error(f"{args.measured} has no figures for {', '.join(missing)}")
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["train"]
     card = measured["machine"]["device_name"]
     results = {"measured_on": card, "torch": measured["machine"]["torch"], "assumed_busbw_gb_s": links,

@@ -105,8 +105,9 @@ class NoCheckpoint(Checkpoint):
 @contextlib.contextmanager
 def loop_choices(channels_last, fused):
     """Ours with channels-last and the fused scaled tanh as the pipeline has them (True), or
-    either off: the model goes back to NCHW first, since train() converts it in place and a
-    channels-last weight would keep the convolutions channels-last."""
+    either off, by narrowing what ``training.Precision`` chooses. (make_loop's epoch puts the
+    model back to NCHW first: train() converts it in place, and a channels-last weight would
+    keep the convolutions channels-last.)"""
     init = training.Precision.__init__
 
     def chosen(self, device, amp):
