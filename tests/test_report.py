@@ -384,6 +384,9 @@ def test_in_chromium_anchors_and_keys_navigate_maps_layers_and_methods(page):
     page.keyboard.press("j")
     assert page.evaluate("location.hash") == "#conv3-101"
     page.keyboard.press("ArrowLeft")
+    # The key sets location.hash; the page shows the tab in its hashchange handler, which the
+    # browser runs after the key press returns (CI once looked before it had run).
+    page.wait_for_function("!document.getElementById('pool2').hidden", timeout=5000)
     assert visible_section(page) == ["pool2"]
     page.keyboard.press("4")
     assert page.evaluate("document.body.dataset.method") == "grad_cam"
