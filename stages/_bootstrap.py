@@ -5,6 +5,9 @@ while `pip install -e .` points Python at the main checkout's src/: without this
 experiment would run the main checkout's code and dvc.lock would credit the copy's. So src/
 beside this folder goes first on sys.path, which also lets a stage run where the package is
 not installed, as long as what it needs is.
+
+It also imports the package before the stage imports torch: the package pins what the CPU
+kernels may use (cnn_internals/cpu_pin.py), which must be in place before torch computes.
 """
 
 import importlib.util
@@ -22,3 +25,5 @@ if missing:
     print(f"error: {', '.join(missing)} not installed: run `pip install -e .` in {ROOT} "
           "(README, Set up)", file=sys.stderr)
     sys.exit(2)
+
+import cnn_internals  # noqa: E402,F401 -- the CPU pin, before the stage imports torch

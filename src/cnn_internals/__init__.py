@@ -1,1 +1,11 @@
 """CNN Internals: paper-faithful CNNs and what their feature maps respond to."""
+
+from .cpu_pin import pin_cpu_isa
+
+# Before torch runs a kernel: the CPU kernels' instruction set, so that results are the same
+# bytes on every x86-64 machine (cpu_pin.py says why). Every stage and `python -m` tool imports
+# this package before torch.
+try:
+    pin_cpu_isa()
+except ValueError as error:
+    raise SystemExit(f"error: {error}") from None

@@ -7,9 +7,10 @@ from pathlib import Path
 import torch
 
 from .atomic import torch_bytes
+from .cpu_pin import pin_threads
 from .data import stats_dir
 from .data.datasets import DATASETS, get_dataset, open_split
-from .distributed import check_processes
+from .distributed import check_processes, under_torchrun
 from .errors import ArgumentParser, UserError, first_line
 from .models import NETS, get_net, weights_choice
 from .params import get, load_params, params_name
@@ -92,8 +93,13 @@ def metrics_paths(net) -> dict:
 
 
 def device_for(net, params) -> torch.device:
-    """``train.<net>.device``: every stage of a net runs where its training was told to."""
-    return pick_device(get(params, f"train.{net.name}.device", kind=str))
+    """``train.<net>.device``: every stage of a net runs where its training was told to. On the
+    CPU, with the pinned number of threads (cpu_pin.py: the same bytes on any machine), except
+    in a rank under torchrun, which keeps its share of the cores."""
+    device = pick_device(get(params, f"train.{net.name}.device", kind=str))
+    if device.type == "cpu" and not under_torchrun():
+        pin_threads()
+    return device
 
 
 def train_device(net, params, recipe) -> torch.device:
