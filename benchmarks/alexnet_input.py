@@ -52,9 +52,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench_common import RESULTS, describe, machine, pick_device, proc_status, synchronize, timed, write_json
-from cnn_internals.data.transforms import AlexNetInputs, naive_alexnet_train_inputs
 from cnn_internals.models.alexnet import build_alexnet
+from cnn_internals.models.transforms import AlexNetInputs, naive_alexnet_train_inputs
+
+from bench_common import RESULTS, describe, machine, pick_device, proc_status, synchronize, timed, write_json
 
 BATCH = 128
 SIDE = 256

@@ -12,12 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_common import describe, machine, write_json
+from cnn_internals.core.errors import UserError
 from cnn_internals.data.prepared import Split
-from cnn_internals.errors import UserError
+from cnn_internals.data.statistics import image_statistics
 from cnn_internals.models import NETS
-from cnn_internals.stats import image_statistics
-from cnn_internals.training import Checkpoint, Recipe, make_deterministic, train
+from cnn_internals.runtime.device import make_deterministic
+from cnn_internals.training.loop import Checkpoint, train
+from cnn_internals.training.recipe import Recipe
+
+from bench_common import describe, machine, write_json
 
 
 def case(split, stats, amp, deterministic, fill, fp16):

@@ -1,4 +1,4 @@
-"""What the CPU pin costs (cnn_internals/cpu_pin.py): the same work with the pin on (the default:
+"""What the CPU pin costs (cnn_internals/runtime/cpu_pin.py): the same work with the pin on (the default:
 AVX2 kernels, 2 intra-op threads) and off (CNN_INTERNALS_CPU_PIN=off: the CPU's widest kernels,
 one thread per core), in alternating rounds on this machine, each in a fresh process.
 
@@ -42,8 +42,8 @@ RESULTS = REPO / "benchmarks" / "results" / "cpu_pin.json"
 
 ALEXNET_MINING = """
 import sys, time, torch
-from cnn_internals.cpu_pin import pin_threads
-from cnn_internals.mining import top_k_activations
+from cnn_internals.runtime.cpu_pin import pin_threads
+from cnn_internals.engine.mining import top_k_activations
 from cnn_internals.models.alexnet import build_alexnet
 pin_threads()                                   # what the mine stage's device_for does on the CPU
 torch.manual_seed(0)

@@ -32,8 +32,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from bench_common import RESULTS, write_json
 from cnn_internals.models import NETS
+
+from bench_common import RESULTS, write_json
 
 BUCKET_BYTES = 25 * 2**20          # DDP's default bucket_cap_mb
 DEFAULT_LINKS = {"nvlink": 400.0, "pcie": 40.0}

@@ -40,8 +40,9 @@ import numpy as np
 import PIL
 from PIL import Image
 
-from bench_common import cpu_name
 from cnn_internals.data.imagenette import CLASSES, DEFAULT_SIZE, ROOT, decode_image, prepare_imagenette
+
+from bench_common import cpu_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REAL_IMAGES = {"train": 9469, "val": 3925}

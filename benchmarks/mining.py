@@ -11,7 +11,7 @@ measured rate (--estimate). Figures go to benchmarks/results/mining_vgg16.json.
 
 Workload. A random-weight AlexNet (benchmarks/bench_common.py; float32, eval mode, 224x224
 inputs) and N random images in batches of 64 (N = 256 on CPU, 2048 on CUDA, or --images).
-  ours   cnn_internals.mining.top_k_activations(model, ["conv1", ..., "conv5"], batches, k=9)
+  ours   cnn_internals.engine.mining.top_k_activations(model, ["conv1", ..., "conv5"], batches, k=9)
   bare   torch.no_grad() forward of an nn.Sequential slice of the same model up to conv5 (none
          of our code, no hooks) over the same batches, outputs thrown away.
 
@@ -48,9 +48,21 @@ from pathlib import Path
 
 import torch
 
-from bench_common import (CONV_LAYERS, INPUT_SHAPE, RESULTS, alexnet, describe, machine, pick_device, timed,
-                          proc_status, truncated, write_json)
-from cnn_internals.mining import top_k_activations
+from cnn_internals.engine.mining import top_k_activations
+
+from bench_common import (
+    CONV_LAYERS,
+    INPUT_SHAPE,
+    RESULTS,
+    alexnet,
+    describe,
+    machine,
+    pick_device,
+    proc_status,
+    timed,
+    truncated,
+    write_json,
+)
 
 K = 9
 BATCH = 64

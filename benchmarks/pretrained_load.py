@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 from torchvision.models import vgg16
 
-from bench_common import RESULTS, describe, machine, timed, write_json
 from cnn_internals.data.download import sha256sum
-from cnn_internals.pretrained import load_pretrained
+from cnn_internals.data.pretrained import load_pretrained
+
+from bench_common import RESULTS, describe, machine, timed, write_json
 
 
 def main():

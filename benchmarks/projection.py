@@ -10,7 +10,7 @@ rendering a 6-channel, top-9 figure costs. Each row is the backward pass of its 
 input pixels.
 
 Contenders, all producing the same (54, 3, 224, 224) tensor per layer:
-  ours             cnn_internals.projection.project(model, layer, images, ch, rows, cols,
+  ours             cnn_internals.engine.projection.project(model, layer, images, ch, rows, cols,
                    "guided_backprop") at its default chunk (default_chunk), and a sweep of
                    chunk sizes to show where the default stands; "gradient" at the default too.
   captum batched   NeuronGuidedBackprop(model, layer).attribute(images[part],
@@ -51,9 +51,9 @@ import warnings
 import torch
 from captum.attr import NeuronGuidedBackprop
 
-from bench_common import (CONV_LAYERS, INPUT_SHAPE, RESULTS, alexnet, describe, machine, pick_device, timed,
-                          truncated, write_json)
-from cnn_internals.projection import default_chunk, project
+from cnn_internals.engine.projection import default_chunk, project
+
+from bench_common import CONV_LAYERS, INPUT_SHAPE, RESULTS, alexnet, describe, machine, pick_device, timed, truncated, write_json
 
 CHANNELS, IMAGES_PER_CHANNEL = 6, 9
 ROWS = CHANNELS * IMAGES_PER_CHANNEL

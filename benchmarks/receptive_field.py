@@ -15,8 +15,9 @@ import argparse
 import torch
 from torchvision.models import resnet18
 
+from cnn_internals.engine.projection import receptive_field
+
 from bench_common import RESULTS, alexnet, describe, machine, timed, write_json
-from cnn_internals.projection import receptive_field
 
 NETS = {
     "resnet18": (lambda: resnet18(weights=None).eval(),

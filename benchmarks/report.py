@@ -28,9 +28,10 @@ import argparse
 import numpy as np
 import torch
 
+from cnn_internals.viz.render import unit_pictures, unit_pictures_by_method
+from cnn_internals.viz.report import METHODS, SIGNED, sprite, to_tiles
+
 from bench_common import CONV_LAYERS, INPUT_SHAPE, RESULTS, alexnet, describe, machine, pick_device, timed, write_json
-from cnn_internals.render import unit_pictures, unit_pictures_by_method
-from cnn_internals.report import METHODS, SIGNED, sprite, to_tiles
 
 MAPS = {"conv1": 96, "conv2": 256, "conv3": 384, "conv4": 384, "conv5": 256}
 K = 9
@@ -52,7 +53,7 @@ def units(model, layer, maps, device, seed):
 
 
 def model_output_shape(model, layer):
-    from cnn_internals.projection import forward_to
+    from cnn_internals.engine.hooks import forward_to
 
     param = next(model.parameters())
     out, _ = forward_to(model, layer, torch.zeros(1, *INPUT_SHAPE, device=param.device))

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 import yaml
 
-from bench_common import write_json
 from cnn_internals.data.prepared import write_classes, write_split
 from cnn_internals.models import NETS
+
+from bench_common import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 MEASURE = """

@@ -2,7 +2,7 @@
 
     python benchmarks/training.py [--net lenet5|alexnet|all] [--device auto|cpu|cuda] [--ranks 2] [--quick]
 
-Ours: cnn_internals.training.train for one epoch over a uint8 split (the real data path:
+Ours: cnn_internals.training.loop.train for one epoch over a uint8 split (the real data path:
 batches gathered as uint8, moved to the device, turned into inputs there by the net's own
 transform; AlexNet's random crops, flips and PCA lighting included), the net's own model and
 loss, channels-last (CPU and CUDA). On CUDA it runs three times: as the pipeline does (mixed
@@ -57,13 +57,16 @@ import torch.multiprocessing as mp
 import yaml
 from torch import nn
 
-from bench_common import describe, machine, pick_device, synchronize, write_json
 from cnn_internals.data.prepared import Split
-from cnn_internals.distributed import SINGLE, process_group, threads_per_process
+from cnn_internals.data.statistics import image_statistics
 from cnn_internals.models import NETS
-from cnn_internals.stats import image_statistics
-from cnn_internals import training
-from cnn_internals.training import Checkpoint, Recipe, keep_host_memory, train
+from cnn_internals.runtime.device import keep_host_memory
+from cnn_internals.runtime.distributed import SINGLE, process_group, threads_per_process
+from cnn_internals.training import loop as training
+from cnn_internals.training.loop import Checkpoint, train
+from cnn_internals.training.recipe import Recipe
+
+from bench_common import describe, machine, pick_device, synchronize, write_json
 
 FULL_TRAIN_IMAGES = {"lenet5": 60000, "alexnet": 9469}
 SHAPES = {"lenet5": (28, 28), "alexnet": (256, 256, 3)}

@@ -7,7 +7,7 @@ beside this folder goes first on sys.path, which also lets a stage run where the
 not installed, as long as what it needs is.
 
 It also imports the package before the stage imports torch: the package pins what the CPU
-kernels may use (cnn_internals/cpu_pin.py), which must be in place before torch computes.
+kernels may use (cnn_internals/runtime/cpu_pin.py), which must be in place before torch computes.
 """
 
 import importlib.util

@@ -18,11 +18,11 @@ import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 import sys
 from pathlib import Path
 
+from cnn_internals.core.params import load_params
+from cnn_internals.core.project import user_path
 from cnn_internals.data import raw_dir
 from cnn_internals.data.datasets import DATASETS
-from cnn_internals.errors import ArgumentParser, cli
-from cnn_internals.params import load_params
-from cnn_internals.project import user_path
+from cnn_internals.pipeline.cli import ArgumentParser, cli
 
 
 def parse_args(argv=None):

@@ -16,12 +16,13 @@ import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 import sys
 from pathlib import Path
 
-from cnn_internals.atomic import atomic_dir
-from cnn_internals.errors import ArgumentParser, UserError, cli
+from cnn_internals.core.atomic import atomic_dir
+from cnn_internals.core.errors import UserError
+from cnn_internals.core.params import get, load_params
+from cnn_internals.core.project import user_path
 from cnn_internals.models import get_net
-from cnn_internals.params import get, load_params
-from cnn_internals.pipeline import gallery_name, renders_dir
-from cnn_internals.project import user_path
+from cnn_internals.pipeline.artifacts import gallery_name, renders_dir
+from cnn_internals.pipeline.cli import ArgumentParser, cli
 
 OUT = Path("images")
 

@@ -15,12 +15,14 @@ import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 import numpy as np
 from tqdm import tqdm
 
-from cnn_internals.atomic import write_json
+from cnn_internals.core.atomic import write_json
+from cnn_internals.core.errors import UserError
+from cnn_internals.core.params import params_name
 from cnn_internals.data.loader import batches
-from cnn_internals.errors import UserError, cli
-from cnn_internals.mining import mine_params, top_k_activations
-from cnn_internals.params import params_name
-from cnn_internals.pipeline import device_for, load_model, load_split, mined_path, net_inputs, net_stage_args
+from cnn_internals.engine.mining import top_k_activations
+from cnn_internals.pipeline.artifacts import load_model, load_split, mined_path, net_inputs
+from cnn_internals.pipeline.cli import cli
+from cnn_internals.pipeline.stage import device_for, mine_params, net_stage_args
 
 # A batch holds about 16 MB of uint8 images, at most 512 of them (MNIST: 512; Imagenette: 85).
 BATCH_BYTES = 2 ** 24

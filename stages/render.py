@@ -16,12 +16,13 @@ import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 import torch
 from tqdm import tqdm
 
-from cnn_internals.atomic import atomic_dir
+from cnn_internals.core.atomic import atomic_dir
+from cnn_internals.core.errors import UserError
 from cnn_internals.data.loader import gather
-from cnn_internals.errors import UserError, cli
-from cnn_internals.pipeline import (device_for, load_mined, load_model, load_split, mined_path,
-                                    net_inputs, net_stage_args, renders_dir)
-from cnn_internals.render import layer_figure, render_params, unit_pictures
+from cnn_internals.pipeline.artifacts import load_mined, load_model, load_split, mined_path, net_inputs, renders_dir
+from cnn_internals.pipeline.cli import cli
+from cnn_internals.pipeline.stage import device_for, net_stage_args
+from cnn_internals.viz.render import layer_figure, render_params, unit_pictures
 
 
 @cli

@@ -15,14 +15,15 @@ projections run); the folder is replaced in one rename.
 
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 
-from cnn_internals.atomic import atomic_dir
+from cnn_internals.core.atomic import atomic_dir
+from cnn_internals.core.errors import UserError
 from cnn_internals.data import prepared_dir
 from cnn_internals.data.datasets import get_dataset
 from cnn_internals.data.prepared import fingerprint
-from cnn_internals.errors import UserError, cli
-from cnn_internals.pipeline import (device_for, load_mined, load_model, load_split, metrics_paths, mined_path,
-                                    net_inputs, net_stage_args, reports_dir)
-from cnn_internals.report import build_report, read_metrics, report_params, train_settings
+from cnn_internals.pipeline.artifacts import load_mined, load_model, load_split, metrics_paths, mined_path, net_inputs, reports_dir
+from cnn_internals.pipeline.cli import cli
+from cnn_internals.pipeline.stage import device_for, net_stage_args
+from cnn_internals.viz.report import build_report, read_metrics, report_params, train_settings
 
 
 @cli

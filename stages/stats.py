@@ -12,12 +12,12 @@ import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 import sys
 from pathlib import Path
 
-from cnn_internals.atomic import atomic_dir, write_json
+from cnn_internals.core.atomic import atomic_dir, write_json
+from cnn_internals.core.project import user_path
 from cnn_internals.data import prepared_dir, stats_dir
 from cnn_internals.data.datasets import DATASETS, open_split
-from cnn_internals.errors import ArgumentParser, cli
-from cnn_internals.stats import image_statistics, save_statistics, summary
-from cnn_internals.project import user_path
+from cnn_internals.data.statistics import image_statistics, save_statistics, summary
+from cnn_internals.pipeline.cli import ArgumentParser, cli
 
 
 @cli

@@ -36,19 +36,20 @@ from pathlib import Path
 
 import torch
 
-from cnn_internals.atomic import json_bytes, write_all, write_text
+from cnn_internals.core.atomic import json_bytes, write_all, write_text
+from cnn_internals.core.errors import UserError, first_line
+from cnn_internals.core.project import started_in
 from cnn_internals.data import prepared_dir
 from cnn_internals.data.datasets import get_dataset
 from cnn_internals.data.prepared import fingerprint
-from cnn_internals.distributed import launch, process_group, under_torchrun
-from cnn_internals.errors import UserError, cli, first_line
+from cnn_internals.data.pretrained import load_pretrained, pretrained_path, weights_entry
 from cnn_internals.models import weights_choice
-from cnn_internals.pipeline import (load_split, load_stats, metrics_paths, model_file, net_inputs, net_stage_args,
-                                    train_device, train_params, weights_path)
-from cnn_internals.pretrained import load_pretrained, pretrained_path, weights_entry
-from cnn_internals.project import started_in
-from cnn_internals.training import (Checkpoint, Precision, code_fingerprint, eval_batch_size, evaluate,
-                                    keep_host_memory, make_deterministic, params_tag, train)
+from cnn_internals.pipeline.artifacts import load_split, load_stats, metrics_paths, model_file, net_inputs, weights_path
+from cnn_internals.pipeline.cli import cli
+from cnn_internals.pipeline.stage import net_stage_args, train_device, train_params
+from cnn_internals.runtime.device import keep_host_memory, make_deterministic
+from cnn_internals.runtime.distributed import launch, process_group, under_torchrun
+from cnn_internals.training.loop import Checkpoint, Precision, code_fingerprint, eval_batch_size, evaluate, params_tag, train
 
 HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "test_loss", "train_accuracy", "test_accuracy", "test_top5_accuracy")
 CODE = (Path(__file__).resolve().parents[1] / "src" / "cnn_internals", Path(__file__).resolve())

@@ -21,17 +21,16 @@ import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 import sys
 from pathlib import Path
 
-from cnn_internals.atomic import write_text
+from cnn_internals.core.atomic import write_text
+from cnn_internals.core.params import load_params
+from cnn_internals.core.project import user_path
 from cnn_internals.data.datasets import DATASETS
-from cnn_internals.errors import ArgumentParser, cli
-from cnn_internals.mining import mine_params
+from cnn_internals.data.pretrained import wants_imagenet, weights_entry
 from cnn_internals.models import get_net
-from cnn_internals.params import load_params
-from cnn_internals.pipeline import pipeline_lists, train_device, train_params
-from cnn_internals.pretrained import wants_imagenet, weights_entry
-from cnn_internals.project import user_path
-from cnn_internals.render import render_params
-from cnn_internals.report import report_params
+from cnn_internals.pipeline.cli import ArgumentParser, cli
+from cnn_internals.pipeline.stage import mine_params, pipeline_lists, train_device, train_params
+from cnn_internals.viz.render import render_params
+from cnn_internals.viz.report import report_params
 
 OUT = Path("data/params.ok")
 # The same bytes whatever the params: a valid edit must not make the stages after this rerun.

@@ -20,11 +20,11 @@ import os
 import sys
 from pathlib import Path
 
-from cnn_internals.atomic import write_bytes
-from cnn_internals.errors import ArgumentParser, cli
-from cnn_internals.params import get, load_params
-from cnn_internals.pretrained import fetch_pretrained, load_pretrained, pretrained_path, wants_imagenet, weights_entry
-from cnn_internals.project import shown, user_path
+from cnn_internals.core.atomic import write_bytes
+from cnn_internals.core.params import get, load_params
+from cnn_internals.core.project import shown, user_path
+from cnn_internals.data.pretrained import fetch_pretrained, load_pretrained, pretrained_path, wants_imagenet, weights_entry
+from cnn_internals.pipeline.cli import ArgumentParser, cli
 
 
 def parse_args(argv=None):

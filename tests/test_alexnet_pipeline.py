@@ -24,11 +24,12 @@ import torch
 import torch.nn.functional as F
 import torchvision
 import yaml
+from conftest import FakeServer
 from PIL import Image
 
 from cnn_internals.data.imagenette import CLASSES
 from cnn_internals.models import NETS
-from conftest import FakeServer
+
 from imagenette_fixture import build_archive, class_image
 from repo_copy import copy_repo, edit_params, run
 
@@ -362,8 +363,9 @@ def test_alexnet_learns_a_handful_of_photos_to_100_percent(tmp_path):
     the real loop, inputs and model; in eval mode (no dropout) every one is then right."""
     from cnn_internals.data.imagenette import prepare_imagenette
     from cnn_internals.data.prepared import Split, read_split
-    from cnn_internals.stats import image_statistics
-    from cnn_internals.training import Checkpoint, Recipe, evaluate, train
+    from cnn_internals.data.statistics import image_statistics
+    from cnn_internals.training.loop import Checkpoint, evaluate, train
+    from cnn_internals.training.recipe import Recipe
 
     built = build_archive(tmp_path / "a.tgz", per_class={"train": 1, "val": 1}, corrupt=False)
     prepare_imagenette(built["path"], tmp_path / "prepared", workers=1)

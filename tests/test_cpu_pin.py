@@ -1,4 +1,4 @@
-"""The CPU pin (cnn_internals/cpu_pin.py): the kernels' instruction set capped at AVX2 before
+"""The CPU pin (cnn_internals/runtime/cpu_pin.py): the kernels' instruction set capped at AVX2 before
 torch computes, and a fixed intra-op thread count, so that a fresh clone's `dvc repro` gives
 dvc.lock's bytes on any x86-64 CPU with AVX2 or more.
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnn_internals import cpu_pin
-from cnn_internals.cpu_pin import ISA_PIN, SWITCH, THREADS, pin_cpu_isa, pinned
+from cnn_internals.runtime import cpu_pin
+from cnn_internals.runtime.cpu_pin import ISA_PIN, SWITCH, THREADS, pin_cpu_isa, pinned
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = sorted(p for p in (REPO / "stages").glob("*.py") if not p.name.startswith("_"))

@@ -14,9 +14,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
 
-from cnn_internals.distributed import World, parallel, shard, weighted
 from cnn_internals.models import NETS
 from cnn_internals.models.lenet5 import lenet5_loss
+from cnn_internals.runtime.distributed import World, parallel, shard, weighted
+
 from repo_copy import copy_repo, edit_params, run
 from test_pipeline import EPOCHS, refused, server, set_params, snapshot  # noqa: F401 -- fixtures
 
@@ -29,7 +30,7 @@ TRAINED = ["models/lenet5.pt", "metrics/lenet5.json", "metrics/lenet5_history.ts
 KILL_RANK_1 = """
 import os, signal, sys
 sys.path.insert(0, "stages")
-from cnn_internals import training
+from cnn_internals.training import loop as training
 evaluate, calls = training.evaluate, []
 def evaluate_or_die(*args, **kwargs):
     calls.append(1)

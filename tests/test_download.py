@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
+from cnn_internals.core.errors import UserError
 from cnn_internals.data import download, mnist
-from cnn_internals.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 

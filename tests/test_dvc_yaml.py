@@ -36,12 +36,12 @@ def test_a_stage_depends_on_exactly_the_sources_it_imports(name):
 
 
 def test_the_import_walk_sees_lazy_and_relative_imports():
-    """The walk above is only as good as its parser: errors.cli imports project lazily, and
-    datasets imports mnist and imagenette with `from . import`."""
+    """The walk above is only as good as its parser: pipeline.cli imports project lazily, and
+    datasets imports the modules mnist and imagenette by name from their package."""
     download = stage_sources(REPO / "stages/download.py")
-    assert {"src/cnn_internals/project.py", "src/cnn_internals/data/mnist.py",
+    assert {"src/cnn_internals/core/project.py", "src/cnn_internals/data/mnist.py",
             "src/cnn_internals/data/imagenette.py", "stages/_bootstrap.py"} <= download
-    assert "src/cnn_internals/training.py" not in download
+    assert not {path for path in download if path.startswith("src/cnn_internals/training/")}
 
 
 def test_the_weights_stage_imports_no_model_code():
@@ -49,7 +49,9 @@ def test_the_weights_stage_imports_no_model_code():
     (any of which would be a dep if the stage imported it) must not fetch the file again."""
     weights = stage_sources(REPO / "stages/weights.py")
     assert not {path for path in weights if path.startswith("src/cnn_internals/models/")}
-    assert {"src/cnn_internals/training.py", "src/cnn_internals/pipeline.py"}.isdisjoint(weights)
+    assert not {path for path in weights if path.startswith(("src/cnn_internals/training/",
+                                                              "src/cnn_internals/engine/"))}
+    assert {"src/cnn_internals/pipeline/stage.py", "src/cnn_internals/pipeline/artifacts.py"}.isdisjoint(weights)
     assert STAGES["weights"]["foreach"] == "${pipeline.nets}"
     assert STAGES["weights"]["do"]["outs"] == ["models/pretrained/${item}.pth"]
     # ... and train@<net> waits for it: the file is its dependency, empty for a net from scratch

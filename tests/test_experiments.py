@@ -24,7 +24,7 @@ from test_pipeline import refused, server, set_params, stages_run  # noqa: F401 
 AFTER_TRAIN = ["validate", "train@lenet5", "mine@lenet5", "render@lenet5", "gallery", "report@lenet5"]
 EVERY_STAGE = ["validate", "weights@lenet5", "download@mnist", "prepare@mnist", "stats@mnist", *AFTER_TRAIN[1:]]
 QUEUE_TIMEOUT_S = 900
-# Appended to the temporary repo's src/cnn_internals/render.py in the queued sweep: prints
+# Appended to the temporary repo's src/cnn_internals/viz/render.py in the queued sweep: prints
 # where the library was imported from (a line the queue's log keeps) and changes every
 # figure's title (so the pictures' bytes change). /work/main's library has neither.
 LIBRARY_MARKER = """
@@ -132,7 +132,7 @@ def sweep(tmp_path_factory, baseline):
     repo = copy_of(baseline, tmp_path_factory.mktemp("sweep") / "repo")
     mirror = baseline["mirror"]
     marker = f"cnn-internals-test-marker-{uuid.uuid4().hex}"
-    library = repo / "src/cnn_internals/render.py"
+    library = repo / "src/cnn_internals/viz/render.py"
     library.write_text(library.read_text() + LIBRARY_MARKER.format(marker=marker))
     git(repo, "commit", "-q", "-am", "render.py: a marker in every figure title")
     before = workspace(repo)
@@ -221,11 +221,11 @@ def test_a_queued_experiment_runs_the_library_of_its_own_checkout(sweep, baselin
     for name in sweep["names"].values():
         assert sweep["status"][name] == "Success", sweep["logs"][name]
         printed = [line.split(" ", 1)[1] for line in sweep["logs"][name].splitlines() if line.startswith(marker)]
-        assert printed and all(p.startswith(executors) and p.endswith("src/cnn_internals/render.py")
+        assert printed and all(p.startswith(executors) and p.endswith("src/cnn_internals/viz/render.py")
                                for p in printed), sweep["logs"][name]
         lock = yaml.safe_load(git_bytes(repo, shown[name]["rev"], "dvc.lock"))["stages"]["render@lenet5"]
         credited = {dep["path"]: dep["md5"] for dep in lock["deps"]}
-        assert credited["src/cnn_internals/render.py"] == sweep["library_md5"]
+        assert credited["src/cnn_internals/viz/render.py"] == sweep["library_md5"]
         assert git_bytes(repo, shown[name]["rev"], "images/lenet5_conv1.png") != \
                baseline["files"]["images/lenet5_conv1.png"][0]
 
@@ -266,7 +266,7 @@ def test_metrics_and_plots_diff_show_both_commits_and_render_offline(baseline, d
         assert (row["old"], row["new"]) == (old[key], new[key])
         assert row["diff"] == pytest.approx(new[key] - old[key])
 
-    result = run(["python", "-c", "import json; from cnn_internals.plots_png import plot_specs; "
+    result = run(["python", "-c", "import json; from cnn_internals.viz.plots_png import plot_specs; "
                   "print(json.dumps(plot_specs(['HEAD~1', 'HEAD'])))"], repo, mirror)
     specs = json.loads(result.stdout)
     for name in ("lenet5_history.tsv", "lenet5_confusion.csv"):

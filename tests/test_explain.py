@@ -7,7 +7,6 @@ in-process against independent computations: the strongest maps against a forwar
 units' projections against Captum, Grad-CAM against Captum's LayerGradCam.
 """
 
-import io
 import shutil
 import subprocess
 import sys
@@ -20,10 +19,10 @@ from PIL import Image
 
 from cnn_internals.data import imagenette, mnist
 from cnn_internals.data.prepared import write_classes, write_split
-from cnn_internals.explain import explain_image, read_photo
+from cnn_internals.data.statistics import image_statistics, save_statistics
 from cnn_internals.models import NETS
-from cnn_internals.pipeline import model_file, net_inputs
-from cnn_internals.stats import image_statistics, save_statistics
+from cnn_internals.pipeline.artifacts import model_file, net_inputs
+from cnn_internals.viz.explain import explain_image, read_photo
 
 REPO = Path(__file__).resolve().parents[1]
 LENET = NETS["lenet5"]
@@ -123,8 +122,8 @@ def test_the_picture_shows_the_strongest_maps_and_their_units_as_captum_projects
                                            "bilinear")[0, 0]
         assert torch.allclose(result["heat"][i], ref, atol=1e-5 * max(ref.abs().max().item(), 1e-6))
     # each unit's projection: Captum's NeuronGradient, cropped as the picture crops it
-    from cnn_internals.projection import crop_patches
-    from cnn_internals.render import signed_to_unit
+    from cnn_internals.engine.projection import crop_patches
+    from cnn_internals.viz.render import signed_to_unit
 
     ngb = NeuronGradient(model, model.get_submodule(LENET.module_path(layer)))
     for j, (c, r, col) in enumerate(zip(result["channels"], result["rows"], result["cols"])):
@@ -189,8 +188,8 @@ def test_on_resnet18_by_paper_name_guided_backprop_is_captums_through_the_shortc
     its paper name conv4_x = layer3.1.conv2: the units' guided backprop against Captum's."""
     from captum.attr import NeuronGuidedBackprop
 
-    from cnn_internals.projection import crop_patches
-    from cnn_internals.render import signed_to_unit
+    from cnn_internals.engine.projection import crop_patches
+    from cnn_internals.viz.render import signed_to_unit
 
     net = NETS["resnet18"]
     torch.manual_seed(0)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cnn_internals.core.errors import UserError
 from cnn_internals.data import imagenette
-from cnn_internals.errors import UserError
+
 from imagenette_fixture import MISPLACED_KINDS, UNSAFE_KINDS, WNIDS, bad_member, build_archive
 
 SIZE = 32

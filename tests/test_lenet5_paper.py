@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnn_internals.models.layers import ScaledTanh, ScaledTanhFunction
+from cnn_internals.engine.activations import ScaledTanh, ScaledTanhFunction
 from cnn_internals.models.lenet5 import LeNet5
 
 # Table I of the paper, as printed: rows are S2's maps 0..5, columns C3's maps 0..15, X where

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cnn_internals.engine.projection import project
 from cnn_internals.models.lenet5 import LeNet5
-from cnn_internals.projection import project
 
 A, S = 1.7159, 2.0 / 3.0          # the paper's constants, written out (appendix A)
 METHODS = ("gradient", "deconvnet", "guided_backprop")

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from cnn_internals.mining import top_k_activations
+from cnn_internals.engine.mining import top_k_activations
+
 from nets import relu_net, resnet18_net
 
 

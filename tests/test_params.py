@@ -2,8 +2,8 @@
 
 import pytest
 
-from cnn_internals.errors import UserError
-from cnn_internals.params import get, load_params
+from cnn_internals.core.errors import UserError
+from cnn_internals.core.params import get, load_params
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import FakeServer
 from PIL import Image
 
+from cnn_internals.core.params import PARAMS_LOG
 from cnn_internals.data import mnist
 from cnn_internals.models import NETS
-from cnn_internals.params import PARAMS_LOG
-from conftest import FakeServer
+
 from repo_copy import copy_repo, edit_params, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ EPOCHS = 3
 
 KILL_AFTER_FIRST_EPOCH = """
 import os, runpy, signal, sys
-from cnn_internals import training
+from cnn_internals.training import loop as training
 save = training.Checkpoint.save
 def save_then_die(self, state):
     save(self, state)
@@ -335,6 +336,27 @@ def test_a_param_edit_reruns_only_the_stages_that_read_it(built, tmp_path):
     assert {k: v for k, v in after.items() if not k.startswith("reports/")} == \
            {k: v for k, v in before.items() if not k.startswith("reports/")}
 
+
+
+def changed_stages(result) -> set:
+    """The stages `dvc status` names (its unindented "name:" lines)."""
+    return {line[:-1] for line in result.stdout.splitlines() if line.endswith(":") and not line[0].isspace()}
+
+
+@pytest.mark.parametrize("edited,stale", [
+    # the training loop: training reruns, and nothing that only reads its model (mine, render)
+    ("src/cnn_internals/training/loop.py", {"train@lenet5"}),
+    # the report's page: the report, and validate, which checks report.<net> with viz/report.py
+    ("src/cnn_internals/viz/report_page.py", {"report@lenet5", "validate"}),
+    # the projection engine: what projects (render, report) and validate, not training or mining
+    ("src/cnn_internals/engine/projection.py", {"validate", "render@lenet5", "report@lenet5"}),
+])
+def test_editing_a_layer_changes_only_the_stages_that_import_it(built, tmp_path, edited, stale):
+    repo = copy_built(built, tmp_path / "repo")
+    assert changed_stages(run(["dvc", "status"], repo, built["mirror"])) == set()
+    with open(repo / edited, "a") as source:
+        source.write("\n# an edit\n")
+    assert changed_stages(run(["dvc", "status"], repo, built["mirror"])) == stale
 
 WRITE_FAILS = """
 import errno, os, pathlib, runpy, sys

@@ -5,15 +5,14 @@ import math
 
 import pytest
 import torch
-from captum.attr import (LayerAttribution, LayerGradCam, NeuronDeconvolution, NeuronGradient,
-                         NeuronGuidedBackprop)
+from captum.attr import LayerAttribution, LayerGradCam, NeuronDeconvolution, NeuronGradient, NeuronGuidedBackprop
 from torch import nn
 
+from cnn_internals.engine.activations import A, S, ScaledTanh
+from cnn_internals.engine.projection import crop_patches, grad_cam, guided_grad_cam, project, receptive_field, unit_grad_cam
 from cnn_internals.models.alexnet import AlexNet
 from cnn_internals.models.lenet5 import LeNet5
-from cnn_internals.models.layers import A, S, ScaledTanh
-from cnn_internals.projection import (crop_patches, grad_cam, guided_grad_cam, project,
-                                      receptive_field, unit_grad_cam)
+
 from nets import relu_net, resnet18_net, twin
 
 CAPTUM = {"gradient": NeuronGradient, "deconvnet": NeuronDeconvolution,

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
+from cnn_internals.engine.projection import receptive_field
 from cnn_internals.models.alexnet import LocalResponseNorm
 from cnn_internals.models.lenet5 import TableConv2d
-from cnn_internals.projection import receptive_field
 
 
 class _Stop(Exception):

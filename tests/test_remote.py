@@ -20,10 +20,10 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
+from conftest import FakeServer
 from moto.core import enable_iam_authentication
 from moto.server import ThreadedMotoServer
 
-from conftest import FakeServer
 from repo_copy import copy_repo, run
 from test_pipeline import set_params
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
+from cnn_internals.engine.projection import project
 from cnn_internals.models.lenet5 import LeNet5
-from cnn_internals.projection import project
-from cnn_internals.render import RENDER_METHODS, layer_figure, mosaic, signed_to_unit, unit_pictures
+from cnn_internals.viz.render import RENDER_METHODS, layer_figure, mosaic, signed_to_unit, unit_pictures
 
 
 @pytest.fixture(scope="module")

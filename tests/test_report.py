@@ -19,10 +19,11 @@ import torch
 import yaml
 from PIL import Image
 
+from cnn_internals.engine.projection import project, receptive_field, unit_grad_cam
 from cnn_internals.models import NETS
-from cnn_internals.projection import project, receptive_field, unit_grad_cam
-from cnn_internals.render import signed_to_unit
-from cnn_internals.report import sprite, to_tiles
+from cnn_internals.viz.render import signed_to_unit
+from cnn_internals.viz.report import sprite, to_tiles
+
 from repo_copy import run
 from test_pipeline import built, refused, server  # noqa: F401 -- module fixtures: the pipeline built once here
 
@@ -338,6 +339,18 @@ def visible_section(tab):
     return tab.evaluate("Array.from(document.querySelectorAll('main > section')).filter(s => !s.hidden).map(s => s.id)")
 
 
+def shown_section(tab, expected):
+    """The visible section once the page has shown ``expected``: a click or key sets
+    location.hash, and the page shows the tab in its hashchange handler, which the browser runs
+    after the click or key press returns (CI has looked before it ran, twice). A wrong tab still
+    fails: the wait ends after 5 s and the assert that follows names what is shown."""
+    try:
+        tab.wait_for_function(f"!document.getElementById('{expected}').hidden", timeout=5000)
+    except Exception:  # noqa: BLE001 -- playwright's TimeoutError: the assert below says what is shown
+        pass
+    return visible_section(tab)
+
+
 def first_tile_image(tab):
     return tab.evaluate("getComputedStyle(document.querySelector('main > section:not([hidden]) i.x')).backgroundImage")
 
@@ -348,13 +361,13 @@ def test_in_chromium_every_tab_and_method_loads_its_images_without_errors(page, 
     assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
     for layer in NET.layers:
         page.click(f"#tabs a[href='#{layer}']")
-        assert visible_section(page) == [layer]
+        assert shown_section(page, layer) == [layer]
         assert page.locator(f"#{layer} article.map").count() == len(report["mined"]["layers"][layer]["values"])
         for method in METHODS:
             page.check(f"#methods input[value={method}]")
             assert first_tile_image(page).endswith(f'/{layer}/{method}.png")')
     page.click("#tabs a[href='#wrong']")
-    assert visible_section(page) == ["wrong"]
+    assert shown_section(page, "wrong") == ["wrong"]
     page.wait_for_load_state("networkidle")
     sizes = page.evaluate("""() => Promise.all(JSON.parse(document.getElementById('assets').textContent).map(
         src => new Promise(done => { const i = new Image(); i.onload = () => done([src, i.naturalWidth]);
@@ -377,17 +390,14 @@ def test_in_chromium_switching_the_method_changes_the_pictures(page):
 
 def test_in_chromium_anchors_and_keys_navigate_maps_layers_and_methods(page):
     page.goto(page.url_of("#conv3-100"))
-    assert visible_section(page) == ["conv3"]
+    assert shown_section(page, "conv3") == ["conv3"]
     assert page.locator("#conv3-100").is_visible()
     box, height = page.locator("#conv3-100").bounding_box(), page.viewport_size["height"]
     assert 0 <= box["y"] < height                               # scrolled to the map
     page.keyboard.press("j")
     assert page.evaluate("location.hash") == "#conv3-101"
     page.keyboard.press("ArrowLeft")
-    # The key sets location.hash; the page shows the tab in its hashchange handler, which the
-    # browser runs after the key press returns (CI once looked before it had run).
-    page.wait_for_function("!document.getElementById('pool2').hidden", timeout=5000)
-    assert visible_section(page) == ["pool2"]
+    assert shown_section(page, "pool2") == ["pool2"]
     page.keyboard.press("4")
     assert page.evaluate("document.body.dataset.method") == "grad_cam"
     assert first_tile_image(page).endswith('/pool2/grad_cam.png")')

@@ -6,7 +6,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from cnn_internals.stats import image_statistics, load_statistics, save_statistics, summary
+from cnn_internals.data.statistics import image_statistics, load_statistics, save_statistics, summary
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,10 @@ import pytest
 import torch
 from torch import nn
 
+from cnn_internals.core.errors import UserError
 from cnn_internals.data.prepared import Split
-from cnn_internals.errors import UserError
-from cnn_internals.training import Checkpoint, Recipe, evaluate, train
+from cnn_internals.training.loop import Checkpoint, evaluate, train
+from cnn_internals.training.recipe import Recipe
 
 RECIPE = Recipe(epochs=4, batch_size=8, lr=1e-2, seed=3)
 
@@ -149,12 +150,13 @@ def test_train_stage_with_zero_epochs_writes_its_four_files_from_the_initial_mod
     import json
     import runpy
 
-    from cnn_internals import project
+    from cnn_internals.core import project
     from cnn_internals.data.prepared import write_classes, write_split
+    from cnn_internals.data.statistics import image_statistics, save_statistics
     from cnn_internals.models import NETS
-    from cnn_internals.pipeline import metrics_paths
-    from cnn_internals.report import read_metrics
-    from cnn_internals.stats import image_statistics, save_statistics
+    from cnn_internals.pipeline.artifacts import metrics_paths
+    from cnn_internals.viz.report import read_metrics
+
     from imports import REPO
 
     rng = np.random.default_rng(0)
@@ -197,7 +199,7 @@ def test_train_stage_with_zero_epochs_writes_its_four_files_from_the_initial_mod
 
 FAULTS_OF_STEPS = """
 import resource, sys, torch
-from cnn_internals.training import keep_host_memory
+from cnn_internals.runtime.device import keep_host_memory
 if sys.argv[1] == "keep":
     assert keep_host_memory()
 
@@ -218,7 +220,7 @@ def test_a_cpu_step_of_the_loop_equals_a_tutorial_step_of_the_reference_forms(tm
     optimizer kernel -- against one step written as a tutorial would: NCHW, the model's
     reference forward (A * tanh(S * x)), torch's default optimizer implementation. The update
     each parameter gets must agree to float32 rounding."""
-    from cnn_internals.models.layers import ScaledTanh
+    from cnn_internals.engine.activations import ScaledTanh
     from cnn_internals.models.lenet5 import LeNet5, LeNetInputs, lenet5_loss
 
     rng = np.random.default_rng(1)

@@ -12,16 +12,15 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18, vgg16
 
+from cnn_internals.core.errors import UserError
 from cnn_internals.data.imagenette import CLASSES
-from cnn_internals.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, ChannelNormalizedInputs,
-                                           naive_alexnet_inputs_with)
-from cnn_internals.errors import UserError
-from cnn_internals.mining import top_k_activations
+from cnn_internals.engine.mining import top_k_activations
+from cnn_internals.engine.projection import receptive_field
 from cnn_internals.models import NETS, weights_choice
 from cnn_internals.models.imagenet import IMAGENETTE_LOGITS
-from cnn_internals.pipeline import train_params
-from cnn_internals.projection import receptive_field
-from cnn_internals.report import architecture_row, cam_layer
+from cnn_internals.models.transforms import IMAGENET_MEAN, IMAGENET_STD, ChannelNormalizedInputs, naive_alexnet_inputs_with
+from cnn_internals.pipeline.stage import train_params
+from cnn_internals.viz.report import architecture_row, cam_layer
 
 BUILDERS = {"vgg16": vgg16, "resnet18": resnet18}
 PUBLISHED = {"vgg16": 138_357_544, "resnet18": 11_689_512}       # torchvision's docs, 1000 classes

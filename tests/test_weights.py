@@ -14,11 +14,11 @@ import pytest
 import torch
 import yaml
 
+from cnn_internals.core.errors import UserError
+from cnn_internals.core.params import PARAMS_LOG
 from cnn_internals.data import download
-from cnn_internals.errors import UserError
-from cnn_internals.models import NETS
-from cnn_internals.params import PARAMS_LOG
-from cnn_internals.pretrained import fetch_pretrained, load_pretrained, pretrained_path, wants_imagenet, weights_entry
+from cnn_internals.data.pretrained import fetch_pretrained, load_pretrained, pretrained_path, wants_imagenet, weights_entry
+
 from repo_copy import copy_repo, edit_params, run
 
 REPO = Path(__file__).resolve().parents[1]

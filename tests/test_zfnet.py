@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from cnn_internals.errors import UserError
+from cnn_internals.core.errors import UserError
+from cnn_internals.engine.projection import receptive_field
 from cnn_internals.models import NETS
 from cnn_internals.models.zfnet import ZFNet, build_zfnet, renormalize_filters
-from cnn_internals.projection import receptive_field
 
 # Figure 3: (maps, height, width) after each stage, for a 224x224x3 input.
 FIGURE_3 = {
@@ -140,8 +140,10 @@ def test_the_training_loop_learns_with_the_filters_held_to_the_radius(tmp_path):
 
     from cnn_internals.data.imagenette import prepare_imagenette
     from cnn_internals.data.prepared import Split, read_split
-    from cnn_internals.stats import image_statistics
-    from cnn_internals.training import Checkpoint, Recipe, train
+    from cnn_internals.data.statistics import image_statistics
+    from cnn_internals.training.loop import Checkpoint, train
+    from cnn_internals.training.recipe import Recipe
+
     from imagenette_fixture import build_archive
 
     built = build_archive(tmp_path / "a.tgz", per_class={"train": 1, "val": 1}, corrupt=False)

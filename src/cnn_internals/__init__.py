@@ -1,9 +1,9 @@
 """CNN Internals: paper-faithful CNNs and what their feature maps respond to."""
 
-from .cpu_pin import pin_cpu_isa
+from cnn_internals.runtime.cpu_pin import pin_cpu_isa
 
 # Before torch runs a kernel: the CPU kernels' instruction set, so that results are the same
-# bytes on every x86-64 machine (cpu_pin.py says why). Every stage and `python -m` tool imports
+# bytes on every x86-64 machine (runtime/cpu_pin.py says why). Every stage and `python -m` tool imports
 # this package before torch.
 try:
     pin_cpu_isa()

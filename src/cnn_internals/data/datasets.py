@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import UserError
-from . import imagenette, mnist, prepared_dir
-from .prepared import Split, read_split
+from cnn_internals.core.errors import UserError
+from cnn_internals.data import imagenette, mnist, prepared_dir
+from cnn_internals.data.prepared import Split, read_split
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..atomic import atomic_dir, atomic_path
-from ..errors import UserError
-from ..params import HASHES, download_entries, params_name
+from cnn_internals.core.atomic import atomic_dir, atomic_path
+from cnn_internals.core.errors import UserError
+from cnn_internals.core.params import HASHES, download_entries, params_name
 
 MIRROR_ENV = "CNN_INTERNALS_MIRROR"
 CHUNK = 1 << 16

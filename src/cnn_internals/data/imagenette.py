@@ -26,10 +26,10 @@ from numpy.lib.format import open_memmap
 from PIL import Image, ImageFile
 from tqdm import tqdm
 
-from ..atomic import atomic_dir, write_json
-from ..errors import UserError
-from .download import fetch, listed_entries
-from .prepared import read_split, write_classes
+from cnn_internals.core.atomic import atomic_dir, write_json
+from cnn_internals.core.errors import UserError
+from cnn_internals.data.download import fetch, listed_entries
+from cnn_internals.data.prepared import read_split, write_classes
 
 ARCHIVE = "imagenette2-320.tgz"
 ROOT = "imagenette2-320"

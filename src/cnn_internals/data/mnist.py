@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_dir, atomic_path
-from ..errors import UserError
-from ..params import get
-from .download import fetch, listed_entries
-from .prepared import write_classes, write_split
+from cnn_internals.core.atomic import atomic_dir, atomic_path
+from cnn_internals.core.errors import UserError
+from cnn_internals.core.params import get
+from cnn_internals.data.download import fetch, listed_entries
+from cnn_internals.data.prepared import write_classes, write_split
 
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path, write_json
-from ..errors import UserError
+from cnn_internals.core.atomic import atomic_path, write_json
+from cnn_internals.core.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
-from ..data.transforms import NORMALIZE, AlexNetInputs
-from ..params import get
-from .registry import Net, register
+from cnn_internals.core.params import get
+from cnn_internals.models.registry import Net, register
+from cnn_internals.models.transforms import NORMALIZE, AlexNetInputs
 
 WEIGHT_INITS = ("kaiming", "paper")
 
@@ -135,7 +135,7 @@ def init_weights(model: AlexNet, scheme: str) -> None:
     "paper" (section 5): weights N(0, 0.01); biases 1 in conv2, conv4, conv5, lin1 and lin2
     ("accelerates the early stages of learning by providing the ReLUs with positive inputs"),
     0 elsewhere. The paper fed raw 0-255 pixels minus the mean image (normalize "paper" in
-    cnn_internals.data.transforms); with unit-variance inputs these small weights shrink
+    cnn_internals.models.transforms); with unit-variance inputs these small weights shrink
     the signal layer after layer.
     "kaiming" (He et al. 2015): weights N(0, 2 / fan_in), biases 0, which keeps the variance
     of unit-variance inputs constant through the ReLU layers.

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.imagenette import CLASSES
-from ..data.transforms import ChannelNormalizedInputs
-from ..params import get
-from .registry import WEIGHTS
+from cnn_internals.core.params import get
+from cnn_internals.data.imagenette import CLASSES
+from cnn_internals.models.registry import WEIGHTS
+from cnn_internals.models.transforms import ChannelNormalizedInputs
 
 # ImageNet's class index (torchvision's order: the 1000 wnids sorted) of each Imagenette class,
 # in Imagenette's order (data.imagenette.CLASSES, also sorted by wnid).

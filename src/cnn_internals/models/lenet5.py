@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
-from ..params import get
-from .layers import ScaledTanh
-from .registry import Net, register
+from cnn_internals.core.params import get
+from cnn_internals.engine.activations import ScaledTanh
+from cnn_internals.models.registry import Net, register
 
 # Table I of the paper: which S2 maps (rows) each C3 map (columns) reads. The first six C3 maps
 # take contiguous triples, the next six contiguous quadruples, three take discontinuous

@@ -18,8 +18,8 @@ from typing import Callable, Protocol
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
-from ..params import get, params_name
+from cnn_internals.core.errors import UserError
+from cnn_internals.core.params import get, params_name
 
 # train.<net>.weights: what a net starts from. scratch: its own initialisation, a 10-class head;
 # imagenet: torchvision's published ImageNet weights, the 1000-class net read at Imagenette's

@@ -30,8 +30,8 @@ before batch normalisation and the shortcut's addition), mapped to torchvision's
 
 from torch import nn
 
-from .imagenet import imagenet_inputs, load_torchvision_state, torchvision_net, validate_inputs
-from .registry import Net, register
+from cnn_internals.models.imagenet import imagenet_inputs, load_torchvision_state, torchvision_net, validate_inputs
+from cnn_internals.models.registry import Net, register
 
 HEAD = "fc"
 SHOWN = {"conv1": "conv1", "conv2_x": "layer1.1.conv2", "conv3_x": "layer2.1.conv2", "conv4_x": "layer3.1.conv2",

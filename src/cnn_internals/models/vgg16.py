@@ -26,8 +26,8 @@ depths shown are each stack's last, mapped to torchvision's module paths (``feat
 
 from torch import nn
 
-from .imagenet import imagenet_inputs, load_torchvision_state, torchvision_net, validate_inputs
-from .registry import Net, register
+from cnn_internals.models.imagenet import imagenet_inputs, load_torchvision_state, torchvision_net, validate_inputs
+from cnn_internals.models.registry import Net, register
 
 HEAD = "classifier.6"      # the last linear layer: 4096 -> classes
 # Each stack's last convolution (table 1, column D) and its index in torchvision's features.

@@ -22,10 +22,10 @@ it (AlexNet normalises before pooling).
 import torch
 from torch import nn
 
-from ..data.transforms import NORMALIZE
-from ..params import get
-from .alexnet import LocalResponseNorm, alexnet_inputs
-from .registry import Net, register
+from cnn_internals.core.params import get
+from cnn_internals.models.alexnet import LocalResponseNorm, alexnet_inputs
+from cnn_internals.models.registry import Net, register
+from cnn_internals.models.transforms import NORMALIZE
 
 WEIGHT_INITS = ("paper", "kaiming")
 CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UserError
-from .project import shown
+from cnn_internals.core.errors import UserError
+from cnn_internals.core.project import shown
 
 _MISSING = object()
 PARAMS_LOG = "CNN_INTERNALS_PARAMS_LOG"

@@ -11,15 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .data.datasets import get_dataset
-from .params import get
-from .projection import _StopForward, _hooks, eval_mode, get_module
-
-
-def mine_params(params, net) -> dict:
-    """``mine.<net>``: k (top images per map) and the split they come from."""
-    return {"k": get(params, f"mine.{net.name}.k", kind=int, minimum=1),
-            "split": get(params, f"mine.{net.name}.split", kind=str, choices=get_dataset(net.dataset).splits)}
+from cnn_internals.engine.hooks import StopForward, eval_mode, get_module, removed_after
 
 
 @dataclass
@@ -80,17 +72,17 @@ def top_k_activations(model, layers, batches, k):
             running[name].update(output, state["first"], k)
             seen.add(name)
             if len(seen) == len(layers):
-                raise _StopForward(None)
+                raise StopForward(None)
         return hook
 
     device = next(model.parameters()).device
     handles = [get_module(model, paths[name]).register_forward_hook(hook_for(name)) for name in layers]
-    with _hooks(*handles), eval_mode(model):
+    with removed_after(*handles), eval_mode(model):
         for batch in batches:
             seen.clear()
             try:
                 model(batch.to(device))
-            except _StopForward:
+            except StopForward:
                 pass
             missing = set(layers) - seen
             if missing:

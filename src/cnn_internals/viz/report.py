@@ -37,12 +37,13 @@ from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from .data.loader import batches, gather  # noqa: E402
-from .errors import UserError  # noqa: E402
-from .params import get, params_name  # noqa: E402
-from .projection import eval_mode, grad_cam, receptive_field  # noqa: E402
-from .render import RENDER_METHODS, figure_png, heat_overlay, signed_to_unit, unit_pictures_by_method  # noqa: E402
-from .report_page import TEMPLATE  # noqa: E402
+from cnn_internals.core.errors import UserError  # noqa: E402
+from cnn_internals.core.params import get, params_name  # noqa: E402
+from cnn_internals.data.loader import batches, gather  # noqa: E402
+from cnn_internals.engine.hooks import eval_mode  # noqa: E402
+from cnn_internals.engine.projection import grad_cam, receptive_field  # noqa: E402
+from cnn_internals.viz.render import RENDER_METHODS, figure_png, heat_overlay, signed_to_unit, unit_pictures_by_method  # noqa: E402
+from cnn_internals.viz.report_page import TEMPLATE  # noqa: E402
 
 METHODS = RENDER_METHODS
 SIGNED = ("gradient", "deconvnet", "guided_backprop", "guided_grad_cam")   # grey = 0; Grad-CAM is heat

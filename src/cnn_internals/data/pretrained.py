@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from .data.download import fetch_file, sha256sum
-from .errors import UserError, first_line
-from .params import download_entry, get, params_name
-from .project import find_root
+from cnn_internals.core.errors import UserError, first_line
+from cnn_internals.core.params import download_entry, get, params_name
+from cnn_internals.core.project import find_root
+from cnn_internals.data.download import fetch_file, sha256sum
 
 
 def pretrained_path(net: str) -> Path:

@@ -6,59 +6,11 @@ from pathlib import Path
 
 import torch
 
-from .atomic import torch_bytes
-from .cpu_pin import pin_threads
-from .data import stats_dir
-from .data.datasets import DATASETS, get_dataset, open_split
-from .distributed import check_processes, under_torchrun
-from .errors import ArgumentParser, UserError, first_line
-from .models import NETS, get_net, weights_choice
-from .params import get, load_params, params_name
-from .project import user_path
-from .stats import load_statistics
-from .training import pick_device, read_recipe
-
-
-def net_stage_args(description, argv=None):
-    """The command line every per-net stage shares (--net, --params): the registry entry and
-    the params file."""
-    parser = ArgumentParser(description=description)
-    parser.add_argument("--net", required=True, choices=sorted(NETS))
-    parser.add_argument("--params", type=user_path, default=Path("params.yaml"),
-                        help="params file (default: params.yaml at the project root)")
-    args = parser.parse_args(argv)
-    return get_net(args.net), load_params(args.params)
-
-
-# What a stage reads from the params is checked by one function (this, mining.mine_params,
-# render.render_params, each dataset's read_params) that the stage calls, and so does the
-# validate stage, which runs them all before `dvc repro` removes any stage's outputs.
-
-def train_params(params, net):
-    """``train.<net>``: the recipe (common keys) after the net's own keys (``weights`` first,
-    every net's) are checked."""
-    weights_choice(params, net)
-    net.validate(params)
-    return read_recipe(params, net.name)
-
-
-def pipeline_lists(params) -> tuple:
-    """``pipeline.nets`` and ``pipeline.datasets``: known names, each net's dataset listed."""
-    name = params_name(params)
-    lists = []
-    for key, known in (("nets", NETS), ("datasets", DATASETS)):
-        items = get(params, f"pipeline.{key}", kind=list)
-        unknown = [item for item in items if item not in known]
-        if unknown or not items or len(set(map(str, items))) != len(items):
-            raise UserError(f"{name}: pipeline.{key} must list distinct names out of {', '.join(known)}; "
-                            f"got {items!r}")
-        lists.append(items)
-    nets, datasets = lists
-    for net in map(get_net, nets):
-        if net.dataset not in datasets:
-            raise UserError(f"{name}: {net.name} is trained on {net.dataset}, so {net.dataset} must be listed in "
-                            "pipeline.datasets")
-    return nets, datasets
+from cnn_internals.core.atomic import torch_bytes
+from cnn_internals.core.errors import UserError, first_line
+from cnn_internals.data import stats_dir
+from cnn_internals.data.datasets import get_dataset, open_split
+from cnn_internals.data.statistics import load_statistics
 
 
 def weights_path(net) -> Path:
@@ -90,24 +42,6 @@ def metrics_paths(net) -> dict:
     folder = Path("metrics")
     return {"metrics": folder / f"{net.name}.json", "history": folder / f"{net.name}_history.tsv",
             "confusion": folder / f"{net.name}_confusion.csv"}
-
-
-def device_for(net, params) -> torch.device:
-    """``train.<net>.device``: every stage of a net runs where its training was told to. On the
-    CPU, with the pinned number of threads (cpu_pin.py: the same bytes on any machine), except
-    in a rank under torchrun, which keeps its share of the cores."""
-    device = pick_device(get(params, f"train.{net.name}.device", kind=str))
-    if device.type == "cpu" and not under_torchrun():
-        pin_threads()
-    return device
-
-
-def train_device(net, params, recipe) -> torch.device:
-    """Where ``train@<net>`` runs: ``device_for``, checked against ``train.<net>.nproc``
-    (several processes need CUDA, one GPU each, or the CPU)."""
-    device = device_for(net, params)
-    check_processes(recipe.nproc, device, params_name(params), f"train.{net.name}")
-    return device
 
 
 def load_stats(dataset: str) -> dict:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path, write_json
-from .errors import UserError
+from cnn_internals.core.atomic import atomic_path, write_json
+from cnn_internals.core.errors import UserError
 
 EIG_DIGITS = 6
 CHANNEL_NAMES = {1: ("gray",), 3: ("red", "green", "blue")}

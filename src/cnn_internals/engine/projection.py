@@ -26,10 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models.layers import ScaledTanh
-from .receptive_fields import FieldTrace, Undefined
+from cnn_internals.engine.activations import ScaledTanh
+from cnn_internals.engine.hooks import eval_mode, forward_to
+from cnn_internals.engine.receptive_fields import FieldTrace, Undefined
 
 METHODS = ("gradient", "deconvnet", "guided_backprop")
+
 
 # CPU: chunks of 8 AlexNet rows (3x224x224 floats each) beat both one row at a time and all 54
 # at once, and edged out 16 (benchmarks/projection.py sweep on 2 cores). Smaller inputs get as
@@ -37,71 +39,9 @@ METHODS = ("gradient", "deconvnet", "guided_backprop")
 # nearly all their time in per-pass overhead (guided backprop of 1,080 conv3 units: 11.5 s in
 # chunks of 8, 1.2 s in one chunk, the same bits).
 CPU_CHUNK = 8
+
+
 CPU_CHUNK_BYTES = CPU_CHUNK * 3 * 224 * 224 * 4
-
-
-class _StopForward(Exception):
-    def __init__(self, output):
-        super().__init__()
-        self.output = output
-
-
-def get_module(model, layer):
-    modules = dict(model.named_modules())
-    if layer not in modules or layer == "":
-        names = ", ".join(n for n in modules if n)
-        raise ValueError(f"unknown layer {layer!r}; the model has: {names}")
-    return modules[layer]
-
-
-@contextlib.contextmanager
-def _hooks(*handles):
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def forward_to(model, layer, images, capture=()):
-    """Run ``model`` on ``images`` only as far as module ``layer`` (None: the whole model);
-    return that output and a dict of the outputs of the modules named in ``capture``."""
-    captured = {}
-
-    def keep(name):
-        def hook(module, args, output):
-            captured[name] = output
-            # Later in-place ops would overwrite what we keep: give them a copy instead.
-            return output.clone()
-        return hook
-
-    def halt(module, args, output):
-        raise _StopForward(output)
-
-    handles = [get_module(model, n).register_forward_hook(keep(n)) for n in capture if n != layer]
-    if layer is not None:
-        handles.append(get_module(model, layer).register_forward_hook(halt))
-    with _hooks(*handles):
-        try:
-            output = model(images)
-        except _StopForward as done:
-            captured[layer] = done.output
-            return done.output, captured
-    if layer is not None:
-        raise ValueError(f"layer {layer!r} never ran in the model's forward pass")
-    return output, captured
-
-
-@contextlib.contextmanager
-def eval_mode(model):
-    """model.eval() for the duration, then every module's own training flag back."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, flag in flags:
-            module.training = flag
 
 
 class _ReLURule(torch.autograd.Function):
@@ -238,8 +178,6 @@ def project(model, layer, images, channels, rows, cols, method="gradient", chunk
     return _input_gradients(model, images, method, layer, select, chunk)
 
 
-# ---------------------------------------------------------------- receptive fields
-
 def _pair(value):
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
@@ -299,8 +237,6 @@ def crop_patches(images, layer_rf, rows, cols):
     ch = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
     return padded[b, ch, r[:, None, :, None], c[:, None, None, :]]
 
-
-# ---------------------------------------------------------------- Grad-CAM
 
 def _cam(activations, gradients, size):
     """Selvaraju et al. 2017: channel weights = spatial mean of the gradient; ReLU of the

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .atomic import write_text
-from .errors import UserError
+from cnn_internals.core.atomic import write_text
+from cnn_internals.core.errors import UserError
 
 
 @dataclass(frozen=True)

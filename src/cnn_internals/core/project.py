@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from .atomic import atomic_dir, atomic_path
-from .errors import UserError
+from cnn_internals.core.atomic import atomic_dir, atomic_path
+from cnn_internals.core.errors import UserError
 
 _STARTED_IN = None
 

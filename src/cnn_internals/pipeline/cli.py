@@ -1,27 +1,12 @@
-"""User errors: one clear line on stderr and a non-zero exit, never a traceback."""
+"""A stage's command line: its error wrapper (one line, non-zero exit, outputs restored) and
+an argparse whose usage errors are one line too."""
 
 import argparse
-import errno
 import functools
 import os
 import sys
 
-
-class UserError(Exception):
-    """A problem the user can fix (bad params, bad data, no network). The message says how.
-    ``exit_code``: the stage's exit status (a subclass for what is not the user's doing sets 1)."""
-
-    exit_code = 2
-
-
-def first_line(err: BaseException) -> str:
-    """An exception's first line of text, or its type's name when it has none (EOFError())."""
-    lines = str(err).strip().splitlines()
-    return " ".join(lines[0].split()) if lines else type(err).__name__
-
-
-# A full disk, a read-only or foreign-owned folder: the user's to fix, one line is enough.
-WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+from cnn_internals.core.errors import WRITE_ERRNOS, UserError
 
 
 def cli(main):
@@ -31,7 +16,7 @@ def cli(main):
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
-        from .project import enter_root, restore_outputs
+        from cnn_internals.core.project import enter_root, restore_outputs
 
         try:
             enter_root()

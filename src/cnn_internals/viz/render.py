@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .params import get  # noqa: E402
-from .projection import crop_patches, project, receptive_field, unit_grad_cam  # noqa: E402
+from cnn_internals.core.params import get  # noqa: E402
+from cnn_internals.engine.projection import crop_patches, project, receptive_field, unit_grad_cam  # noqa: E402
 
 RENDER_METHODS = ("gradient", "deconvnet", "guided_backprop", "grad_cam", "guided_grad_cam")
 

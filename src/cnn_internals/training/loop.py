@@ -10,7 +10,7 @@ under a tag that hashes the params, the data and the code shaping training.
 
 On CUDA the step runs in mixed precision (bfloat16 where the GPU has it, else float16 with a
 gradient scaler) and channels-last memory; on the CPU in float32, channels-last too, with
-LeNet-5's scaled tanh in a fused form (``models.layers.ScaledTanhFunction``), bit-reproducible
+LeNet-5's scaled tanh in a fused form (``engine.activations.ScaledTanhFunction``), bit-reproducible
 (benchmarks/training.py measures each against a plain loop).
 
 On several processes (``distributed``: torchrun, DDP) every rank takes the same seeded epoch
@@ -24,79 +24,20 @@ import copy
 import hashlib
 import json
 import math
-import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .atomic import write_torch
-from .data.loader import batches, batches_of
-from .distributed import SINGLE, World, all_reduce_sum, broadcast, parallel, shard, weighted
-from .errors import UserError, first_line
-from .models.layers import ScaledTanh
-from .params import get, params_name
-
-SCHEDULES = ("cosine", "constant", "plateau")
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """"auto": CUDA, else Apple's MPS, else the CPU; or a torch device string."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"device {name!r} is not a torch device (auto, cpu, cuda, cuda:1, mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} asked for, but no CUDA GPU is visible: use auto or cpu")
-    return device
-
-
-# mallopt(3) parameters (glibc's malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-
-
-def keep_host_memory() -> bool:
-    """Keep freed host memory in this process for the next step (glibc's malloc only; True if set).
-
-    glibc serves every allocation over its mmap threshold (32 MB at most) with a fresh mmap and
-    unmaps it on free, and trims the heap's free top: AlexNet's maps on the CPU (a 128-image
-    batch's conv1 output is 148 MB) came back as new zeroed pages every step, about a million
-    page faults and 4 s of system time in a 12 s step. With mmap off for large blocks and no
-    trimming (mallopt(3): M_MMAP_MAX 0, M_TRIM_THRESHOLD -1) the heap grows to the step's peak
-    once and is reused: a 128-image step went from 12.7 to 10.6 s (benchmarks/training.py has it
-    against a plain loop). What this costs: the process keeps its peak memory until it exits,
-    which a training process reaches every step anyway. PyTorch's CPU tuning guide gets the
-    same from jemalloc or tcmalloc; this needs no extra library. Call it once, before
-    training; it changes no result.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    except OSError:
-        return False
-    if not hasattr(libc, "gnu_get_libc_version"):    # glibc only: other libcs' mallopt differ
-        return False
-    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, -1))
-
-
-def make_deterministic() -> None:
-    # cuBLAS is deterministic only with a fixed workspace; it must be set before CUDA starts.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
+from cnn_internals.core.atomic import write_torch
+from cnn_internals.core.errors import UserError, first_line
+from cnn_internals.data.loader import batches, batches_of
+from cnn_internals.engine.activations import ScaledTanh
+from cnn_internals.runtime.distributed import SINGLE, World, all_reduce_sum, broadcast, parallel, shard, weighted
+from cnn_internals.training.recipe import Recipe
 
 
 def params_tag(params) -> str:
@@ -112,47 +53,6 @@ def code_fingerprint(*roots: Path) -> str:
         for path in files:
             digest.update(path.as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
-
-
-@dataclass
-class Recipe:
-    epochs: int                  # 0: no training step, the model is evaluated as it starts
-    batch_size: int
-    lr: float
-    seed: int
-    optimizer: str = "adamw"     # adamw | sgd
-    weight_decay: float = 0.0
-    momentum: float = 0.9        # sgd only
-    schedule: str = "cosine"     # cosine | constant | plateau (lr / 10 when test error stalls)
-    patience: int = 2            # plateau: epochs without a better test error before lr / 10
-    amp: bool = True             # mixed precision on CUDA (never on the CPU)
-    nproc: int = 1               # processes (torchrun); each trains batch_size / nproc of a batch
-
-
-def read_recipe(params: dict, net: str) -> Recipe:
-    """The ``train.<net>`` block, validated; every bad value is a UserError naming its key."""
-    key = f"train.{net}"
-    get(params, key, kind=dict)
-    nproc = get(params, f"{key}.nproc", kind=int, minimum=1)
-    get(params, f"{key}.device", kind=str)
-    schedule = get(params, f"{key}.schedule", kind=str, choices=SCHEDULES)
-    batch_size = get(params, f"{key}.batch_size", kind=int, minimum=1)
-    if batch_size % nproc:
-        raise UserError(f"{params_name(params)}: {key}.batch_size ({batch_size}) must be divisible by {key}.nproc "
-                        f"({nproc}): it is the global batch, split evenly over the processes")
-    return Recipe(
-        epochs=get(params, f"{key}.epochs", kind=int, minimum=0),     # 0: evaluate only
-        batch_size=batch_size,
-        lr=get(params, f"{key}.lr", kind=(int, float), above=0),
-        seed=get(params, f"{key}.seed", kind=int, minimum=0),
-        optimizer=get(params, f"{key}.optimizer", kind=str, choices=("adamw", "sgd")),
-        weight_decay=get(params, f"{key}.weight_decay", kind=(int, float), minimum=0),
-        momentum=get(params, f"{key}.momentum", kind=(int, float), minimum=0, default=0.9),
-        schedule=schedule,
-        patience=get(params, f"{key}.patience", kind=int, minimum=0, default=2),   # plateau only
-        amp=get(params, f"{key}.amp", kind=bool, default=True),
-        nproc=nproc,
-    )
 
 
 def make_optimizer(model, recipe: Recipe):
@@ -186,7 +86,7 @@ class Precision:
         self.dtype = torch.bfloat16 if bf16 else torch.float16
         self.channels_last = device.type in ("cuda", "cpu")   # MPS: not measured
         # The scaled tanh (LeNet-5) fused for training where torch.tanh is slow: on the CPU
-        # (models.layers.ScaledTanhFunction); on CUDA its reference form (not measured there).
+        # (engine.activations.ScaledTanhFunction); on CUDA its reference form (not measured there).
         self.fused_activations = device.type == "cpu"
         self.device_type = device.type
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.enabled and not bf16)

@@ -1,4 +1,7 @@
-"""Layers shared by the nets that the projection engine knows how to run backwards."""
+"""Activations that are not torch's own and that the projection engine knows how to run
+backwards: LeNet-5's scaled tanh. It lives in the engine so that the engine knows no net
+(projection.py carries the ReLU rules over to it), and the nets build it from here.
+"""
 
 import torch
 from torch import nn
@@ -55,3 +58,4 @@ class ScaledTanh(nn.Module):
 
     def extra_repr(self):
         return f"a={self.a:.4f}, s={self.s:.4f}"
+

@@ -1,0 +1,67 @@
+"""Running a model only as far as a layer, and hooks that are always removed."""
+
+import contextlib
+
+
+class StopForward(Exception):
+    def __init__(self, output):
+        super().__init__()
+        self.output = output
+
+
+def get_module(model, layer):
+    modules = dict(model.named_modules())
+    if layer not in modules or layer == "":
+        names = ", ".join(n for n in modules if n)
+        raise ValueError(f"unknown layer {layer!r}; the model has: {names}")
+    return modules[layer]
+
+
+@contextlib.contextmanager
+def removed_after(*handles):
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def forward_to(model, layer, images, capture=()):
+    """Run ``model`` on ``images`` only as far as module ``layer`` (None: the whole model);
+    return that output and a dict of the outputs of the modules named in ``capture``."""
+    captured = {}
+
+    def keep(name):
+        def hook(module, args, output):
+            captured[name] = output
+            # Later in-place ops would overwrite what we keep: give them a copy instead.
+            return output.clone()
+        return hook
+
+    def halt(module, args, output):
+        raise StopForward(output)
+
+    handles = [get_module(model, n).register_forward_hook(keep(n)) for n in capture if n != layer]
+    if layer is not None:
+        handles.append(get_module(model, layer).register_forward_hook(halt))
+    with removed_after(*handles):
+        try:
+            output = model(images)
+        except StopForward as done:
+            captured[layer] = done.output
+            return done.output, captured
+    if layer is not None:
+        raise ValueError(f"layer {layer!r} never ran in the model's forward pass")
+    return output, captured
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """model.eval() for the duration, then every module's own training flag back."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, flag in flags:
+            module.training = flag

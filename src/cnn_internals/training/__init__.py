@@ -1,0 +1,2 @@
+"""Training: the recipe (train.<net>'s common keys) and the loop with its checkpoints.
+"""
