@@ -28,10 +28,13 @@ import argparse
 import numpy as np
 import torch
 
+from cnn_internals.viz.methods import get_method, method_names
 from cnn_internals.viz.render import unit_pictures, unit_pictures_by_method
-from cnn_internals.viz.report import METHODS, SIGNED, sprite, to_tiles
+from cnn_internals.viz.report import sprite, to_tiles
 
 from bench_common import CONV_LAYERS, INPUT_SHAPE, RESULTS, alexnet, describe, machine, pick_device, timed, write_json
+
+METHODS = method_names()
 
 MAPS = {"conv1": 96, "conv2": 256, "conv3": 384, "conv4": 384, "conv5": 256}
 K = 9
@@ -87,13 +90,14 @@ def main():
         def ours(layer=layer, x=x, ch=ch, rows=rows, cols=cols):
             pictures, patches, _ = unit_pictures_by_method(model, layer, x, ch, rows, cols, METHODS, INPUT_SHAPE,
                                                            display)
-            return {m: to_tiles(p, THUMB, m in SIGNED) for m, p in {**pictures, "patches": patches}.items()}
+            tiles = {m: to_tiles(p, THUMB, get_method(m).signed) for m, p in pictures.items()}
+            return {**tiles, "patches": to_tiles(patches, THUMB, False)}
 
         def baseline(layer=layer, x=x, ch=ch, rows=rows, cols=cols):
             tiles = {}
             for method in METHODS:
                 pictures, patches, _ = unit_pictures(model, layer, x, ch, rows, cols, method, INPUT_SHAPE, display)
-                tiles[method] = to_tiles(pictures, THUMB, method in SIGNED)
+                tiles[method] = to_tiles(pictures, THUMB, get_method(method).signed)
             tiles["patches"] = to_tiles(patches, THUMB)
             return tiles
 

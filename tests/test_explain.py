@@ -123,7 +123,7 @@ def test_the_picture_shows_the_strongest_maps_and_their_units_as_captum_projects
         assert torch.allclose(result["heat"][i], ref, atol=1e-5 * max(ref.abs().max().item(), 1e-6))
     # each unit's projection: Captum's NeuronGradient, cropped as the picture crops it
     from cnn_internals.engine.projection import crop_patches
-    from cnn_internals.viz.render import signed_to_unit
+    from cnn_internals.viz.methods import signed_to_unit
 
     ngb = NeuronGradient(model, model.get_submodule(LENET.module_path(layer)))
     for j, (c, r, col) in enumerate(zip(result["channels"], result["rows"], result["cols"])):
@@ -189,7 +189,7 @@ def test_on_resnet18_by_paper_name_guided_backprop_is_captums_through_the_shortc
     from captum.attr import NeuronGuidedBackprop
 
     from cnn_internals.engine.projection import crop_patches
-    from cnn_internals.viz.render import signed_to_unit
+    from cnn_internals.viz.methods import signed_to_unit
 
     net = NETS["resnet18"]
     torch.manual_seed(0)

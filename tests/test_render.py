@@ -9,7 +9,8 @@ from PIL import Image
 
 from cnn_internals.engine.projection import project
 from cnn_internals.models.lenet5 import LeNet5
-from cnn_internals.viz.render import RENDER_METHODS, layer_figure, mosaic, signed_to_unit, unit_pictures
+from cnn_internals.viz.methods import method_names, signed_to_unit
+from cnn_internals.viz.render import layer_figure, mosaic, unit_pictures
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def units():
     return model, x, torch.tensor([0, 3, 7, 15]), torch.tensor([0, 4, 9, 2]), torch.tensor([9, 0, 5, 2])
 
 
-@pytest.mark.parametrize("method", RENDER_METHODS)
+@pytest.mark.parametrize("method", method_names())
 def test_pictures_are_unit_range_tiles_of_the_receptive_field(method, units):
     model, x, ch, rows, cols = units
     shown, patches, rf = unit_pictures(model, "conv2", x, ch, rows, cols, method, (1, 32, 32), torch.sigmoid)
@@ -42,6 +43,40 @@ def test_cropping_to_the_receptive_field_loses_nothing(method, units):
         inside = full[b, :, r:r + 14, c:c + 14]
         assert full[b].abs().sum() == pytest.approx(inside.abs().sum().item(), rel=1e-12)
         assert torch.allclose(shown[b], signed_to_unit(inside[None])[0])
+
+
+def test_a_method_is_one_row_of_the_table(units, monkeypatch):
+    # A new row and nothing else (the negated gradient, from the engine's gradient pass): render's
+    # params accept it, the pictures come from the table, and the existing methods are unchanged.
+    from types import SimpleNamespace
+
+    from cnn_internals.viz import methods
+    from cnn_internals.viz.render import render_params, unit_pictures_by_method
+
+    model, x, ch, rows, cols = units
+    before, _, _ = unit_pictures_by_method(model, "conv2", x, ch, rows, cols, method_names(), (1, 32, 32), torch.sigmoid)
+    row = methods.Method("negative_gradient", "negative gradient", True, ("gradient",),
+                         lambda done, patches: signed_to_unit(-done["gradient"]))
+    monkeypatch.setattr(methods, "METHODS", (*methods.METHODS, row))
+    after, _, _ = unit_pictures_by_method(model, "conv2", x, ch, rows, cols, method_names(), (1, 32, 32), torch.sigmoid)
+    assert list(after) == [*before, "negative_gradient"]
+    assert all(torch.equal(after[name], before[name]) for name in before)
+    assert torch.allclose(after["negative_gradient"], 1 - after["gradient"], rtol=0, atol=1e-15)
+    net = SimpleNamespace(name="lenet5")
+    params = {"render": {"lenet5": {"channels": 2, "method": "negative_gradient"}}}
+    assert render_params(params, net)["method"] == "negative_gradient"
+
+
+def test_guided_grad_cam_is_guided_backprop_times_grad_cam(units):
+    # The one composed method, against the engine's two passes by hand (Selvaraju et al. 2017).
+    from cnn_internals.engine.projection import crop_patches, receptive_field, unit_grad_cam
+
+    model, x, ch, rows, cols = units
+    shown, _, rf = unit_pictures(model, "conv2", x, ch, rows, cols, "guided_grad_cam", (1, 32, 32), torch.sigmoid)
+    assert rf == receptive_field(model, "conv2", (1, 32, 32))
+    guided = crop_patches(project(model, "conv2", x, ch, rows, cols, "guided_backprop"), rf, rows, cols)
+    heat = crop_patches(unit_grad_cam(model, "conv2", x, ch, rows, cols).unsqueeze(1), rf, rows, cols)
+    assert torch.equal(shown, signed_to_unit(guided * heat))
 
 
 def test_signed_to_unit_keeps_zero_at_mid_grey_and_scales_per_tile():

@@ -21,7 +21,7 @@ from PIL import Image
 
 from cnn_internals.engine.projection import project, receptive_field, unit_grad_cam
 from cnn_internals.models import NETS
-from cnn_internals.viz.render import signed_to_unit
+from cnn_internals.viz.methods import signed_to_unit
 from cnn_internals.viz.report import sprite, to_tiles
 
 from repo_copy import run

@@ -42,7 +42,8 @@ from cnn_internals.models import NETS, get_net  # noqa: E402
 from cnn_internals.pipeline.artifacts import load_model, load_split, net_inputs  # noqa: E402
 from cnn_internals.pipeline.cli import ArgumentParser, cli  # noqa: E402
 from cnn_internals.pipeline.stage import device_for  # noqa: E402
-from cnn_internals.viz.render import RENDER_METHODS, figure_png, heat_overlay, unit_pictures  # noqa: E402
+from cnn_internals.viz.methods import heat_overlay, method_names  # noqa: E402
+from cnn_internals.viz.render import figure_png, unit_pictures  # noqa: E402
 
 DEFAULT_OUT = "explained"
 
@@ -186,7 +187,7 @@ def main(argv=None):
     parser.add_argument("images", nargs="+", type=user_path, metavar="IMAGE")
     parser.add_argument("--maps", type=int, default=6, help="the maps shown per image, strongest first (default 6)")
     parser.add_argument("--top", type=int, default=3, help="classes given Grad-CAM, likeliest first (default 3)")
-    parser.add_argument("--method", default="guided_backprop", choices=RENDER_METHODS,
+    parser.add_argument("--method", default="guided_backprop", choices=method_names(),
                         help="how a unit is projected into pixel space (default guided_backprop)")
     parser.add_argument("--out", type=user_path, default=Path(DEFAULT_OUT), help="output folder (default explained/)")
     parser.add_argument("--convert", action="store_true", help="convert CMYK and 16-bit images instead of refusing them")

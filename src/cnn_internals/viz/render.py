@@ -10,32 +10,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from cnn_internals.core.params import get  # noqa: E402
 from cnn_internals.engine.projection import crop_patches, project, receptive_field, unit_grad_cam  # noqa: E402
-
-RENDER_METHODS = ("gradient", "deconvnet", "guided_backprop", "grad_cam", "guided_grad_cam")
+from cnn_internals.viz.methods import GRAD_CAM_PASS, get_method, method_names  # noqa: E402
 
 
 def render_params(params, net) -> dict:
     """``render.<net>``: how many maps per layer, and the projection method."""
     return {"channels": get(params, f"render.{net.name}.channels", kind=int, minimum=1),
-            "method": get(params, f"render.{net.name}.method", kind=str, choices=RENDER_METHODS)}
-
-
-def signed_to_unit(x):
-    """(B, C, h, w) signed values -> [0, 1] per tile, zero at mid grey (tiles keep their sign)."""
-    scale = x.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-    return 0.5 + 0.5 * x / scale
-
-
-def heat_overlay(heat, patches):
-    """Grad-CAM heat (B, 1, h, w) per tile in [0, 1] through a colormap, over grey patches."""
-    heat = heat / heat.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-    coloured = torch.as_tensor(plt.get_cmap("inferno")(heat[:, 0].numpy())[..., :3]).permute(0, 3, 1, 2)
-    grey = patches.mean(1, keepdim=True).expand_as(coloured)
-    return (0.55 * coloured + 0.45 * grey).to(patches.dtype)
+            "method": get(params, f"render.{net.name}.method", kind=str, choices=method_names())}
 
 
 def unit_pictures(model, layer, inputs, channels, rows, cols, method, input_size, to_display):
@@ -51,26 +35,19 @@ def unit_pictures(model, layer, inputs, channels, rows, cols, method, input_size
 
 def unit_pictures_by_method(model, layer, inputs, channels, rows, cols, methods, input_size, to_display):
     """``unit_pictures`` for several methods at once: ({method: pictures}, patches, receptive
-    field). The methods share their passes through the engine: Grad-CAM's heat serves both
-    Grad-CAM methods and guided backprop's gradients both guided ones, so the five methods
-    cost four passes instead of six."""
+    field). Each of the engine's passes runs once for all the methods made from it (the table
+    in methods.py): the five methods cost four passes instead of six."""
     rf = receptive_field(model, layer, input_size)
     patches = crop_patches(to_display(inputs), rf, rows, cols).cpu()
-    heat = None
-    if {"grad_cam", "guided_grad_cam"} & set(methods):
-        heat = crop_patches(unit_grad_cam(model, layer, inputs, channels, rows, cols).unsqueeze(1), rf, rows, cols)
-    wanted = {"guided_backprop" if m == "guided_grad_cam" else m for m in methods} - {"grad_cam"}
-    grads = {m: crop_patches(project(model, layer, inputs, channels, rows, cols, m), rf, rows, cols)
-             for m in sorted(wanted)}
-    pictures = {}
-    for method in methods:
-        if method == "grad_cam":
-            pictures[method] = heat_overlay(heat.cpu(), patches)
-        elif method == "guided_grad_cam":
-            pictures[method] = signed_to_unit((grads["guided_backprop"] * heat).cpu())
+    table = [get_method(name) for name in methods]
+    done = {}
+    for name in sorted({p for method in table for p in method.passes}):
+        if name == GRAD_CAM_PASS:
+            result = unit_grad_cam(model, layer, inputs, channels, rows, cols).unsqueeze(1)
         else:
-            pictures[method] = signed_to_unit(grads[method].cpu())
-    return pictures, patches, rf
+            result = project(model, layer, inputs, channels, rows, cols, name)
+        done[name] = crop_patches(result, rf, rows, cols).cpu()
+    return {method.name: method.compose(done, patches) for method in table}, patches, rf
 
 
 def mosaic(tiles, side):

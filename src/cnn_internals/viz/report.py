@@ -42,13 +42,10 @@ from cnn_internals.core.params import get, params_name  # noqa: E402
 from cnn_internals.data.loader import batches, gather  # noqa: E402
 from cnn_internals.engine.hooks import eval_mode  # noqa: E402
 from cnn_internals.engine.projection import grad_cam, receptive_field  # noqa: E402
-from cnn_internals.viz.render import RENDER_METHODS, figure_png, heat_overlay, signed_to_unit, unit_pictures_by_method  # noqa: E402
+from cnn_internals.viz.methods import all_methods, get_method, heat_overlay, method_names, signed_to_unit  # noqa: E402
+from cnn_internals.viz.render import figure_png, unit_pictures_by_method  # noqa: E402
 from cnn_internals.viz.report_page import TEMPLATE  # noqa: E402
 
-METHODS = RENDER_METHODS
-SIGNED = ("gradient", "deconvnet", "guided_backprop", "guided_grad_cam")   # grey = 0; Grad-CAM is heat
-METHOD_NAMES = {"gradient": "gradient", "deconvnet": "deconvnet", "guided_backprop": "guided backprop",
-                "grad_cam": "Grad-CAM", "guided_grad_cam": "guided Grad-CAM"}
 DEFAULT_METHOD = "guided_backprop"     # render's default too: LeNet-5's deconvnet ignores the input
 FORMATS = ("png", "jpeg")
 JPEG_QUALITY = 90
@@ -272,16 +269,17 @@ def layer_sprites(model, net, layer, split, inputs, device, top, maps, k, thumb,
     channels = torch.arange(maps).repeat_interleave(k)
     images, rows, cols = (top[f][:maps, :k].reshape(-1) for f in ("images", "rows", "cols"))
     per_call = max(1, ROWS_PER_CALL // (4 * math.prod(net.input_size)))
-    parts = {name: [] for name in (*METHODS, "patches")}
+    methods = method_names()
+    parts = {name: [] for name in (*methods, "patches")}
     rf = None
     for start in range(0, len(channels), per_call):
         part = slice(start, start + per_call)
         x = inputs.eval(gather(split.images, images[part].numpy()).to(device))
         pictures, patches, rf = unit_pictures_by_method(
             model, net.module_path(layer), x, channels[part].to(device), rows[part].to(device),
-            cols[part].to(device), METHODS, net.input_size, inputs.display)
+            cols[part].to(device), methods, net.input_size, inputs.display)
         for name, tiles in (*pictures.items(), ("patches", patches)):
-            parts[name].append(to_tiles(tiles, thumb, signed=name in SIGNED))
+            parts[name].append(to_tiles(tiles, thumb, signed=name != "patches" and get_method(name).signed))
         if progress is not None:
             progress.update(len(x))
     files, side = {}, None
@@ -364,7 +362,7 @@ def build_report(net, model, inputs, device, p: dict, run: dict, mined: dict, he
                        "ratio": cell_size(side, fmt) / side,
                        "units": [[{"image": i, "value": repr(v), "text": f"{v:.3g}"} for i, v in zip(im, va)]
                                  for im, va in zip(images, values)],
-                       "sprites": {m: f"{slug(layer)}/{m}.{ext(fmt)}" for m in METHODS},
+                       "sprites": {m: f"{slug(layer)}/{m}.{ext(fmt)}" for m in method_names()},
                        "patches": f"{slug(layer)}/patches.{ext(fmt)}"})
     progress.close()
     if p["maps"] != "all":
@@ -401,7 +399,7 @@ def build_report(net, model, inputs, device, p: dict, run: dict, mined: dict, he
     confusion = run["confusion"]
     context = {
         "net": {"name": net.name, "title": net.title, "dataset": net.dataset},
-        "methods": [(m, METHOD_NAMES[m]) for m in METHODS], "default_method": DEFAULT_METHOD,
+        "methods": [(m.name, m.label) for m in all_methods()], "default_method": DEFAULT_METHOD,
         "architecture": [architecture_row(net, row) for row in rows],
         "total_params": sum(w.numel() for w in model.parameters()),
         "metrics": sorted(run["metrics"].items()), "epochs": len(run["history"]),
