@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's real `dvc metrics diff` and `dvc plots diff` output: in a temporary clone, train
+# The real `dvc metrics diff` and `dvc plots diff` output: in a temporary clone, train
 # LeNet-5 with twice the learning rate, commit that on top, and diff it against the commit
 # before. Writes docs/metrics_diff.txt and docs/plots_diff/*.png. About two minutes on 2 cores.
 #   bash docs/diff_example.sh

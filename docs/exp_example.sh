@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's real `dvc exp show` table: in a temporary clone, a queued sweep of two settings run
+# The real `dvc exp show` table: in a temporary clone, a queued sweep of two settings run
 # by two workers, then one experiment run directly in the workspace, then the table. Writes docs/exp_show.md.
 # About five minutes on 2 cores.
 #   bash docs/exp_example.sh

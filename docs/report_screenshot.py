@@ -1,4 +1,4 @@
-"""The README's picture of the report: reports/<net>/index.html in headless chromium, one layer
+"""The picture of the report in README.md and docs/report.md: reports/<net>/index.html in headless chromium, one layer
 tab with one projection method, written to docs/report_<net>.png.
 
     dvc repro report@lenet5 && python docs/report_screenshot.py    # --net, --tab, --method, --out

@@ -1,8 +1,8 @@
 """The projection engine on the real LeNet-5 against two references built here: the model's own
-autograd with the README's scaled-tanh rules installed as backward hooks, and a backward pass
+autograd with the scaled-tanh rules of docs/projection.md installed as backward hooks, and a backward pass
 written out by hand (transposed convolutions, the S-layers' coefficients, the tanh rules).
 
-README, "Projection rules", for f(x) = A tanh(Sx) with incoming gradient g:
+docs/projection.md, "Projection rules", for f(x) = A tanh(Sx) with incoming gradient g:
     gradient         g * f'(x)
     deconvnet        relu(g) * f'(0) = relu(g) * A S   (ignores the input)
     guided_backprop  relu(g) * f'(x)
@@ -76,7 +76,7 @@ def f(a):
 
 
 def tanh_rule(g, pre_activation, method):
-    """The README's backward rule at a scaled tanh whose input was ``pre_activation``."""
+    """The backward rule (docs/projection.md) at a scaled tanh whose input was ``pre_activation``."""
     slope = A * S * (1 - torch.tanh(S * pre_activation) ** 2)
     if method == "gradient":
         return g * slope
