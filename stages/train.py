@@ -48,7 +48,7 @@ from cnn_internals.pipeline.artifacts import load_split, load_stats, metrics_pat
 from cnn_internals.pipeline.cli import cli
 from cnn_internals.pipeline.stage import net_stage_args, train_device, train_params
 from cnn_internals.runtime.device import keep_host_memory, make_deterministic
-from cnn_internals.runtime.distributed import launch, process_group, under_torchrun
+from cnn_internals.runtime.distributed import describe_processes, launch, process_group, under_torchrun
 from cnn_internals.training.loop import Checkpoint, Precision, code_fingerprint, eval_batch_size, evaluate, params_tag, train
 
 HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "test_loss", "train_accuracy", "test_accuracy", "test_top5_accuracy")
@@ -96,6 +96,8 @@ def main(argv=None):
     train_name, test_name = get_dataset(net.dataset).splits
     data = {"train": load_split(net, train_name), "test": load_split(net, test_name)}
     stats = load_stats(net.dataset)
+    if not under_torchrun():
+        print(f"{net.title}: training on {describe_processes(recipe.nproc, device)}", flush=True)
     if recipe.nproc > 1 and not under_torchrun():
         # Params and data are checked: now the same command on nproc processes (torchrun's own
         # failure report is a traceback; launch sums it up in one line).

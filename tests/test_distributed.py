@@ -16,7 +16,7 @@ import yaml
 
 from cnn_internals.models import NETS
 from cnn_internals.models.lenet5 import lenet5_loss
-from cnn_internals.runtime.distributed import World, parallel, shard, weighted
+from cnn_internals.runtime.distributed import World, parallel, shard, threads_per_process, weighted
 
 from repo_copy import copy_repo, edit_params, run
 from test_pipeline import EPOCHS, refused, server, set_params, snapshot  # noqa: F401 -- fixtures
@@ -147,6 +147,10 @@ def test_two_processes_under_dvc_repro_write_once_and_match_one_process(two, tmp
     assert [line.split(":")[0] for line in log.splitlines() if line.startswith("epoch ")] == [
         f"epoch {e}/{EPOCHS}" for e in range(1, EPOCHS + 1)]
     assert sum(line.startswith("LeNet-5: test accuracy") for line in log.splitlines()) == 1
+    # ... and says first how it runs: one line from the launching process, none from the ranks
+    threads = threads_per_process(2)
+    assert [line for line in log.splitlines() if "training on" in line] == [
+        f"LeNet-5: training on 2 processes under torchrun on the CPU, {threads} thread{'s' * (threads != 1)} each, gloo"]
     assert not (repo / "checkpoints/lenet5").exists() and not list(repo.rglob("*.tmp"))
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["train@lenet5"]
     assert lock["params"]["params.yaml"]["train.lenet5"]["nproc"] == 2
@@ -154,7 +158,8 @@ def test_two_processes_under_dvc_repro_write_once_and_match_one_process(two, tmp
     one = tmp_path / "one"
     shutil.copytree(repo, one, symlinks=True)
     edit_params(one, {"train.lenet5.nproc": 1})
-    run([sys.executable, "stages/train.py", "--net", "lenet5"], one, two["mirror"])
+    single = run([sys.executable, "stages/train.py", "--net", "lenet5"], one, two["mirror"])
+    assert single.stdout.startswith("LeNet-5: training on 1 process on cpu, 2 threads\n")   # the CPU pin's 2
     metrics = {n: json.loads((r / "metrics/lenet5.json").read_text()) for n, r in (("two", repo), ("one", one))}
     # The same global batches and learning rate: only the order of float additions differs
     # (each rank sums its half, then gloo adds the halves), a float32 rounding (1.2e-7 of a

@@ -293,3 +293,8 @@ def test_metrics_and_plots_diff_show_both_commits_and_render_offline(baseline, d
             pixels = image.convert("L")
             assert image.width > 200 and image.height > 200
             assert pixels.getextrema()[0] < 100 < pixels.getextrema()[1]   # ink on paper, not blank
+
+    # DVC's own HTML charts go to dvc_plots/, which git ignores: a diff leaves the tree clean
+    run(["dvc", "plots", "diff", "HEAD~1", "HEAD"], repo, mirror)
+    assert (repo / "dvc_plots" / "index.html").is_file()
+    assert "dvc_plots" not in run(["git", "status", "--porcelain", "--untracked-files=all"], repo, mirror).stdout

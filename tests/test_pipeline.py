@@ -269,6 +269,14 @@ def copy_built(built, dest):
     return dest
 
 
+@pytest.mark.parametrize("module", ["explain", "plots_png", "push_runs"])
+def test_module_commands_name_themselves_as_users_type_them(module):
+    result = subprocess.run([sys.executable, "-m", f"cnn_internals.{module}", "--help"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: python -m cnn_internals.{module} ")
+
+
 def stages_run(result):
     return [line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")]
 

@@ -47,7 +47,8 @@ def push_runs(root=".", remote=None) -> tuple:
 
 @cli
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
+    parser = ArgumentParser(prog="python -m cnn_internals.push_runs",
+                            description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("-r", "--remote", help="DVC remote name (default: the default remote)")
     args = parser.parse_args(argv)
     entries, pushed = push_runs(remote=args.remote)

@@ -92,6 +92,21 @@ def threads_per_process(nproc: int) -> int:
     return max(1, cpu_count() // nproc)
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+def describe_processes(nproc: int, device: torch.device) -> str:
+    """How a stage computes, for the line it prints first: processes, device, threads, backend."""
+    if nproc == 1:
+        threads = f", {_count(torch.get_num_threads(), 'thread')}" if device.type == "cpu" else ""
+        return f"1 process on {device}{threads}"
+    if device.type == "cuda":
+        return f"{nproc} processes under torchrun, one GPU each, NCCL"
+    return (f"{nproc} processes under torchrun on the CPU, {_count(threads_per_process(nproc), 'thread')} each, "
+            "gloo")
+
+
 @contextlib.contextmanager
 def process_group(device: torch.device, nproc: int, key: str):
     """Yield (World, the rank's device). Outside torchrun: (SINGLE, ``device``). Under

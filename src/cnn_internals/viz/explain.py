@@ -180,7 +180,8 @@ def output_name(photo: Path, net, layer: str) -> str:
 
 @cli
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2])
+    parser = ArgumentParser(prog="python -m cnn_internals.explain",
+                            description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2])
     parser.add_argument("--net", required=True, choices=sorted(NETS))
     parser.add_argument("--layer", required=True, help="a shown layer by its paper name (conv5_3, conv4_x, conv2), "
                         "or any module path of the model (features.26)")

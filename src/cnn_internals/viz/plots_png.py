@@ -54,7 +54,8 @@ def render_png(spec: dict, scale: float = 2.0) -> bytes:
 
 @cli
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
+    parser = ArgumentParser(prog="python -m cnn_internals.plots_png",
+                            description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("revisions", nargs="*", help="git revisions (or `workspace`), as for `dvc plots diff`")
     parser.add_argument("--out", type=user_path, default=Path("plots"),
                         help="folder for the PNGs (default: plots/ at the project root)")
