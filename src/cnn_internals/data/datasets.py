@@ -22,7 +22,7 @@ class Dataset:
     read_params: Callable         # (params) -> its data.<name> block, every key checked
     download: Callable            # (params, out dir) -> one-line summary
     prepare: Callable             # (raw dir, out dir) -> one-line summary
-    photo: Callable               # (a decoded PIL image) -> uint8 array as the splits store one
+    photo: Callable               # (a decoded PIL image) -> (uint8 array as the splits store one, notes)
     photo_min_side: int           # a user's photo smaller than this (px, short side) is refused
 
 
@@ -31,7 +31,7 @@ DATASETS = {
                      mnist.fit_photo, 28),
     # 224: the nets' input crop; a smaller photo would be blown up to fill it
     "imagenette": Dataset("imagenette", ("train", "val"), imagenette.read_params, imagenette.download,
-                          imagenette.prepare, imagenette.fit_image, 224),
+                          imagenette.prepare, imagenette.fit_photo, 224),
 }
 
 

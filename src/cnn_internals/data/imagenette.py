@@ -191,6 +191,11 @@ def fit_image(image: Image.Image, size: int = DEFAULT_SIZE) -> np.ndarray:
     return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
+def fit_photo(image: Image.Image) -> tuple[np.ndarray, list[str]]:
+    """A user's photo for the nets of this dataset (``fit_image``), and no notes."""
+    return fit_image(image), []
+
+
 def _decode_rows(images: dict, batch: list, size: int) -> list[str | None]:
     """Decode each (split, row, JPEG bytes) of ``batch`` into ``images[split][row]``; per item
     None, or a one-line reason when the JPEG does not decode (that row is then dropped)."""

@@ -16,8 +16,12 @@ Every image is checked before anything is computed: one that is not an image, sm
 the net's input, CMYK or 16 bits per channel gets one line saying so, and nothing is written
 (``--convert`` converts CMYK and 16-bit images instead of refusing them). The pictures are
 written to ``--out`` (default explained/) as <image stem>_<net>_<layer>.png, all or nothing.
+Each image's answer is printed too, one line per image: its ``--top`` classes, likeliest first,
+with their probabilities (the softmax of the scores the net's forward returns); ``--json FILE``
+writes the same answers, with the notes printed for each image, as a list in argument order.
 """
 
+import json
 import math
 import sys
 from dataclasses import dataclass
@@ -29,7 +33,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image, ImageFile, UnidentifiedImageError  # noqa: E402
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError  # noqa: E402
 
 from cnn_internals.core.atomic import write_all  # noqa: E402
 from cnn_internals.core.errors import UserError, first_line  # noqa: E402
@@ -77,6 +81,26 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.round(a.astype(np.float64) * (255 / top)).clip(0, 255).astype(np.uint8), "L")
 
 
+def _upright(image: Image.Image) -> tuple[Image.Image, str | None]:
+    """The image as the camera held it (its EXIF orientation applied, as image viewers do)."""
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    if orientation in (None, 1):
+        return image, None
+    return ImageOps.exif_transpose(image), f"EXIF orientation {orientation} applied (turned as the camera held it)"
+
+
+def _on_white(image: Image.Image) -> tuple[Image.Image, str | None]:
+    """A transparent image composited on white, as image viewers show it (its see-through
+    pixels would otherwise read as black)."""
+    if image.mode not in ("RGBA", "LA", "PA") and not (image.mode == "P" and "transparency" in image.info):
+        return image, None
+    rgba = image.convert("RGBA")
+    if rgba.getchannel("A").getextrema()[0] == 255:
+        return image, None
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB"), "transparent: composited on white"
+
+
 def read_photo(path: Path, dataset: str, min_side: int, convert: bool) -> Photo:
     """``path`` decoded into ``dataset``'s stored format; a UserError of one line if it can't be."""
     ImageFile.LOAD_TRUNCATED_IMAGES = False       # a cut-off file fails instead of coming out grey
@@ -87,12 +111,22 @@ def read_photo(path: Path, dataset: str, min_side: int, convert: bool) -> Photo:
             problem = _problem(image, min_side, convert)
             if problem:
                 raise UserError(f"{path}: {problem}")
+            if getattr(image, "is_animated", False):
+                notes.append(f"animated ({image.n_frames} frames): its first frame is used")
             if image.mode == "CMYK":
                 notes.append("CMYK converted to RGB")
             elif image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 notes.append(f"{image.mode} converted to 8-bit")
                 image = _to_8bit(image)
-            pixels = get_dataset(dataset).photo(image)
+            image, upright = _upright(image)
+            if upright:
+                notes.append(upright)
+            image, flattened = _on_white(image)
+            if flattened:
+                notes.append(flattened)
+            pixels, fitted = get_dataset(dataset).photo(image)
+            pixels = np.array(pixels)             # our own, writable copy: torch warns about Pillow's read-only view
+            notes.extend(fitted)
     except UserError:
         raise
     except FileNotFoundError:
@@ -114,6 +148,9 @@ def explain_image(model, net, layer, inputs, x, classes, maps, top, method, chun
     with torch.no_grad():
         scores, captured = forward_to(model, None, x, capture=(path,))
     act = captured[path][0]                                   # (C, h, w)
+    if act.dim() != 3:
+        raise UserError(f"{layer} has no spatial maps (its output is {tuple(captured[path].shape)}): use a "
+                        f"convolutional or pooling layer ({', '.join(net.layers)})")
     probs = scores[0].float().softmax(0)
     best = probs.argsort(descending=True, stable=True)[:top]
     heat = grad_cam(model, path, x.expand(len(best), *x.shape[1:]), best, chunk=chunk)   # (top, H, W)
@@ -125,7 +162,8 @@ def explain_image(model, net, layer, inputs, x, classes, maps, top, method, chun
     view = inputs.display(x)[0].cpu()
     return {"probs": probs.cpu(), "classes": [classes[i] for i in best.tolist()], "best": best.cpu(),
             "heat": heat.cpu(), "view": view, "channels": channels.cpu(), "values": peak[channels].cpu(),
-            "rows": rows.cpu(), "cols": cols.cpu(), "shown": shown, "patches": patches, "rf": rf}
+            "rows": rows.cpu(), "cols": cols.cpu(), "shown": shown, "patches": patches, "rf": rf,
+            "map_size": tuple(act.shape[1:])}
 
 
 def _rgb(t: torch.Tensor) -> np.ndarray:
@@ -174,6 +212,14 @@ def _is_module(model, path: str) -> bool:
         return False
 
 
+def answer_of(image: str, result: dict, notes: list) -> dict:
+    """One image's answer, as printed and as --json writes it: its top classes, likeliest first,
+    each with p = the softmax of the scores the net's forward returns, and the notes printed for it."""
+    top = [{"class": name, "p": float(result["probs"][index])}
+           for name, index in zip(result["classes"], result["best"].tolist())]
+    return {"image": image, "top": top, "notes": list(notes)}
+
+
 def output_name(photo: Path, net, layer: str) -> str:
     return f"{photo.stem}_{net.name}_{layer}.png"
 
@@ -185,16 +231,21 @@ def main(argv=None):
     parser.add_argument("--net", required=True, choices=sorted(NETS))
     parser.add_argument("--layer", required=True, help="a shown layer by its paper name (conv5_3, conv4_x, conv2), "
                         "or any module path of the model (features.26)")
-    parser.add_argument("images", nargs="+", type=user_path, metavar="IMAGE")
+    parser.add_argument("images", nargs="+", metavar="IMAGE")
     parser.add_argument("--maps", type=int, default=6, help="the maps shown per image, strongest first (default 6)")
     parser.add_argument("--top", type=int, default=3, help="classes given Grad-CAM, likeliest first (default 3)")
     parser.add_argument("--method", default="guided_backprop", choices=method_names(),
                         help="how a unit is projected into pixel space (default guided_backprop)")
     parser.add_argument("--out", type=user_path, default=Path(DEFAULT_OUT), help="output folder (default explained/)")
+    parser.add_argument("--json", type=user_path, metavar="FILE",
+                        help="also write the answers as JSON: a list, one object per image in argument order, "
+                             '{"image", "top": [{"class", "p"}], "notes"}')
     parser.add_argument("--convert", action="store_true", help="convert CMYK and 16-bit images instead of refusing them")
     parser.add_argument("--params", type=user_path, default=Path("params.yaml"),
                         help="params file, for train.<net>.device (default: params.yaml at the project root)")
     args = parser.parse_args(argv)
+    given = args.images                           # as typed: what the answers name
+    args.images = [user_path(text) for text in given]
     net = get_net(args.net)
     if args.maps < 1 or args.top < 1:
         raise UserError("--maps and --top must be at least 1")
@@ -215,22 +266,31 @@ def main(argv=None):
 
     device = device_for(net, load_params(args.params))
     model, config = load_model(net, device)
-    if args.layer not in net.layers and not _is_module(model, args.layer):
+    if args.layer not in net.layers and (not args.layer or not _is_module(model, args.layer)):
         raise UserError(f"{net.title} has no layer {args.layer!r}: use one of its shown layers ({', '.join(net.layers)}) "
                         "or a module path of the model (e.g. features.26)")
     inputs = net_inputs(net, config, device)
     classes = load_split(net, dataset.splits[1]).classes
     top = min(args.top, len(classes))
-    files = {}
-    for photo in photos:
+    files, answers = {}, []
+    for text, photo in zip(given, photos):
         for note in photo.notes:
-            print(f"{photo.path}: {note}")
+            print(f"{text}: {note}")
         x = inputs.eval(torch.from_numpy(photo.pixels)[None].to(device))
         result = explain_image(model, net, args.layer, inputs, x, classes, args.maps, top, args.method)
+        if result["map_size"] == (1, 1):
+            note = f"Grad-CAM at {args.layer}, whose maps are 1x1, is one value: drawn as a flat tint"
+            photo.notes.append(note)
+            print(f"{text}: {note}")
+        answer = answer_of(text, result, photo.notes)
+        print(f"{text}: " + ", ".join(f"{c['class']} p = {c['p']:.3f}" for c in answer["top"]))
+        answers.append(answer)
         size = result["rf"][0] if isinstance(result["rf"][0], int) else "x".join(map(str, result["rf"][0]))
         title = (f"{photo.path.name} through {net.title} {args.layer}: its {len(result['channels'])} strongest maps, "
                  f"{args.method.replace('_', ' ')}; receptive field {size} px")
         files[args.out / output_name(photo.path, net, args.layer)] = figure(result, title, args.method)
+    if args.json is not None:
+        files[args.json] = (json.dumps(answers, indent=2) + "\n").encode()
     write_all(files)
     for path in files:
         print(f"wrote {path}")
