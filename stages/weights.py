@@ -4,7 +4,7 @@
 
 `dvc repro` runs it for each net in ``pipeline.nets``. A net whose ``train.<net>.weights`` is
 scratch (the default for the papers' own nets) starts from its own initialisation: the stage then
-writes an empty models/pretrained/<net>.pth and needs no network; train@<net> depends on that
+writes a models/pretrained/<net>.pth of one line saying so and needs no network; train@<net> depends on that
 file either way, which is how DVC knows to fetch before it trains. For imagenet the file is
 ``weights.<net>.url`` in params.yaml; ``$CNN_INTERNALS_MIRROR`` (a base URL or a folder holding
 the file under its own name, e.g. vgg16-397923af.pth) is tried first, transient failures are
@@ -23,7 +23,7 @@ from pathlib import Path
 from cnn_internals.core.atomic import write_bytes
 from cnn_internals.core.params import get, load_params
 from cnn_internals.core.project import shown, user_path
-from cnn_internals.data.pretrained import fetch_pretrained, load_pretrained, pretrained_path, wants_imagenet, weights_entry
+from cnn_internals.data.pretrained import SCRATCH, fetch_pretrained, load_pretrained, pretrained_path, wants_imagenet, weights_entry
 from cnn_internals.pipeline.cli import ArgumentParser, cli
 
 
@@ -44,8 +44,8 @@ def main(argv=None):
     dest = args.out if args.out is not None else pretrained_path(args.net)
     if not wants_imagenet(params, args.net):
         get(params, f"weights.{args.net}", default=None)     # declared by the stage; unused from scratch
-        write_bytes(dest, b"")
-        print(f"{shown(os.path.relpath(dest))}: left empty, train.{args.net}.weights is scratch (nothing to fetch)")
+        write_bytes(dest, SCRATCH)
+        print(f"{shown(os.path.relpath(dest))}: no weights, train.{args.net}.weights is scratch (nothing to fetch)")
         return
     out = fetch_pretrained(params, args.net, dest)
     sha256 = weights_entry(params, args.net)["sha256"]

@@ -17,7 +17,7 @@ import yaml
 from cnn_internals.core.errors import UserError
 from cnn_internals.core.params import PARAMS_LOG
 from cnn_internals.data import download
-from cnn_internals.data.pretrained import fetch_pretrained, load_pretrained, pretrained_path, wants_imagenet, weights_entry
+from cnn_internals.data.pretrained import SCRATCH, fetch_pretrained, load_pretrained, pretrained_path, wants_imagenet, weights_entry
 
 from repo_copy import copy_repo, edit_params, run
 
@@ -242,11 +242,13 @@ def test_the_stage_refuses_a_wrong_sha256_in_one_line_and_leaves_no_file(tmp_pat
 
 def test_dvc_repro_fetches_through_the_weights_stage_and_records_the_file(tmp_path, refused_url, weights):
     repo = copy_repo(tmp_path / "repo")
-    # a net from scratch (the default LeNet-5): an empty file, no network, so train@lenet5 has its dependency
+    # a net from scratch (the default LeNet-5): a one-line file, no network, so train@lenet5 has its
+    # dependency; not empty, which DVC would warn about on every run
     scratch = run(["dvc", "repro", "weights@lenet5"], repo, "")
-    assert "models/pretrained/lenet5.pth: left empty, train.lenet5.weights is scratch" in scratch.stdout
-    assert (repo / "models/pretrained/lenet5.pth").read_bytes() == b""
-    with pytest.raises(UserError, match="is empty: weights@lenet5 fetched nothing"):
+    assert "models/pretrained/lenet5.pth: no weights, train.lenet5.weights is scratch" in scratch.stdout
+    assert (repo / "models/pretrained/lenet5.pth").read_bytes() == SCRATCH
+    assert "is empty" not in scratch.stdout + scratch.stderr
+    with pytest.raises(UserError, match="holds no weights: weights@lenet5 fetched nothing"):
         load_pretrained(repo / "models/pretrained/lenet5.pth", SHA)
     stage_params(repo, f"{refused_url}/models/{weights['name']}", weights["sha256"])
     reads = tmp_path / "params_read.tsv"

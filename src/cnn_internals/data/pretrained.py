@@ -25,6 +25,11 @@ from cnn_internals.core.params import download_entry, get, params_name
 from cnn_internals.core.project import find_root
 from cnn_internals.data.download import fetch_file, sha256sum
 
+# What weights@<net> writes for a net trained from scratch: no weights, and a line saying so
+# (an empty file would do for train@<net>'s dependency, but DVC warns about empty outputs on
+# every run).
+SCRATCH = b"no pretrained weights: train.<net>.weights is scratch, the net starts from its own initialisation\n"
+
 
 def pretrained_path(net: str) -> Path:
     """models/pretrained/<net>.pth under the project root: where `weights@<net>` writes."""
@@ -59,9 +64,9 @@ def load_pretrained(path, sha256: str) -> dict:
     if not path.is_file():
         raise UserError(f"{path} missing: run `dvc repro weights@{net}` ({net} must be listed in "
                         "pipeline.nets in params.yaml)")
-    if path.stat().st_size == 0:
-        raise UserError(f"{path} is empty: weights@{net} fetched nothing because train.{net}.weights was scratch; "
-                        f"run `dvc repro weights@{net}` with it set to imagenet")
+    if path.stat().st_size in (0, len(SCRATCH)) and path.read_bytes() in (b"", SCRATCH):
+        raise UserError(f"{path} holds no weights: weights@{net} fetched nothing because train.{net}.weights was "
+                        f"scratch; run `dvc repro weights@{net}` with it set to imagenet")
     got, want = sha256sum(path), sha256.lower()
     if got != want:
         raise UserError(f"{path} has sha256 {got}, expected {want} (weights.{net}.sha256): it changed "
