@@ -28,6 +28,7 @@ from conftest import FakeServer
 from PIL import Image
 
 from cnn_internals.data.imagenette import CLASSES
+from cnn_internals.data.pretrained import SCRATCH
 from cnn_internals.models import NETS
 
 from imagenette_fixture import build_archive, class_image
@@ -195,7 +196,7 @@ def test_weights_mined_units_and_pictures(built):
     mined = json.loads((repo / "data/mined/alexnet.json").read_text())
     assert mined["split"] == "val" and list(mined["layers"]) == list(NETS["alexnet"].layers)
     assert [len(mined["layers"][f"conv{i}"]["values"]) for i in range(1, 6)] == [96, 256, 384, 384, 256]
-    assert (repo / "models/pretrained/alexnet.pth").read_bytes() == b""       # scratch: nothing fetched
+    assert (repo / "models/pretrained/alexnet.pth").read_bytes() == SCRATCH     # scratch: nothing fetched
     assert_gallery_pictures(repo, "alexnet", [f"conv{i}" for i in range(1, 6)])
 
 
@@ -219,7 +220,7 @@ def test_zfnet_trains_is_mined_and_rendered_through_the_same_stages(built, archi
     mined = json.loads((repo / "data/mined/zfnet.json").read_text())
     assert list(mined["layers"]) == [f"conv{i}" for i in range(1, 6)]
     assert [len(mined["layers"][f"conv{i}"]["values"]) for i in range(1, 6)] == [96, 256, 384, 384, 256]
-    assert (repo / "models/pretrained/zfnet.pth").read_bytes() == b""          # scratch: nothing fetched
+    assert (repo / "models/pretrained/zfnet.pth").read_bytes() == SCRATCH       # scratch: nothing fetched
     assert_gallery_pictures(repo, "zfnet", [f"conv{i}" for i in range(1, 6)])
 
 
