@@ -100,6 +100,22 @@ def describe(info):
             f"{info['torch_threads']} torch threads, {info['logical_cpus']} logical CPUs")
 
 
+def paired_rounds(first: list, second: list, first_name: str, second_name: str) -> dict:
+    """Two settings timed in alternating rounds: each one's median seconds, and the ratio
+    first/second as the median of the per-round ratios with their range (machines here are
+    noisy: a ratio taken round by round cancels what drifts between rounds)."""
+    ratios = [f / s for f, s in zip(first, second)]
+    return {f"{first_name}_s": round(statistics.median(first), 3), f"{second_name}_s": round(statistics.median(second), 3),
+            f"ratio_{first_name}_over_{second_name}": round(statistics.median(ratios), 3),
+            "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)]}
+
+
+def describe_rounds(work: str, result: dict, first_name: str, second_name: str) -> str:
+    return (f"{work}: {first_name} {result[f'{first_name}_s']} s, {second_name} {result[f'{second_name}_s']} s, "
+            f"{first_name}/{second_name} {result[f'ratio_{first_name}_over_{second_name}']} "
+            f"(rounds {result['ratio_range'][0]}-{result['ratio_range'][1]})")
+
+
 def write_json(path, results):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

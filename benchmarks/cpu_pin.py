@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from bench_common import cpu_name
+from bench_common import cpu_name, describe_rounds, paired_rounds
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "cpu_pin.json"
@@ -124,14 +123,8 @@ def main() -> None:
                            "torch_threads": threads},
                "settings": {"rounds": args.rounds, "lenet5_epochs": args.epochs, "alexnet_images": args.images}}
     for work, t in times.items():
-        ratios = [p / u for p, u in zip(t["pinned"], t["unpinned"])]
-        results[work] = {"pinned_s": round(statistics.median(t["pinned"]), 3),
-                         "unpinned_s": round(statistics.median(t["unpinned"]), 3),
-                         "ratio_pinned_over_unpinned": round(statistics.median(ratios), 3),
-                         "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)]}
-        r = results[work]
-        print(f"{work}: pinned {r['pinned_s']} s, unpinned {r['unpinned_s']} s, "
-              f"pinned/unpinned {r['ratio_pinned_over_unpinned']} (rounds {r['ratio_range'][0]}-{r['ratio_range'][1]})")
+        results[work] = paired_rounds(t["pinned"], t["unpinned"], "pinned", "unpinned")
+        print(describe_rounds(work, results[work], "pinned", "unpinned"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(f"wrote {args.out}")

@@ -21,10 +21,11 @@ benchmarks/results/engine_ab.json, or --out.
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from bench_common import describe_rounds, paired_rounds
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "engine_ab.json"
@@ -95,13 +96,8 @@ def main() -> None:
 
     results = {"old": str(args.old), "rounds": args.rounds}
     for work, t in times.items():
-        ratios = [n / o for n, o in zip(t["new"], t["old"])]
-        results[work] = {"old_s": round(statistics.median(t["old"]), 3), "new_s": round(statistics.median(t["new"]), 3),
-                         "ratio_new_over_old": round(statistics.median(ratios), 3),
-                         "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)]}
-        r = results[work]
-        print(f"{work}: old {r['old_s']} s, new {r['new_s']} s, new/old {r['ratio_new_over_old']} "
-              f"(rounds {r['ratio_range'][0]}-{r['ratio_range'][1]})")
+        results[work] = paired_rounds(t["new"], t["old"], "new", "old")
+        print(describe_rounds(work, results[work], "new", "old"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(f"wrote {args.out}")
