@@ -23,7 +23,6 @@ with more cores. Figures go to benchmarks/results/cpu_pin.json.
 """
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from bench_common import cpu_name, describe_rounds, paired_rounds
+from bench_common import cpu_name, describe_rounds, paired_rounds, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "cpu_pin.json"
@@ -125,9 +124,7 @@ def main() -> None:
     for work, t in times.items():
         results[work] = paired_rounds(t["pinned"], t["unpinned"], "pinned", "unpinned")
         print(describe_rounds(work, results[work], "pinned", "unpinned"))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, results)
 
 
 def cpu_flags() -> set:

@@ -19,13 +19,12 @@ benchmarks/results/engine_ab.json, or --out.
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from bench_common import describe_rounds, paired_rounds
+from bench_common import describe_rounds, paired_rounds, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "engine_ab.json"
@@ -98,9 +97,7 @@ def main() -> None:
     for work, t in times.items():
         results[work] = paired_rounds(t["new"], t["old"], "new", "old")
         print(describe_rounds(work, results[work], "new", "old"))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, results)
 
 
 if __name__ == "__main__":
