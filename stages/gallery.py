@@ -17,12 +17,14 @@ import sys
 from pathlib import Path
 
 from cnn_internals.core.atomic import atomic_dir
+from cnn_internals.core.config import read_key
 from cnn_internals.core.errors import UserError
-from cnn_internals.core.params import get, load_params
+from cnn_internals.core.params import load_params
 from cnn_internals.core.project import user_path
 from cnn_internals.models import get_net
 from cnn_internals.pipeline.artifacts import gallery_name, renders_dir
 from cnn_internals.pipeline.cli import ArgumentParser, cli
+from cnn_internals.pipeline.config import PipelineConfig
 
 OUT = Path("images")
 
@@ -47,7 +49,7 @@ def main(argv=None):
                         help="params file (default: params.yaml at the project root)")
     args = parser.parse_args(argv)
     # pipeline.nets alone (the validate stage checked the rest): the copy reruns only when the list does
-    nets = get(load_params(args.params), "pipeline.nets", kind=list)
+    nets = read_key(load_params(args.params), "pipeline", PipelineConfig, "nets")
     pictures = gather(nets)
     with atomic_dir(OUT) as tmp:
         for name, data in pictures.items():

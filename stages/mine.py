@@ -22,7 +22,8 @@ from cnn_internals.data.loader import batches
 from cnn_internals.engine.mining import top_k_activations
 from cnn_internals.pipeline.artifacts import load_model, load_split, mined_path, net_inputs
 from cnn_internals.pipeline.cli import cli
-from cnn_internals.pipeline.stage import device_for, mine_params, net_stage_args
+from cnn_internals.pipeline.config import read_mine
+from cnn_internals.pipeline.stage import device_for, net_stage_args
 
 # A batch holds about 16 MB of uint8 images, at most 512 of them (MNIST: 512; Imagenette: 85).
 BATCH_BYTES = 2 ** 24
@@ -31,8 +32,8 @@ BATCH_BYTES = 2 ** 24
 @cli
 def main(argv=None):
     net, params = net_stage_args(__doc__, argv)
-    p = mine_params(params, net)
-    k, split_name = p["k"], p["split"]
+    p = read_mine(params, net)
+    k, split_name = p.k, p.split
     device = device_for(net, params)
     model, config = load_model(net, device)
     split = load_split(net, split_name)

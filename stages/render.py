@@ -29,7 +29,7 @@ from cnn_internals.viz.render import layer_figure, render_params, unit_pictures
 def main(argv=None):
     net, params = net_stage_args(__doc__, argv)
     p = render_params(params, net)
-    channels, method = p["channels"], p["method"]
+    channels, method = p.channels, p.method
     split_name, tables = load_mined(net)      # the split is the mined one's, not a param here
     device = device_for(net, params)
     model, config = load_model(net, device)

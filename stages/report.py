@@ -22,6 +22,7 @@ from cnn_internals.data.datasets import get_dataset
 from cnn_internals.data.prepared import fingerprint
 from cnn_internals.pipeline.artifacts import load_mined, load_model, load_split, metrics_paths, mined_path, net_inputs, reports_dir
 from cnn_internals.pipeline.cli import cli
+from cnn_internals.pipeline.config import read_train
 from cnn_internals.pipeline.stage import device_for, net_stage_args
 from cnn_internals.viz.report import build_report, read_metrics, report_params, train_settings
 
@@ -30,7 +31,7 @@ from cnn_internals.viz.report import build_report, read_metrics, report_params, 
 def main(argv=None):
     net, params = net_stage_args(__doc__, argv)
     p = report_params(params, net)
-    settings = train_settings(params, net)
+    settings = train_settings(read_train(params, net))
     device = device_for(net, params)
     split_name, tables = load_mined(net)
     held_out_name = get_dataset(net.dataset).splits[1]

@@ -11,7 +11,7 @@
              --rdzv-id=alexnet stages/train.py --net alexnet
 
 Reads ``train.<net>`` from params.yaml, the prepared data and the dataset statistics. Writes
-models/<net>.pt ({"config": the train keys that shape the net, "state_dict"}),
+models/<net>.pt ({"config": the whole train.<net> it was trained with, "state_dict"}),
 metrics/<net>.json, metrics/<net>_history.tsv (one row per epoch, for `dvc plots`) and
 metrics/<net>_confusion.csv (one row per held-out image, class names, for dvc's confusion
 template), all four at once when training ends: a failure leaves none of them half new.
@@ -43,10 +43,10 @@ from cnn_internals.data import prepared_dir
 from cnn_internals.data.datasets import get_dataset
 from cnn_internals.data.prepared import fingerprint
 from cnn_internals.data.pretrained import load_pretrained, pretrained_path, weights_entry
-from cnn_internals.models import weights_choice
 from cnn_internals.pipeline.artifacts import load_split, load_stats, metrics_paths, model_file, net_inputs, weights_path
 from cnn_internals.pipeline.cli import cli
-from cnn_internals.pipeline.stage import net_stage_args, train_device, train_params
+from cnn_internals.pipeline.config import read_train
+from cnn_internals.pipeline.stage import net_stage_args, train_device
 from cnn_internals.runtime.device import keep_host_memory, make_deterministic
 from cnn_internals.runtime.distributed import describe_processes, launch, process_group, under_torchrun
 from cnn_internals.training.loop import Checkpoint, Precision, code_fingerprint, eval_batch_size, evaluate, params_tag, train
@@ -88,52 +88,53 @@ def confusion_csv(classes, actual, predicted):
 @cli
 def main(argv=None):
     net, params = net_stage_args(__doc__, argv)
-    recipe = train_params(params, net)
-    p = params["train"][net.name]
-    device = train_device(net, params, recipe)
+    config = read_train(params, net)        # the net's own keys and the recipe, in one
+    device = train_device(net, params, config)
     if device.type == "cpu":
         keep_host_memory()       # big maps reuse the heap instead of fresh pages each step
     train_name, test_name = get_dataset(net.dataset).splits
     data = {"train": load_split(net, train_name), "test": load_split(net, test_name)}
     stats = load_stats(net.dataset)
     if not under_torchrun():
-        print(f"{net.title}: training on {describe_processes(recipe.nproc, device)}", flush=True)
-    if recipe.nproc > 1 and not under_torchrun():
+        print(f"{net.title}: training on {describe_processes(config.nproc, device)}", flush=True)
+    if config.nproc > 1 and not under_torchrun():
         # Params and data are checked: now the same command on nproc processes (torchrun's own
         # failure report is a traceback; launch sums it up in one line).
         command = [sys.argv[0], *sys.argv[1:]] if argv is None else [__file__, *argv]
-        launch(recipe.nproc, command, started_in(), Path("checkpoints") / net.name / "torchrun.log")
+        launch(config.nproc, command, started_in(), Path("checkpoints") / net.name / "torchrun.log")
         return
-    imagenet = imagenet_state_dict(net, params) if weights_choice(params, net) == "imagenet" else None
+    imagenet = imagenet_state_dict(net, params) if config.weights == "imagenet" else None
     make_deterministic()
-    with process_group(device, recipe.nproc, f"train.{net.name}") as (world, device):
-        train_on(net, p, recipe, device, data, stats, world, imagenet)
+    with process_group(device, config.nproc, f"train.{net.name}") as (world, device):
+        train_on(net, config, device, data, stats, world, imagenet)
 
 
-def train_on(net, p, recipe, device, data, stats, world, imagenet=None):
+def train_on(net, config, device, data, stats, world, imagenet=None):
     """This process's part of training (all of it, or one rank's); rank 0 writes the outputs.
+    ``config``: ``train.<net>`` (pipeline.config.read_train: the net's keys and the recipe);
     ``imagenet``: torchvision's state dict to start from (weights: imagenet), else None."""
-    inputs = net_inputs(net, p, device, stats)
-    torch.manual_seed(recipe.seed)
-    model = net.build(p)
+    inputs = net_inputs(net, config, device, stats)
+    torch.manual_seed(config.seed)
+    model = net.build(config)
     if imagenet is not None:
         start_from_imagenet(net, model, imagenet)
     model = model.to(device)
-    loss_fn = net.loss(p)
+    loss_fn = net.loss(config)
     # What shapes training: its params, the very data, and the code (not the data params,
     # which this stage does not declare).
-    tag = params_tag({"train": p, "data": fingerprint(prepared_dir(net.dataset)), "code": code_fingerprint(*CODE)})
+    tag = params_tag({"train": config.model_dump(), "data": fingerprint(prepared_dir(net.dataset)),
+                      "code": code_fingerprint(*CODE)})
     checkpoint = Checkpoint(Path("checkpoints") / net.name, tag)
     progress = checkpoint.directory / "history.tsv"
-    history = train(model, loss_fn, inputs, data["train"], data["test"], recipe, checkpoint,
+    history = train(model, loss_fn, inputs, data["train"], data["test"], config, checkpoint,
                     on_epoch=lambda h: write_text(progress, history_tsv(h)), world=world)
     if not world.main:
         return
 
     final = evaluate(model, loss_fn, inputs, data["test"], device, eval_batch_size(data["test"].images.shape[1:]),
-                     Precision(device, recipe.amp), views=True)
+                     Precision(device, config.amp), views=True)
     metrics = {
-        "epochs": recipe.epochs,
+        "epochs": config.epochs,
         "train_images": len(data["train"]),
         "test_images": len(data["test"]),
         "test_loss": round(final["loss"], 6),
@@ -141,19 +142,19 @@ def train_on(net, p, recipe, device, data, stats, world, imagenet=None):
         "test_top5_accuracy": round(final["top5_accuracy"], 6),
         "test_error_percent": round(100 * (1 - final["accuracy"]), 4),
     }
-    if recipe.epochs:                    # with epochs 0 nothing was trained: no train loss
+    if config.epochs:                    # with epochs 0 nothing was trained: no train loss
         metrics["train_loss"] = round(history[-1]["train_loss"], 6)
     if "views_accuracy" in final:
         metrics["test_10crop_accuracy"] = round(final["views_accuracy"], 6)
     paths = metrics_paths(net)
     write_all({
-        weights_path(net): model_file(net, model, p),
+        weights_path(net): model_file(net, model, config),
         paths["history"]: history_tsv(history).encode(),
         paths["confusion"]: confusion_csv(data["test"].classes, data["test"].labels, final["predictions"]).encode(),
         paths["metrics"]: json_bytes(metrics),
     })
     checkpoint.remove()
-    trained = f"after {recipe.epochs} epochs on {len(data['train'])} images" if recipe.epochs else \
+    trained = f"after {config.epochs} epochs on {len(data['train'])} images" if config.epochs else \
         "with no training (epochs 0)"
     print(f"{net.title}: test accuracy {final['accuracy']:.4f} ({metrics['test_error_percent']}% error) {trained}")
 

@@ -9,7 +9,8 @@ is removed, on any bad value: one line naming the file and the key (exit 2). It 
 whole params file, so any edit reruns it (a few seconds, mostly importing torch); its
 output's bytes never change, so a valid edit reruns only the stages that declare what changed.
 
-Checked: ``pipeline`` (known nets and datasets, each net's dataset listed), ``data.<dataset>``
+Checked: no unknown section or block (the closest known key named), ``pipeline`` (known nets
+and datasets, each net's dataset listed), ``data.<dataset>``
 for each listed dataset, ``train``, ``mine``, ``render`` and ``report.<net>`` for each listed
 net, that ``train.<net>.device`` exists here, with a GPU for each of ``train.<net>.nproc``
 processes when it is CUDA, and ``weights.<net>`` for each listed net whose
@@ -25,10 +26,11 @@ from cnn_internals.core.atomic import write_text
 from cnn_internals.core.params import load_params
 from cnn_internals.core.project import user_path
 from cnn_internals.data.datasets import DATASETS
-from cnn_internals.data.pretrained import wants_imagenet, weights_entry
+from cnn_internals.data.pretrained import weights_entry
 from cnn_internals.models import get_net
 from cnn_internals.pipeline.cli import ArgumentParser, cli
-from cnn_internals.pipeline.stage import mine_params, pipeline_lists, train_device, train_params
+from cnn_internals.pipeline.config import check_layout, read_mine, read_pipeline, read_train
+from cnn_internals.pipeline.stage import train_device
 from cnn_internals.viz.render import render_params
 from cnn_internals.viz.report import report_params
 
@@ -38,22 +40,24 @@ STAMP = "params checked by stages/validate.py\n"
 
 
 def validate(params) -> list:
-    """Every section the stages of the listed datasets and nets read, checked as those stages
-    check it (the same functions); returns the sections checked."""
-    nets, datasets = pipeline_lists(params)
-    for dataset in datasets:
+    """Every section the stages of the listed datasets and nets read, checked by its schema (the
+    ones those stages read it with); returns the sections checked."""
+    check_layout(params)
+    pipeline = read_pipeline(params)
+    for dataset in pipeline.datasets:
         DATASETS[dataset].read_params(params)
     imagenet = []
-    for net in map(get_net, nets):
-        train_device(net, params, train_params(params, net))
-        mine_params(params, net)
+    for net in map(get_net, pipeline.nets):
+        config = read_train(params, net)
+        train_device(net, params, config)
+        read_mine(params, net)
         render_params(params, net)
         report_params(params, net)
-        if wants_imagenet(params, net.name):
+        if config.weights == "imagenet":
             weights_entry(params, net.name)
             imagenet.append(net.name)
-    return ["pipeline"] + [f"data.{d}" for d in datasets] + [
-        f"{stage}.{net}" for net in nets for stage in ("train", "mine", "render", "report")] + [
+    return ["pipeline"] + [f"data.{d}" for d in pipeline.datasets] + [
+        f"{stage}.{net}" for net in pipeline.nets for stage in ("train", "mine", "render", "report")] + [
         f"weights.{net}" for net in imagenet]
 
 

@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 from cnn_internals.core.atomic import write_bytes
-from cnn_internals.core.params import get, load_params
+from cnn_internals.core.config import node
+from cnn_internals.core.params import load_params
 from cnn_internals.core.project import shown, user_path
 from cnn_internals.data.pretrained import SCRATCH, fetch_pretrained, load_pretrained, pretrained_path, wants_imagenet, weights_entry
 from cnn_internals.pipeline.cli import ArgumentParser, cli
@@ -43,7 +44,7 @@ def main(argv=None):
     params = load_params(args.params)
     dest = args.out if args.out is not None else pretrained_path(args.net)
     if not wants_imagenet(params, args.net):
-        get(params, f"weights.{args.net}", default=None)     # declared by the stage; unused from scratch
+        node(params, f"weights.{args.net}", None)     # declared by the stage; unused from scratch
         write_bytes(dest, SCRATCH)
         print(f"{shown(os.path.relpath(dest))}: no weights, train.{args.net}.weights is scratch (nothing to fetch)")
         return

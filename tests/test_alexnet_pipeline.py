@@ -192,7 +192,7 @@ def test_weights_mined_units_and_pictures(built):
     repo = built["repo"]
     saved = torch.load(repo / "models/alexnet.pt", weights_only=True)
     assert sum(v.numel() for v in saved["state_dict"].values()) == 58_322_314
-    assert set(saved["config"]) == {"weight_init", "normalize", "augment", "lighting_std"}
+    assert set(saved["config"]) == {"weights", "weight_init", "normalize", "augment", "lighting_std"}   # the net's own keys
     mined = json.loads((repo / "data/mined/alexnet.json").read_text())
     assert mined["split"] == "val" and list(mined["layers"]) == list(NETS["alexnet"].layers)
     assert [len(mined["layers"][f"conv{i}"]["values"]) for i in range(1, 6)] == [96, 256, 384, 384, 256]

@@ -1,22 +1,168 @@
-"""params.yaml reading: every problem is one line that names the file, the key and the fix."""
+"""params.yaml reading: typed sections, and every problem one line that names the file, the key,
+what is allowed, the value and the line."""
+
+import re
+from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
+from cnn_internals.core.config import read_key, read_section
 from cnn_internals.core.errors import UserError
-from cnn_internals.core.params import get, load_params
+from cnn_internals.core.params import key_lines, load_params
+from cnn_internals.models import NETS
+from cnn_internals.pipeline.artifacts import load_model, model_file
+from cnn_internals.pipeline.config import check_layout, read_train, train_key
+from cnn_internals.pipeline.stage import device_for
+from cnn_internals.training.recipe import Recipe
+
+REPO = Path(__file__).resolve().parents[1]
+LENET = NETS["lenet5"]
+
+
+def committed():
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def written(tmp_path, params) -> "dict":
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return load_params(path)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_non_finite_numbers_are_refused_naming_the_key(value):
+    params = committed()
+    params["train"]["lenet5"]["j"] = value
     with pytest.raises(UserError, match=r"train.lenet5.j must be a finite number"):
-        get({"train": {"lenet5": {"j": value}}}, "train.lenet5.j", kind=(int, float), above=0)
+        read_train(params, LENET)
 
 
-def test_yaml_nan_from_a_file_is_refused(tmp_path):
+def test_yaml_nan_from_a_file_is_refused_with_its_line(tmp_path):
     (tmp_path / "params.yaml").write_text("train:\n  lenet5:\n    j: .nan\n")
     params = load_params(tmp_path / "params.yaml")
-    with pytest.raises(UserError, match="finite"):
-        get(params, "train.lenet5.j", kind=(int, float))
+    with pytest.raises(UserError) as err:
+        read_section(params, "train.lenet5", LENET.config)
+    assert str(err.value) == f"{tmp_path / 'params.yaml'}: train.lenet5.j must be a finite number, got nan (line 3)"
+
+
+def test_key_lines_are_the_lines_yaml_gives():
+    text = "a:\n  b: 1\n  # note\n  c:\n    - {url: x}\n    - url: y\n      md5: z\n"
+    assert key_lines(text) == {"a": 1, "a.b": 2, "a.c": 4, "a.c[0]": 5, "a.c[0].url": 5, "a.c[1]": 6,
+                               "a.c[1].url": 6, "a.c[1].md5": 7}
+
+
+def test_the_committed_file_reads_as_every_schema_and_each_line_points_at_its_key(tmp_path):
+    params = load_params(REPO / "params.yaml")
+    text = (REPO / "params.yaml").read_text().splitlines()
+    for name, net in NETS.items():
+        config = read_train(params, net)
+        assert isinstance(config, Recipe) and isinstance(config, net.config)
+        assert config.model_dump(exclude_unset=True) == params["train"][name]        # every key kept as written
+        for key in params["train"][name]:
+            assert text[params.lines[f"train.{name}.{key}"] - 1].strip().startswith(f"{key}:")
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_a_nets_config_class_defaults_are_the_committed_values(name):
+    """A net's key is written twice, in params.yaml and in its config class: the defaults the
+    class gives a key left out are the ones the file commits."""
+    net = NETS[name]
+    section = committed()["train"][name]
+    for key, field in net.config.model_fields.items():
+        if not field.is_required():
+            assert field.default == section.get(key, field.default), f"train.{name}.{key}"
+
+
+@pytest.mark.parametrize("edit, expected", [
+    ({"lrr": 0.1}, "unknown key 'train.lenet5.lrr'; did you mean 'train.lenet5.lr'?"),
+    ({"lr": "0.1"}, "train.lenet5.lr must be a number, got '0.1'"),
+    ({"epochs": True}, "train.lenet5.epochs must be int, got True"),
+    ({"epochs": 2.5}, "train.lenet5.epochs must be int, got 2.5"),
+    ({"c3_table": "yes"}, "train.lenet5.c3_table must be bool (true or false), got 'yes'"),
+    ({"prototypes": "random"}, "train.lenet5.prototypes must be one of fixed, learned; got 'random'"),
+    ({"lr": 0}, "train.lenet5.lr must be > 0, got 0"),
+    ({"nproc": 3}, "train.lenet5.batch_size (64) must be divisible by train.lenet5.nproc (3)"),
+    ({"device": "meta"}, "train.lenet5.device must be one of auto, cpu, cuda, cuda:N, mps; got 'meta'"),
+    ({"device": "cpu:3"}, "train.lenet5.device must be one of auto, cpu, cuda, cuda:N, mps; got 'cpu:3'"),
+    ({"weights": "imagenet"}, "train.lenet5.weights = imagenet, but LeNet-5 is an MNIST net"),
+])
+def test_a_bad_train_key_is_one_line_with_the_file_key_value_and_line(tmp_path, edit, expected):
+    params = committed()
+    params["train"]["lenet5"].update(edit)
+    loaded = written(tmp_path, params)
+    with pytest.raises(UserError) as err:
+        read_train(loaded, LENET)
+    text = str(err.value)
+    assert text.startswith(f"{loaded.name}: {expected}") and "\n" not in text
+    line = int(re.search(r"\(line (\d+)\)$", text).group(1))
+    wanted = next(iter(edit)) if "divisible" not in expected else "lenet5"
+    assert (tmp_path / "params.yaml").read_text().splitlines()[line - 1].strip().startswith(f"{wanted}:")
+
+
+@pytest.mark.parametrize("params, expected", [
+    ({"trian": {}}, "unknown key 'trian'; did you mean 'train'?"),
+    ({"train": {"lenet": {}}}, "unknown key 'train.lenet'; did you mean 'train.lenet5'?"),
+    ({"data": {"cifar": {}}}, "unknown key 'data.cifar'; data takes mnist, imagenette"),
+])
+def test_an_unknown_section_or_block_names_the_closest_known_one(params, expected):
+    with pytest.raises(UserError, match=re.escape(expected)):
+        check_layout(params)
+
+
+def test_devices_that_are_not_here_are_refused_in_one_line(monkeypatch):
+    params = committed()
+    params["train"]["lenet5"]["device"] = "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(UserError, match=r"train.lenet5.device is 'mps', but Apple's Metal \(MPS\) is not available"):
+        device_for(LENET, params)
+    params["train"]["lenet5"]["device"] = "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match=r"train.lenet5.device is 'cuda:1', but 1 CUDA GPUs are visible"):
+        device_for(LENET, params)
+
+
+def test_several_processes_run_on_cuda_or_the_cpu_only():
+    from cnn_internals.runtime.distributed import check_processes
+
+    with pytest.raises(UserError, match=r"params.yaml: train.lenet5.nproc is 2, which runs on CUDA GPUs \(NCCL\) or "
+                                        r"the CPU \(gloo\), not on mps: set train.lenet5.device: cpu, or nproc: 1"):
+        check_processes(2, torch.device("mps"), "params.yaml", "train.lenet5")
+    check_processes(2, torch.device("cpu"), "params.yaml", "train.lenet5")
+
+
+def test_one_key_is_read_without_the_others_and_with_its_own_rules():
+    """A stage that declares one key (mine: train.<net>.device) reads it alone: the rest of
+    the section may be anything, the key itself is checked as the whole section would check it."""
+    params = {"train": {"lenet5": {"device": "cpu", "lr": "not read"}}}
+    assert train_key(params, LENET, "device") == "cpu"
+    params["train"]["lenet5"]["device"] = "meta"
+    with pytest.raises(UserError, match="train.lenet5.device must be one of"):
+        train_key(params, LENET, "device")
+    assert train_key({"train": {"lenet5": {}}}, LENET, "weights") == "scratch"     # absent: its default
+    with pytest.raises(UserError, match="missing key 'train.vgg16.weights'"):
+        train_key({"train": {"vgg16": {}}}, NETS["vgg16"], "weights")
+    with pytest.raises(UserError, match="must be >= 1, got 0"):
+        read_key({"s": {"nproc": 0}}, "s", Recipe, "nproc")
+
+
+def test_the_model_file_stores_the_config_the_net_was_built_with(tmp_path, monkeypatch):
+    params = committed()
+    params["train"]["lenet5"].update(c3_table=False, prototypes="learned")
+    config = read_train(params, LENET)
+    torch.manual_seed(0)
+    model = LENET.build(config)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/lenet5.pt").write_bytes(model_file(LENET, model, config))
+    saved = torch.load(tmp_path / "models/lenet5.pt", weights_only=True)
+    assert saved["config"] == {key: getattr(config, key) for key in LENET.config.model_fields}
+    assert set(saved["config"]) == {"weights", "c3_table", "prototypes", "normalize", "j"}     # not the recipe
+    loaded, settings = load_model(LENET, torch.device("cpu"))
+    assert (settings.c3_table, settings.prototypes) == (False, "learned")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
 
 
 def test_a_yaml_error_keeps_its_line_and_column(tmp_path):

@@ -101,8 +101,8 @@ def test_repro_downloads_through_the_mirror_and_trains_with_falling_loss(built, 
     saved = torch.load(repo / "models/lenet5.pt", weights_only=True)
     assert saved["state_dict"]["conv1.weight"].shape == (6, 1, 5, 5)
     params = yaml.safe_load((repo / "params.yaml").read_text())["train"]["lenet5"]
-    assert saved["config"] == {"c3_table": params["c3_table"], "prototypes": params["prototypes"],
-                               "normalize": params["normalize"]}
+    own = NETS["lenet5"].config.model_fields                  # the net's own keys, not the recipe's
+    assert saved["config"] == {key: params[key] for key in own}
 
 
 def test_mined_top_k_are_the_real_spatial_maxima_of_the_trained_model(built, mnist_files):
@@ -181,7 +181,9 @@ def test_training_killed_mid_run_resumes_to_identical_outputs(built, tmp_path, r
     ("download", {"data.mnist.source": "web"}, "data.mnist.source must be one of"),
     ("train", {"train.lenet5.nproc": 3}, "train.lenet5.batch_size (16) must be divisible by train.lenet5.nproc (3)"),
     ("train", {"train.lenet5.nproc": 0}, "train.lenet5.nproc must be >= 1"),
-    ("train", {"train.lenet5.nproc": 2, "train.lenet5.device": "mps"}, "train.lenet5.nproc is 2, which runs on CUDA"),
+    ("train", {"train.lenet5.device": "mps"}, "train.lenet5.device is 'mps', but Apple's Metal (MPS) is not available"),
+    ("train", {"train.lenet5.device": "meta"}, "train.lenet5.device must be one of auto, cpu, cuda, cuda:N, mps; got"),
+    ("train", {"train.lenet5.lrr": 0.1}, "unknown key 'train.lenet5.lrr'; did you mean 'train.lenet5.lr'?"),
     ("train", {"train.lenet5.j": float("nan")}, "train.lenet5.j must be a finite number"),
     ("train", {"train.lenet5.lr": float("inf")}, "train.lenet5.lr must be a finite number"),
 ])

@@ -64,7 +64,7 @@ def test_a_method_is_one_row_of_the_table(units, monkeypatch):
     assert torch.allclose(after["negative_gradient"], 1 - after["gradient"], rtol=0, atol=1e-15)
     net = SimpleNamespace(name="lenet5")
     params = {"render": {"lenet5": {"channels": 2, "method": "negative_gradient"}}}
-    assert render_params(params, net)["method"] == "negative_gradient"
+    assert render_params(params, net).method == "negative_gradient"
 
 
 def test_guided_grad_cam_is_guided_backprop_times_grad_cam(units):

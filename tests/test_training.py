@@ -5,7 +5,6 @@ params, or one that does not fit the model, is not resumed; a diverging loss sto
 import math
 import subprocess
 import sys
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -131,7 +130,7 @@ def test_evaluate_top1_top5_and_multiview_match_a_direct_computation():
 def test_zero_epochs_trains_nothing_and_its_one_row_is_the_initial_models_evaluation(tmp_path):
     checkpoint = Checkpoint(tmp_path, "tag")
     model, initial = net(), net()
-    history = train(model, nn.functional.cross_entropy, FlipInputs(), data(), data(), replace(RECIPE, epochs=0),
+    history = train(model, nn.functional.cross_entropy, FlipInputs(), data(), data(), RECIPE.model_copy(update={"epochs": 0}),
                     checkpoint, log=lambda s: None)
     expected = evaluate(initial, nn.functional.cross_entropy, FlipInputs(), data(), torch.device("cpu"))
     (row,) = history

@@ -16,10 +16,10 @@ from cnn_internals.core.errors import UserError
 from cnn_internals.data.imagenette import CLASSES
 from cnn_internals.engine.mining import top_k_activations
 from cnn_internals.engine.projection import receptive_field
-from cnn_internals.models import NETS, weights_choice
+from cnn_internals.models import NETS
 from cnn_internals.models.imagenet import IMAGENETTE_LOGITS
 from cnn_internals.models.transforms import IMAGENET_MEAN, IMAGENET_STD, ChannelNormalizedInputs, naive_alexnet_inputs_with
-from cnn_internals.pipeline.stage import train_params
+from cnn_internals.pipeline.config import read_train, train_key
 from cnn_internals.viz.report import architecture_row, cam_layer
 
 BUILDERS = {"vgg16": vgg16, "resnet18": resnet18}
@@ -63,7 +63,7 @@ def imagenet_pair(request):
     torch.manual_seed(0)
     reference = BUILDERS[name](weights=None)
     net = NETS[name]
-    model = on_meta(net.build, p={**CONFIG, "weights": "imagenet"}).to_empty(device="cpu")
+    model = on_meta(net.build, config={**CONFIG, "weights": "imagenet"}).to_empty(device="cpu")
     net.load_imagenet(model, reference.state_dict())
     return name, reference.eval(), model.eval()
 
@@ -71,8 +71,8 @@ def imagenet_pair(request):
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_parameter_counts_are_torchvisions_with_10_and_1000_classes_and_the_published_ones(name):
     net = NETS[name]
-    scratch = on_meta(net.build, p={**CONFIG, "weights": "scratch"})
-    imagenet = on_meta(net.build, p={**CONFIG, "weights": "imagenet"})
+    scratch = on_meta(net.build, config={**CONFIG, "weights": "scratch"})
+    imagenet = on_meta(net.build, config={**CONFIG, "weights": "imagenet"})
     assert count(scratch) == count(on_meta(BUILDERS[name], num_classes=10))
     assert count(imagenet) == count(on_meta(BUILDERS[name], num_classes=1000)) == PUBLISHED[name]
     assert count(scratch) == PUBLISHED[name] - 990 * (4096 if name == "vgg16" else 512) - 990   # the head alone
@@ -92,7 +92,7 @@ def test_shown_layers_are_convolutions_with_the_papers_shapes_at_224(name, weigh
     net = NETS[name]
     assert net.input_size == (3, 224, 224) and net.dataset == "imagenette"
     assert tuple(net.layer_paths) == net.layers == tuple(SHAPES[name])
-    model = on_meta(net.build, p={**CONFIG, "weights": weights})
+    model = on_meta(net.build, config={**CONFIG, "weights": weights})
     shapes = {}
     for layer, path in net.layer_paths.items():
         module = model.get_submodule(path)
@@ -122,7 +122,7 @@ def test_resnet18s_shown_layers_are_conv1_and_each_stages_last_convolution():
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_receptive_fields_of_the_shown_layers_match_the_hand_computation(name):
     net = NETS[name]
-    model = on_meta(net.build, p={**CONFIG, "weights": "scratch"})
+    model = on_meta(net.build, config={**CONFIG, "weights": "scratch"})
     assert {layer: receptive_field(model, net.module_path(layer), net.input_size)
             for layer in net.layers} == FIELDS[name]
 
@@ -146,8 +146,8 @@ def test_loading_is_strict_and_keeps_torchvisions_state_dict_but_for_the_head(im
     theirs, ours = reference.state_dict(), model.state_dict()
     assert set(ours) == {k.replace(f"{head}.", f"{head}.0.") if k.startswith(f"{head}.") else k for k in theirs}
     net = NETS[name]
-    fresh = on_meta(net.build, p={**CONFIG, "weights": "imagenet"})     # on meta: the checks, no copies
-    scratch = on_meta(net.build, p={**CONFIG, "weights": "scratch"})
+    fresh = on_meta(net.build, config={**CONFIG, "weights": "imagenet"})     # on meta: the checks, no copies
+    scratch = on_meta(net.build, config={**CONFIG, "weights": "scratch"})
     with warnings.catch_warnings():              # torch notes that copies into meta tensors do nothing
         warnings.simplefilter("ignore")
         with pytest.raises(RuntimeError, match=rf"Missing key\(s\) in state_dict: \"{head}.0.bias\""):
@@ -255,15 +255,15 @@ def recipe(**overrides) -> dict:
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_weights_is_a_model_key_checked_with_the_train_block(name):
     net = NETS[name]
-    assert set(net.model_keys) == {"weights", "augment", "lighting_std"}
-    assert train_params({"train": {name: recipe()}}, net).epochs == 0          # epochs 0: evaluate only
-    assert weights_choice({"train": {name: recipe(weights="scratch")}}, net) == "scratch"
+    assert set(net.config.model_fields) == {"weights", "augment", "lighting_std"}
+    assert read_train({"train": {name: recipe()}}, net).epochs == 0          # epochs 0: evaluate only
+    assert train_key({"train": {name: recipe(weights="scratch")}}, net, "weights") == "scratch"
     with pytest.raises(UserError, match=rf"train.{name}.weights must be one of scratch, imagenet; got 'pretrained'"):
-        train_params({"train": {name: recipe(weights="pretrained")}}, net)
+        read_train({"train": {name: recipe(weights="pretrained")}}, net)
     bad_input = recipe()
     del bad_input["weights"]
     with pytest.raises(UserError, match=rf"missing key 'train.{name}.weights'"):
-        train_params({"train": {name: bad_input}}, net)
+        read_train({"train": {name: bad_input}}, net)
 
 
 @pytest.mark.parametrize("name,why", [("alexnet", "torchvision's AlexNet is not the paper's"),
@@ -272,9 +272,9 @@ def test_weights_is_a_model_key_checked_with_the_train_block(name):
 def test_imagenet_weights_are_refused_in_one_line_for_nets_without_them(name, why):
     net = NETS[name]
     assert net.load_imagenet is None
-    assert weights_choice({"train": {name: {}}}, net) == "scratch"            # no key: from scratch
-    assert weights_choice({"train": {name: {"weights": "scratch"}}}, net) == "scratch"
+    assert train_key({"train": {name: {}}}, net, "weights") == "scratch"            # no key: from scratch
+    assert train_key({"train": {name: {"weights": "scratch"}}}, net, "weights") == "scratch"
     with pytest.raises(UserError) as refused:
-        weights_choice({"train": {name: {"weights": "imagenet"}}}, net)
+        train_key({"train": {name: {"weights": "imagenet"}}}, net, "weights")
     message = str(refused.value)
     assert why in message and f"train.{name}.weights = imagenet" in message and "\n" not in message

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from cnn_internals.core.config import read_section
 from cnn_internals.core.errors import UserError
 from cnn_internals.engine.projection import receptive_field
 from cnn_internals.models import NETS
@@ -125,11 +126,11 @@ def test_registry_entry_builds_the_net_the_params_describe():
     p = {"weight_init": "kaiming", "normalize": "paper", "augment": True, "lighting_std": 0.0, "filter_rms": 0.05}
     model = net.build(p)
     assert isinstance(model, ZFNet) and model.filter_rms == 0.05
-    assert set(net.model_keys) == set(p)
-    with pytest.raises(UserError, match="train.zfnet.filter_rms"):
-        net.validate({"train": {"zfnet": {**p, "filter_rms": -1}}})
-    with pytest.raises(UserError, match="train.zfnet.weight_init"):
-        net.validate({"train": {"zfnet": {**p, "weight_init": "xavier"}}})
+    assert set(net.config.model_fields) == set(p) | {"weights"}
+    with pytest.raises(UserError, match="train.zfnet.filter_rms must be >= 0, got -1"):
+        read_section({"train": {"zfnet": {**p, "filter_rms": -1}}}, "train.zfnet", net.config)
+    with pytest.raises(UserError, match="train.zfnet.weight_init must be one of paper, kaiming; got 'xavier'"):
+        read_section({"train": {"zfnet": {**p, "weight_init": "xavier"}}}, "train.zfnet", net.config)
 
 
 def test_the_training_loop_learns_with_the_filters_held_to_the_radius(tmp_path):

@@ -1,5 +1,5 @@
-"""params.yaml access with validation: a bad or missing key is a UserError naming the file and
-the key.
+"""params.yaml, loaded: its name as the user typed it and each key's line, for messages (the
+sections are typed and checked by core/config.py).
 
 Every stage reads its params through ``load_params``, and with ``$CNN_INTERNALS_PARAMS_LOG``
 set each dotted key a stage reads is appended to that file ("stage<TAB>key" lines): the test
@@ -7,9 +7,7 @@ that holds dvc.yaml's ``params:`` lists to what each stage's code actually reads
 """
 
 import atexit
-import math
 import os
-import re
 from pathlib import Path
 
 import yaml
@@ -17,14 +15,34 @@ import yaml
 from cnn_internals.core.errors import UserError
 from cnn_internals.core.project import shown
 
-_MISSING = object()
 PARAMS_LOG = "CNN_INTERNALS_PARAMS_LOG"
 
 
 class Params(dict):
-    """The parsed params file; ``name`` is the file as the user named it, for messages."""
+    """The parsed params file; ``name`` is the file as the user named it, for messages;
+    ``lines``: {dotted key: its line in the file} ("data.mnist.files[0].url": 21)."""
 
     name = "params.yaml"
+    lines: dict = {}
+
+
+def key_lines(text: str) -> dict:
+    """{dotted key: 1-based line} of every key and list item in the YAML ``text``."""
+    lines = {}
+
+    def walk(node, prefix):
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                dotted = f"{prefix}.{key.value}" if prefix else str(key.value)
+                lines[dotted] = key.start_mark.line + 1
+                walk(value, dotted)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[f"{prefix}[{i}]"] = item.start_mark.line + 1
+                walk(item, f"{prefix}[{i}]")
+
+    walk(yaml.compose(text, Loader=yaml.SafeLoader), "")
+    return lines
 
 
 class _Recorded(dict):
@@ -69,7 +87,8 @@ def load_params(path="params.yaml") -> Params:
     if not path.is_file():
         raise UserError(f"{label} not found: pass --params with the params file")
     try:
-        params = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        text = path.read_bytes().decode("utf-8")
+        params = yaml.safe_load(text)
     except UnicodeDecodeError:
         raise UserError(f"{label} is not UTF-8 text: restore it (git checkout {path.name})") from None
     except yaml.YAMLError as err:
@@ -87,75 +106,5 @@ def load_params(path="params.yaml") -> Params:
     else:
         params = Params(params)
     params.name = label
+    params.lines = key_lines(text)
     return params
-
-
-def get(params, dotted, kind=None, choices=None, minimum=None, above=None, default=_MISSING):
-    """The value at ``dotted`` (e.g. "train.lenet5.lr"), checked; UserError names the key."""
-    node = params
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            if default is not _MISSING:
-                return default
-            raise UserError(f"{params_name(params)}: missing key {dotted!r}")
-        node = node[part]
-    where = params_name(params)
-    if kind is not None:
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        # bool is an int in Python; a YAML `true` must not pass as a count.
-        if isinstance(node, bool) and bool not in kinds or not isinstance(node, kinds):
-            names = " or ".join(k.__name__ for k in kinds)
-            raise UserError(f"{where}: {dotted} must be {names}, got {node!r}")
-    # YAML reads .nan and .inf as floats: no knob of this pipeline means anything there.
-    if isinstance(node, float) and not math.isfinite(node):
-        raise UserError(f"{where}: {dotted} must be a finite number, got {node!r}")
-    if choices is not None and node not in choices:
-        raise UserError(f"{where}: {dotted} must be one of {', '.join(map(str, choices))}; got {node!r}")
-    if minimum is not None and node < minimum:
-        raise UserError(f"{where}: {dotted} must be >= {minimum}, got {node!r}")
-    if above is not None and node <= above:
-        raise UserError(f"{where}: {dotted} must be > {above}, got {node!r}")
-    return node
-
-
-# The hashes a download entry may carry, each with its hex length: exactly one per entry.
-HASHES = {"md5": 32, "sha256": 64}
-
-
-def download_entry(entry, where: str, hashes=tuple(HASHES)) -> dict:
-    """One download entry ({url, md5 or sha256, mirrors?}) checked; ``where`` names it in the
-    one-line UserError (e.g. "params.yaml: data.mnist.files[0]"). ``hashes``: the ones allowed."""
-    allowed = " or ".join(hashes)
-    if not isinstance(entry, dict):
-        raise UserError(f"{where} must be a mapping with url and {allowed}, got {entry!r}")
-    url = entry.get("url")
-    if not isinstance(url, str) or not url.strip():
-        raise UserError(f"{where}.url must be a URL string, got {url!r}")
-    given = [name for name in HASHES if name in entry]
-    if len(given) != 1 or given[0] not in hashes:
-        wanted = " or ".join(f"{name} ({HASHES[name]} hex digits)" for name in hashes)
-        has = (f"both {' and '.join(given)}" if len(given) > 1 else
-               f"{given[0]}, not accepted here" if given else "none")
-        raise UserError(f"{where} must carry one hash, {wanted}; it has {has}")
-    name = given[0]
-    digest = entry[name]
-    if not isinstance(digest, str) or not re.fullmatch(f"[0-9a-fA-F]{{{HASHES[name]}}}", digest):
-        raise UserError(f"{where}.{name} must be {HASHES[name]} hex digits, got {digest!r}")
-    mirrors = entry.get("mirrors") or []
-    if not isinstance(mirrors, list) or not all(isinstance(m, str) and m.strip() for m in mirrors):
-        raise UserError(f"{where}.mirrors must be a list of URL strings, got {mirrors!r}")
-    unknown = set(entry) - {"url", "mirrors", *HASHES}
-    if unknown:
-        raise UserError(f"{where} has unknown keys {sorted(unknown)}: use url, {allowed}, mirrors")
-    return entry
-
-
-def download_entries(params: dict, key: str) -> list:
-    """The list at ``key`` as download entries ({url, md5 or sha256, mirrors?}), validated."""
-    files = get(params, key, kind=list)
-    name = params_name(params)
-    if not files:
-        raise UserError(f"{name}: {key} must be a non-empty list of {{url, md5}} entries")
-    for i, entry in enumerate(files):
-        download_entry(entry, f"{name}: {key}[{i}]")
-    return files

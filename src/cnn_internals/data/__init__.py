@@ -2,6 +2,14 @@
 uint8 arrays every net reads its batches from."""
 
 from pathlib import Path
+from typing import Literal, get_args
+
+# train.<net>.weights: what a net starts from. scratch: its own initialisation, a 10-class head;
+# imagenet: torchvision's published ImageNet weights (data/pretrained.py fetches them), the
+# 1000-class net read at Imagenette's ten classes (models/imagenet.py). Here, not in pretrained.py,
+# so that the registry's import of it does not make every stage of a net depend on the fetching code.
+Weights = Literal["scratch", "imagenet"]
+WEIGHTS = get_args(Weights)
 
 
 def raw_dir(dataset: str) -> Path:

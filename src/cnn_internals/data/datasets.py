@@ -19,7 +19,7 @@ from cnn_internals.data.prepared import Split, read_split
 class Dataset:
     name: str
     splits: tuple                 # (training split, held-out split); test_* metrics are the latter
-    read_params: Callable         # (params) -> its data.<name> block, every key checked
+    read_params: Callable         # (params) -> its data.<name> section, typed and checked
     download: Callable            # (params, out dir) -> one-line summary
     prepare: Callable             # (raw dir, out dir) -> one-line summary
     photo: Callable               # (a decoded PIL image) -> (uint8 array as the splits store one, notes)

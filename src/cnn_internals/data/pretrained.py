@@ -17,13 +17,26 @@ VGG-16's 553 MB (528 MiB) adds 0.5-0.7 s to a load, about what torch.load itself
 
 import warnings
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
+from cnn_internals.core.config import Section, node, read_key, read_section
 from cnn_internals.core.errors import UserError, first_line
-from cnn_internals.core.params import download_entry, get, params_name
+from cnn_internals.core.params import params_name
 from cnn_internals.core.project import find_root
-from cnn_internals.data.download import fetch_file, sha256sum
+from cnn_internals.data import Weights
+from cnn_internals.data.download import DownloadEntry, fetch_file, sha256sum
+
+
+class Sha256Entry(DownloadEntry):
+    """``weights.<net>``: torchvision's file, checked by its full sha256."""
+
+    hashes: ClassVar[tuple] = ("sha256",)
+
+
+class _WeightsChoice(Section):
+    weights: Weights = "scratch"
 
 # What weights@<net> writes for a net trained from scratch: no weights, and a line saying so
 # (an empty file would do for train@<net>'s dependency, but DVC warns about empty outputs on
@@ -39,19 +52,17 @@ def pretrained_path(net: str) -> Path:
 def weights_entry(params, net: str) -> dict:
     """``weights.<net>`` checked: {url, sha256} (``mirrors`` optional), as ``fetch_file`` takes
     it; a one-line UserError naming the key otherwise."""
-    name = params_name(params)
-    entry = get(params, f"weights.{net}", default=None)
-    if entry is None:
-        raise UserError(f"{name}: no weights.{net}: add its {{url, sha256}} (torchvision's file) to use "
+    if node(params, f"weights.{net}", None) is None:
+        raise UserError(f"{params_name(params)}: no weights.{net}: add its {{url, sha256}} (torchvision's file) to use "
                         f"{net}'s ImageNet weights")
-    return download_entry(entry, f"{name}: weights.{net}", hashes=("sha256",))
+    return read_section(params, f"weights.{net}", Sha256Entry).as_dict()
 
 
 def wants_imagenet(params, net: str) -> bool:
-    """Whether ``train.<net>.weights`` is imagenet (absent: scratch). The value itself is checked
-    by the registry with the rest of the train block (``models.weights_choice``); this reads it
+    """Whether ``train.<net>.weights`` is imagenet (absent: scratch). The net's whole config
+    checks it again (imagenet refused for a net without published weights); this reads it
     without importing any model, so that editing a net's code does not fetch its weights again."""
-    return get(params, f"train.{net}.weights", default="scratch") == "imagenet"
+    return read_key(params, f"train.{net}", _WeightsChoice, "weights") == "imagenet"
 
 
 def load_pretrained(path, sha256: str) -> dict:

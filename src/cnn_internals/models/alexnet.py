@@ -15,14 +15,16 @@ Every nonlinearity is a module (never F.relu inside forward), because the projec
 (cnn_internals.projection) swaps ReLU module forwards to install its backward rules.
 """
 
+from typing import ClassVar, Literal
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
-from cnn_internals.core.params import get
-from cnn_internals.models.registry import Net, register
+from cnn_internals.core.config import NonNegative
+from cnn_internals.models.registry import Net, NetConfig, register
 from cnn_internals.models.transforms import NORMALIZE, AlexNetInputs
 
 WEIGHT_INITS = ("kaiming", "paper")
@@ -158,21 +160,25 @@ def build_alexnet(num_classes: int = 10, weight_init: str = "kaiming") -> AlexNe
     return model
 
 
-def validate(params: dict) -> None:
-    key = "train.alexnet"
-    get(params, f"{key}.weight_init", kind=str, choices=WEIGHT_INITS)
-    get(params, f"{key}.normalize", kind=str, choices=NORMALIZE)
-    get(params, f"{key}.augment", kind=bool)
-    get(params, f"{key}.lighting_std", kind=(int, float), minimum=0)
+class AlexNetConfig(NetConfig):
+    """``train.alexnet``'s own keys."""
+
+    no_imagenet: ClassVar[str] = (
+        "torchvision's AlexNet is not the paper's (64 filters in conv1, not 96; 192 in conv2, not 256; "
+        "no local response normalisation), so its ImageNet weights do not fit this net")
+    weight_init: Literal[WEIGHT_INITS] = "kaiming"     # see init_weights
+    normalize: Literal[NORMALIZE] = "standardize"      # standardize: (pixels - mean image) / pixel std; paper: raw
+    augment: bool = True                               # random 224 crops + flips + PCA lighting; false: centre crops
+    lighting_std: NonNegative = 0.1                    # the paper's alpha ~ N(0, 0.1) per eigenvector
 
 
-def alexnet_inputs(stats: dict, p: dict, device) -> AlexNetInputs:
+def alexnet_inputs(stats: dict, p, device) -> AlexNetInputs:
     """Mean-image crops, flips and PCA lighting from the dataset's statistics; ``pixel_std``
     pools the three channel variances. Training reuses one output buffer (the batch before
     has been through backward by then), which spares a 77 MB allocation per step on the CPU."""
     pixel_std = float(np.sqrt(np.mean(np.square(stats["channel_std"]))))
     return AlexNetInputs(stats["mean_image"], stats["pca_eigvals"], stats["pca_eigvecs"], pixel_std, device,
-                         normalize=p["normalize"], augment=p["augment"], lighting_std=p["lighting_std"],
+                         normalize=p.normalize, augment=p.augment, lighting_std=p.lighting_std,
                          reuse_train_output=True)
 
 
@@ -180,10 +186,7 @@ register(Net(
     name="alexnet", title="AlexNet", dataset="imagenette",
     layers=("conv1", "conv2", "conv3", "conv4", "conv5"),
     input_size=(3, 224, 224),
-    model_keys=("weight_init", "normalize", "augment", "lighting_std"),
-    build=lambda p: build_alexnet(10, p["weight_init"]),
-    inputs=alexnet_inputs,
-    validate=validate,
-    no_imagenet=("torchvision's AlexNet is not the paper's (64 filters in conv1, not 96; 192 in conv2, not 256; "
-                 "no local response normalisation), so its ImageNet weights do not fit this net"),
+    config=AlexNetConfig,
+    make_model=lambda c: build_alexnet(10, c.weight_init),
+    make_inputs=alexnet_inputs,
 ))

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnn_internals.core.params import get
+from cnn_internals.core.config import NonNegative
 from cnn_internals.data.imagenette import CLASSES
-from cnn_internals.models.registry import WEIGHTS
+from cnn_internals.models.registry import WEIGHTS, NetConfig, Weights
 from cnn_internals.models.transforms import ChannelNormalizedInputs
 
 # ImageNet's class index (torchvision's order: the 1000 wnids sorted) of each Imagenette class,
@@ -85,16 +85,19 @@ def torchvision_net(name: str, weights: str, head: str) -> nn.Module:
     return with_imagenette_logits(builder(weights=None, num_classes=1000), head)
 
 
-def validate_inputs(params: dict, net: str) -> None:
-    """The input keys of ``train.<net>`` for the nets with ImageNet-normalised inputs."""
-    get(params, f"train.{net}.augment", kind=bool)
-    get(params, f"train.{net}.lighting_std", kind=(int, float), minimum=0)
+class ImagenetConfig(NetConfig):
+    """The ``train.<net>`` keys of a net torchvision publishes ImageNet weights for: where it
+    starts (no default: the file says which), and its inputs' augmentation."""
+
+    weights: Weights
+    augment: bool = True                  # random 224 crops + flips + PCA lighting; false: centre crops
+    lighting_std: NonNegative = 0.1       # AlexNet's PCA colour augmentation; 0: off
 
 
-def imagenet_inputs(stats: dict, p: dict, device) -> ChannelNormalizedInputs:
+def imagenet_inputs(stats: dict, p: ImagenetConfig, device) -> ChannelNormalizedInputs:
     """ImageNet-normalised 224 crops of the stored images (random crops and flips, and PCA
     lighting from the dataset's statistics, in training; the centre crop in evaluation; the
     ten AlexNet views for the final test). Training reuses one output buffer (alexnet_inputs)."""
     height, width = np.shape(stats["mean_image"])[:2]
     return ChannelNormalizedInputs(height, width, stats["pca_eigvals"], stats["pca_eigvecs"], device,
-                                   augment=p["augment"], lighting_std=p["lighting_std"], reuse_train_output=True)
+                                   augment=p.augment, lighting_std=p.lighting_std, reuse_train_output=True)

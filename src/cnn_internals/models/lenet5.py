@@ -7,14 +7,16 @@ bitmaps of the digits with -1/+1 pixels. Every layer up to F6 is squashed by the
 tanh f(a) = A tanh(S a), A = 1.7159, S = 2/3. Weights start U(-2.4/F, 2.4/F), F the fan-in.
 """
 
+from typing import ClassVar, Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
-from cnn_internals.core.params import get
+from cnn_internals.core.config import Positive
 from cnn_internals.engine.activations import ScaledTanh
-from cnn_internals.models.registry import Net, register
+from cnn_internals.models.registry import Net, NetConfig, register
 
 # Table I of the paper: which S2 maps (rows) each C3 map (columns) reads. The first six C3 maps
 # take contiguous triples, the next six contiguous quadruples, three take discontinuous
@@ -216,31 +218,31 @@ class LeNetInputs:
         return ((x - self.background) / (self.foreground - self.background)).clamp(0, 1)
 
 
-def input_levels(stats: dict, p: dict) -> tuple:
+class LeNet5Config(NetConfig):
+    """``train.lenet5``'s own keys; the defaults are the paper's."""
+
+    no_imagenet: ClassVar[str] = "LeNet-5 is an MNIST net, with no ImageNet weights to start from"
+    c3_table: bool = True                               # Table I's partial C2->C3 connections; false: full
+    prototypes: Literal["fixed", "learned"] = "fixed"   # fixed: the paper's -1/+1 digit bitmaps
+    normalize: Literal["paper", "standardize"] = "paper"  # paper: background -0.1, ink 1.175
+    j: Positive = 5.0                                   # the constant of the loss, eq. (9)
+
+
+def input_levels(stats: dict, config: LeNet5Config) -> tuple:
     """(background, foreground) input levels: the paper's -0.1 / 1.175, or the levels that
     standardise the training pixels with the dataset's mean and std."""
-    if p["normalize"] == "paper":
+    if config.normalize == "paper":
         return -0.1, 1.175
     mean, std = float(stats["channel_mean"][0]), float(stats["channel_std"][0])
     return (0.0 - mean) / std, (1.0 - mean) / std
-
-
-def validate(params: dict) -> None:
-    key = "train.lenet5"
-    get(params, f"{key}.c3_table", kind=bool)
-    get(params, f"{key}.prototypes", kind=str, choices=("fixed", "learned"))
-    get(params, f"{key}.normalize", kind=str, choices=("paper", "standardize"))
-    get(params, f"{key}.j", kind=(int, float), above=0)
 
 
 register(Net(
     name="lenet5", title="LeNet-5", dataset="mnist",
     layers=("conv1", "pool1", "conv2", "pool2", "conv3"),      # C1, S2, C3, S4, C5
     input_size=(1, 32, 32),
-    model_keys=("c3_table", "prototypes", "normalize"),
-    build=lambda p: LeNet5(c3_table=p["c3_table"], learnable_prototypes=p["prototypes"] == "learned"),
-    inputs=lambda stats, p, device: LeNetInputs(*input_levels(stats, p)),
-    validate=validate,
-    no_imagenet="LeNet-5 is an MNIST net, with no ImageNet weights to start from",
-    loss=lambda p: (lambda scores, targets: lenet5_loss(scores, targets, p["j"])),
+    config=LeNet5Config,
+    make_model=lambda c: LeNet5(c3_table=c.c3_table, learnable_prototypes=c.prototypes == "learned"),
+    make_inputs=lambda stats, c, device: LeNetInputs(*input_levels(stats, c)),
+    make_loss=lambda c: (lambda scores, targets: lenet5_loss(scores, targets, c.j)),
 ))

@@ -1,7 +1,10 @@
 """The registry: one entry per net, saying everything the stages need to know about it.
 
 A net registers where it is defined (torchvision's ``@register_model`` idea): its module ends
-with ``register(Net(...))``. Adding a net on a dataset we already have: that model file, its
+with ``register(Net(...))``. Its own ``train.<net>`` keys (what shapes the net, its inputs and
+its loss) are its config class, a ``NetConfig`` declared in the same file, each key with the
+paper's value as its default; pipeline/config.py adds the training recipe's keys to make the
+schema of ``train.<net>``. Adding a net on a dataset we already have: that model file, its
 import in ``models/__init__.py``, its ``train/mine/render/report.<net>`` params blocks, its
 ``weights.<net>`` entry (null where torchvision publishes no ImageNet weights for it), and its
 name in ``pipeline.nets``.
@@ -12,19 +15,33 @@ the model (``features.28``: mining hooks, projection, Grad-CAM, receptive fields
 architecture table). ``Net.module_paths`` maps the first to the second where they differ.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
+from pydantic import field_validator
+from torch import nn
 
+from cnn_internals.core.config import Section
 from cnn_internals.core.errors import UserError
-from cnn_internals.core.params import get, params_name
+from cnn_internals.data import WEIGHTS, Weights  # noqa: F401 -- WEIGHTS: the registry's public name
 
-# train.<net>.weights: what a net starts from. scratch: its own initialisation, a 10-class head;
-# imagenet: torchvision's published ImageNet weights, the 1000-class net read at Imagenette's
-# ten classes (see models/imagenet.py).
-WEIGHTS = ("scratch", "imagenet")
+
+class NetConfig(Section):
+    """A net's own ``train.<net>`` keys. ``weights`` is every net's; a net torchvision publishes
+    no weights for leaves ``no_imagenet`` saying why, and imagenet is refused with that reason."""
+
+    no_imagenet: ClassVar[str | None] = None
+    weights: Weights = "scratch"
+
+    @field_validator("weights")
+    @classmethod
+    def _has_imagenet_weights(cls, weights: str) -> str:
+        if weights == "imagenet" and cls.no_imagenet:
+            raise ValueError(f"= imagenet, but {cls.no_imagenet}: use scratch")
+        return weights
 
 
 class Inputs(Protocol):
@@ -51,13 +68,10 @@ class Net:
     dataset: str             # a key of data.datasets.DATASETS
     layers: tuple            # the depths mined and rendered, in forward order, by the papers' names
     input_size: tuple        # (C, H, W) the model sees
-    build: Callable          # (train params) -> nn.Module, initialised
-    inputs: Callable         # (dataset stats, train params, device) -> Inputs
-    # The train.<name> keys that build and inputs read: saved with the weights, so mine and
-    # render rebuild the trained net from models/<name>.pt and declare no training params.
-    model_keys: tuple
-    validate: Callable       # (params) -> None; UserError on a bad net-specific key
-    loss: Callable = lambda p: F.cross_entropy   # (train params) -> loss(scores, targets)
+    config: type             # its NetConfig: the train.<name> keys of its own, with their defaults
+    make_model: Callable     # (config) -> nn.Module, initialised (seed torch's RNG first)
+    make_inputs: Callable    # (dataset stats, config, device) -> Inputs
+    make_loss: Callable = lambda c: F.cross_entropy   # (config) -> loss(scores, targets)
     # The module path of each shown layer whose module is named otherwise (VGG-16's conv5_3 is
     # ``features.28``); a layer not listed here is its module's own name (AlexNet's conv1).
     module_paths: dict = field(default_factory=dict, hash=False)
@@ -65,12 +79,38 @@ class Net:
     # published ImageNet weights into the model, strictly. None: there are none for this net,
     # and ``no_imagenet`` says why when a params file asks for them.
     load_imagenet: Callable | None = None
-    no_imagenet: str = "torchvision publishes no ImageNet weights for it"
 
     def __post_init__(self):
         unknown = set(self.module_paths) - set(self.layers)
         if unknown:
             raise ValueError(f"{self.name}: module_paths names layers it does not show: {sorted(unknown)}")
+        if not issubclass(self.config, NetConfig) or (self.load_imagenet is None) != bool(self.config.no_imagenet):
+            raise ValueError(f"{self.name}: its config must be a NetConfig whose no_imagenet says why exactly "
+                             "when the net has no load_imagenet")
+
+    def settings(self, config) -> NetConfig:
+        """``config`` as this net's config class: an instance of it as it is; of the composed
+        ``train.<net>`` schema, its net keys; a mapping (a ``train.<net>`` section, or a checkpoint's
+        config) by the keys the class declares, the others ignored, the missing ones defaulted."""
+        if type(config) is self.config:
+            return config
+        if isinstance(config, self.config):          # the composed train.<net>: its net keys only
+            config = config.model_dump()
+        if not isinstance(config, Mapping):
+            raise TypeError(f"{self.name}: a config is a {self.config.__name__} or a mapping, not {type(config)}")
+        return self.config.model_validate({k: v for k, v in config.items() if k in self.config.model_fields})
+
+    def build(self, config) -> nn.Module:
+        """The net as ``config`` shapes it, initialised from torch's global RNG."""
+        return self.make_model(self.settings(config))
+
+    def inputs(self, stats: dict | None, config, device) -> Inputs:
+        """Its batch transform for ``config``, from its dataset's statistics."""
+        return self.make_inputs(stats, self.settings(config), device)
+
+    def loss(self, config) -> Callable:
+        """loss(scores, targets) as ``config`` sets it."""
+        return self.make_loss(self.settings(config))
 
     def module_path(self, layer: str) -> str:
         """The path in the model (``model.get_submodule``) of the shown layer ``layer``."""
@@ -96,18 +136,6 @@ def register(net: Net) -> Net:
         raise ValueError(f"net {net.name!r} registered twice")
     NETS[net.name] = net
     return net
-
-
-def weights_choice(params: dict, net: Net) -> str:
-    """``train.<net>.weights``, checked: scratch or imagenet for a net with published weights;
-    for one without, the key may be left out (scratch) and imagenet is refused saying why."""
-    key = f"train.{net.name}.weights"
-    if net.load_imagenet is None:
-        weights = get(params, key, kind=str, choices=WEIGHTS, default="scratch")
-        if weights == "imagenet":
-            raise UserError(f"{params_name(params)}: {key} = imagenet, but {net.no_imagenet}: use scratch")
-        return weights
-    return get(params, key, kind=str, choices=WEIGHTS)
 
 
 def get_net(name: str) -> Net:

@@ -30,7 +30,7 @@ before batch normalisation and the shortcut's addition), mapped to torchvision's
 
 from torch import nn
 
-from cnn_internals.models.imagenet import imagenet_inputs, load_torchvision_state, torchvision_net, validate_inputs
+from cnn_internals.models.imagenet import ImagenetConfig, imagenet_inputs, load_torchvision_state, torchvision_net
 from cnn_internals.models.registry import Net, register
 
 HEAD = "fc"
@@ -50,14 +50,17 @@ def load_imagenet(model: nn.Module, state_dict: dict) -> None:
     load_torchvision_state(model, state_dict, HEAD)
 
 
+class ResNet18Config(ImagenetConfig):
+    """``train.resnet18``'s own keys: those of every net with torchvision's ImageNet weights."""
+
+
 register(Net(
     name="resnet18", title="ResNet-18", dataset="imagenette",
     layers=tuple(SHOWN),
     module_paths={name: path for name, path in SHOWN.items() if name != path},
     input_size=(3, 224, 224),
-    model_keys=("weights", "augment", "lighting_std"),
-    build=lambda p: build_resnet18(p["weights"]),
-    inputs=imagenet_inputs,
-    validate=lambda params: validate_inputs(params, "resnet18"),
+    config=ResNet18Config,
+    make_model=lambda c: build_resnet18(c.weights),
+    make_inputs=imagenet_inputs,
     load_imagenet=load_imagenet,
 ))

@@ -26,7 +26,7 @@ depths shown are each stack's last, mapped to torchvision's module paths (``feat
 
 from torch import nn
 
-from cnn_internals.models.imagenet import imagenet_inputs, load_torchvision_state, torchvision_net, validate_inputs
+from cnn_internals.models.imagenet import ImagenetConfig, imagenet_inputs, load_torchvision_state, torchvision_net
 from cnn_internals.models.registry import Net, register
 
 HEAD = "classifier.6"      # the last linear layer: 4096 -> classes
@@ -47,14 +47,17 @@ def load_imagenet(model: nn.Module, state_dict: dict) -> None:
     load_torchvision_state(model, state_dict, HEAD)
 
 
+class VGG16Config(ImagenetConfig):
+    """``train.vgg16``'s own keys: those of every net with torchvision's ImageNet weights."""
+
+
 register(Net(
     name="vgg16", title="VGG-16", dataset="imagenette",
     layers=tuple(SHOWN),
     module_paths=SHOWN,
     input_size=(3, 224, 224),
-    model_keys=("weights", "augment", "lighting_std"),
-    build=lambda p: build_vgg16(p["weights"]),
-    inputs=imagenet_inputs,
-    validate=lambda params: validate_inputs(params, "vgg16"),
+    config=VGG16Config,
+    make_model=lambda c: build_vgg16(c.weights),
+    make_inputs=imagenet_inputs,
     load_imagenet=load_imagenet,
 ))

@@ -19,12 +19,14 @@ normalisation (size 5, alpha 1e-4, beta 0.75, k 2), applied after pooling as the
 it (AlexNet normalises before pooling).
 """
 
+from typing import ClassVar, Literal
+
 import torch
 from torch import nn
 
-from cnn_internals.core.params import get
+from cnn_internals.core.config import NonNegative
 from cnn_internals.models.alexnet import LocalResponseNorm, alexnet_inputs
-from cnn_internals.models.registry import Net, register
+from cnn_internals.models.registry import Net, NetConfig, register
 from cnn_internals.models.transforms import NORMALIZE
 
 WEIGHT_INITS = ("paper", "kaiming")
@@ -113,22 +115,22 @@ def build_zfnet(num_classes: int = 10, weight_init: str = "paper", filter_rms: f
     return model
 
 
-def validate(params: dict) -> None:
-    key = "train.zfnet"
-    get(params, f"{key}.weight_init", kind=str, choices=WEIGHT_INITS)
-    get(params, f"{key}.normalize", kind=str, choices=NORMALIZE)
-    get(params, f"{key}.augment", kind=bool)
-    get(params, f"{key}.lighting_std", kind=(int, float), minimum=0)
-    get(params, f"{key}.filter_rms", kind=(int, float), minimum=0)
+class ZFNetConfig(NetConfig):
+    """``train.zfnet``'s own keys; the defaults are the paper's."""
+
+    no_imagenet: ClassVar[str] = "torchvision publishes no ZFNet weights (and its AlexNet is not the paper's AlexNet either)"
+    weight_init: Literal[WEIGHT_INITS] = "paper"       # paper: N(0, 0.01), biases 0 | kaiming
+    normalize: Literal[NORMALIZE] = "paper"            # paper: raw 0-255 minus the mean image
+    augment: bool = True                               # random 224 crops + flips (the paper's sub-crops)
+    lighting_std: NonNegative = 0.0                    # no PCA lighting in the paper
+    filter_rms: NonNegative = 0.1                      # filters renormalised to this RMS when above it (4.1); 0: off
 
 
 register(Net(
     name="zfnet", title="ZFNet", dataset="imagenette",
     layers=CONV_LAYERS,
     input_size=(3, 224, 224),
-    model_keys=("weight_init", "normalize", "augment", "lighting_std", "filter_rms"),
-    build=lambda p: build_zfnet(10, p["weight_init"], p["filter_rms"]),
-    inputs=alexnet_inputs,          # the same mean-image crops, flips and 10 test views
-    validate=validate,
-    no_imagenet="torchvision publishes no ZFNet weights (and its AlexNet is not the paper's AlexNet either)",
+    config=ZFNetConfig,
+    make_model=lambda c: build_zfnet(10, c.weight_init, c.filter_rms),
+    make_inputs=alexnet_inputs,          # the same mean-image crops, flips and 10 test views
 ))

@@ -63,16 +63,18 @@ def net_inputs(net, config, device, stats=None):
     return net.inputs(stats, config, device)
 
 
-def model_file(net, model, p) -> bytes:
-    """models/<net>.pt's bytes: {"config": the train.<net> keys that shape the net and its
-    inputs, "state_dict": the weights on the CPU}."""
-    return torch_bytes({"config": {key: p[key] for key in net.model_keys},
+def model_file(net, model, config) -> bytes:
+    """models/<net>.pt's bytes: {"config": the net's own config it was built with (its config
+    class's keys of ``train.<net>``, defaults included), "state_dict": the weights on the CPU}.
+    Not the recipe: a recipe edit that leaves the weights as they were (amp on the CPU) must
+    leave the file's bytes as they were, or mine and render would rerun for nothing."""
+    return torch_bytes({"config": net.settings(config).model_dump(),
                         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}})
 
 
 def load_model(net, device):
     """The trained ``net`` from models/<net>.pt, in eval mode on ``device``, and the config it
-    was trained with (for ``net_inputs``)."""
+    was built with (checked by the net's config class), for ``net_inputs``."""
     path = weights_path(net)
     if not path.is_file():
         raise UserError(f"{path} missing: run `dvc repro train@{net.name}` first")
@@ -80,7 +82,7 @@ def load_model(net, device):
         with warnings.catch_warnings():   # torch warns about garbage before failing on it
             warnings.simplefilter("ignore")
             saved = torch.load(path, map_location="cpu", weights_only=True)
-        config = {key: saved["config"][key] for key in net.model_keys}
+        config = net.settings(saved["config"])
         model = net.build(config)
         model.load_state_dict(saved["state_dict"])
     except Exception as err:  # noqa: BLE001 -- unpickling errors come in many types

@@ -1,27 +1,55 @@
 """Where a stage computes: the device, deterministic kernels, and host memory kept on the CPU."""
 
 import os
+import re
+from typing import Annotated
 
 import torch
+from pydantic import AfterValidator
 
 from cnn_internals.core.errors import UserError
 
+# What train.<net>.device may say: the devices this pipeline trains on. meta has no data, and
+# the CPU is one device (torch accepts "cpu:3" and ignores the index).
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N, mps"
 
-def pick_device(name: str = "auto") -> torch.device:
-    """"auto": CUDA, else Apple's MPS, else the CPU; or a torch device string."""
+
+def device_name(name: str) -> str:
+    """``name`` if it is one of DEVICE_FORMS (the params schema's check: whether the device is
+    there is ``pick_device``'s)."""
+    if name in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", name):
+        return name
+    raise ValueError(f"must be one of {DEVICE_FORMS}; got {name!r}")
+
+
+Device = Annotated[str, AfterValidator(device_name)]
+
+
+def pick_device(name: str = "auto", key: str = "device") -> torch.device:
+    """"auto": CUDA, else Apple's MPS, else the CPU; or one of DEVICE_FORMS, which must be
+    there (``key``: the setting's name, for the message)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"device {name!r} is not a torch device (auto, cpu, cuda, cuda:1, mps)") from None
+        device = torch.device(device_name(name))
+    except (RuntimeError, ValueError):
+        raise UserError(f"{key} must be one of {DEVICE_FORMS}; got {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} asked for, but no CUDA GPU is visible: use auto or cpu")
+        raise UserError(f"{key} is {name!r}, but no CUDA GPU is visible: use auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"{key} is {name!r}, but {torch.cuda.device_count()} CUDA GPUs are visible "
+                        f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    if device.type == "mps" and not _mps_available():
+        raise UserError(f"{key} is 'mps', but Apple's Metal (MPS) is not available here: use auto or cpu")
     return device
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
 
 
 # mallopt(3) parameters (glibc's malloc.h).

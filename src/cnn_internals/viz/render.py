@@ -10,16 +10,30 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from pydantic import field_validator  # noqa: E402
 
-from cnn_internals.core.params import get  # noqa: E402
+from cnn_internals.core.config import Count, Section, read_section  # noqa: E402
 from cnn_internals.engine.projection import crop_patches, project, receptive_field, unit_grad_cam  # noqa: E402
 from cnn_internals.viz.methods import GRAD_CAM_PASS, get_method, method_names  # noqa: E402
 
 
-def render_params(params, net) -> dict:
-    """``render.<net>``: how many maps per layer, and the projection method."""
-    return {"channels": get(params, f"render.{net.name}.channels", kind=int, minimum=1),
-            "method": get(params, f"render.{net.name}.method", kind=str, choices=method_names())}
+class RenderConfig(Section):
+    """``render.<net>``: how many maps per layer, and the projection method (viz/methods.py)."""
+
+    channels: Count
+    method: str
+
+    @field_validator("method")
+    @classmethod
+    def _a_method(cls, method: str) -> str:
+        if method not in method_names():
+            raise ValueError(f"must be one of {', '.join(method_names())}; got {method!r}")
+        return method
+
+
+def render_params(params, net) -> RenderConfig:
+    """``render.<net>``, checked."""
+    return read_section(params, f"render.{net.name}", RenderConfig)
 
 
 def unit_pictures(model, layer, inputs, channels, rows, cols, method, input_size, to_display):

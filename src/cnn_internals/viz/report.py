@@ -24,6 +24,7 @@ import io
 import json
 import math
 import re
+from typing import Annotated, Literal
 
 import matplotlib
 
@@ -34,11 +35,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
+from pydantic import BeforeValidator, Field  # noqa: E402
 from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from cnn_internals.core.config import Count, Natural, Section, read_section  # noqa: E402
 from cnn_internals.core.errors import UserError  # noqa: E402
-from cnn_internals.core.params import get, params_name  # noqa: E402
 from cnn_internals.data.loader import batches, gather  # noqa: E402
 from cnn_internals.engine.hooks import eval_mode  # noqa: E402
 from cnn_internals.engine.projection import grad_cam, receptive_field  # noqa: E402
@@ -56,25 +58,32 @@ WRONG_PX = 112         # largest side of a most-wrong image and its Grad-CAMs
 ROWS_PER_CALL = 2 ** 26  # bytes of float model inputs handed to the engine at once (64 MiB)
 
 
-def report_params(params, net) -> dict:
+def _maps(maps):
+    if maps != "all" and (not isinstance(maps, int) or isinstance(maps, bool) or maps < 1):
+        raise ValueError(f"must be all or an int >= 1, got {maps!r}")
+    return maps
+
+
+class ReportConfig(Section):
     """``report.<net>``: units per map (k), the largest tile side (thumb), how many most-wrong
     images, which maps ("all", or the first N of each layer) and the sprites' format."""
-    key = f"report.{net.name}"
-    maps = get(params, f"{key}.maps", kind=(int, str))
-    if maps != "all" and (not isinstance(maps, int) or maps < 1):
-        raise UserError(f"{params_name(params)}: {key}.maps must be all or an int >= 1, got {maps!r}")
-    return {"k": get(params, f"{key}.k", kind=int, minimum=1),
-            "thumb": get(params, f"{key}.thumb", kind=int, minimum=4),
-            "wrong": get(params, f"{key}.wrong", kind=int, minimum=0),
-            "maps": maps,
-            "format": get(params, f"{key}.format", kind=str, choices=FORMATS)}
+
+    k: Count
+    thumb: Annotated[int, Field(ge=4)]
+    wrong: Natural
+    maps: Annotated[int | str, BeforeValidator(_maps)]
+    format: Literal[FORMATS]
 
 
-def train_settings(params, net) -> dict:
-    """Every key of ``train.<net>``, read one by one (so the params log sees each): the
-    recipe the report shows."""
-    section = get(params, f"train.{net.name}", kind=dict)
-    return {key: section[key] for key in sorted(section)}
+def report_params(params, net) -> ReportConfig:
+    """``report.<net>``, checked."""
+    return read_section(params, f"report.{net.name}", ReportConfig)
+
+
+def train_settings(config) -> dict:
+    """The ``train.<net>`` keys the params file sets (a ``pipeline.config.read_train``
+    instance), sorted: the recipe the report shows."""
+    return dict(sorted(config.model_dump(exclude_unset=True).items()))
 
 
 def slug(name: str) -> str:
@@ -329,24 +338,24 @@ def render_page(context: dict) -> bytes:
     return env.from_string(TEMPLATE).render(**context).encode("utf-8")
 
 
-def build_report(net, model, inputs, device, p: dict, run: dict, mined: dict, held_out, settings: dict,
+def build_report(net, model, inputs, device, p: ReportConfig, run: dict, mined: dict, held_out, settings: dict,
                  data: dict) -> tuple:
     """({relative path: bytes}, notes): every file of reports/<net>/.
 
     ``run``: read_metrics' dict; ``mined``: {"split": name, "split_data": Split, "tables":
     load_mined's tables}; ``held_out``: the held-out Split (the most-wrong images come from
     it); ``settings``: train_settings; ``data``: what the page says of the data."""
-    fmt, notes = p["format"], []
+    fmt, notes = p.format, []
     tables = mined["tables"]
     mined_k = int(next(iter(tables.values()))["values"].shape[1])
-    k = min(p["k"], mined_k)
-    if k < p["k"]:
-        notes.append(f"report.{net.name}.k = {p['k']} is more than the {mined_k} units mined per map; showing {k}")
+    k = min(p.k, mined_k)
+    if k < p.k:
+        notes.append(f"report.{net.name}.k = {p.k} is more than the {mined_k} units mined per map; showing {k}")
     files = {}
     rows = architecture(model, net.input_size)
     shapes = {row["layer"]: row["shape"] for row in rows}          # by module path
 
-    counts = {layer: len(top["values"]) if p["maps"] == "all" else min(p["maps"], len(top["values"]))
+    counts = {layer: len(top["values"]) if p.maps == "all" else min(p.maps, len(top["values"]))
               for layer, top in tables.items()}
     progress = tqdm(total=sum(counts.values()) * k, desc=f"report {net.name}", unit="unit", disable=None,
                     leave=False)
@@ -354,7 +363,7 @@ def build_report(net, model, inputs, device, p: dict, run: dict, mined: dict, he
     for layer in net.layers:
         top, count = tables[layer], counts[layer]
         sprites, rf, side = layer_sprites(model, net, layer, mined["split_data"], inputs, device, top, count, k,
-                                          p["thumb"], fmt, progress)
+                                          p.thumb, fmt, progress)
         files.update(sprites)
         values, images = top["values"][:count, :k].tolist(), top["images"][:count, :k].tolist()
         layers.append({"name": layer, "id": slug(layer), "maps": count, "total": len(top["values"]), "k": k,
@@ -365,8 +374,8 @@ def build_report(net, model, inputs, device, p: dict, run: dict, mined: dict, he
                        "sprites": {m: f"{slug(layer)}/{m}.{ext(fmt)}" for m in method_names()},
                        "patches": f"{slug(layer)}/patches.{ext(fmt)}"})
     progress.close()
-    if p["maps"] != "all":
-        notes.append(f"report.{net.name}.maps = {p['maps']}: the first {p['maps']} maps of each layer only")
+    if p.maps != "all":
+        notes.append(f"report.{net.name}.maps = {p.maps}: the first {p.maps} maps of each layer only")
 
     conv_name, conv = first_conv(model)
     tiles = filter_tiles(conv)
@@ -377,7 +386,7 @@ def build_report(net, model, inputs, device, p: dict, run: dict, mined: dict, he
                "ratio": cell_size(tiles.shape[2], fmt) / tiles.shape[2]}
 
     probs = class_probabilities(model, inputs, held_out, device)
-    picked = most_wrong(probs, held_out.labels, p["wrong"])
+    picked = most_wrong(probs, held_out.labels, p.wrong)
     predicted = probs.argmax(1)
     cam = cam_layer(net, shapes)
     wrong = {"layer": cam, "split": data["held_out"], "rows": [], "file": f"wrong.{ext(fmt)}", "ratio": 1.0,
@@ -406,7 +415,7 @@ def build_report(net, model, inputs, device, p: dict, run: dict, mined: dict, he
         "confusion": {"classes": list(held_out.classes), "counts": confusion.tolist(),
                       "max": max(1, int(confusion.max()))},
         "data": data, "mined": {"split": mined["split"], "k": mined_k}, "settings": sorted(settings.items()),
-        "report": sorted((key, value) for key, value in p.items()),
+        "report": sorted(p.model_dump().items()),
         "layers": layers, "filters": filters, "wrong": wrong,
         "ext": ext(fmt),
     }

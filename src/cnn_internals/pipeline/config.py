@@ -1,0 +1,102 @@
+"""The schemas of the params sections no lower layer owns, and ``train.<net>`` put together.
+
+``train.<net>`` is a net's own config class (its model file) plus the training recipe
+(training/recipe.py): one pydantic class per net, made here once. ``pipeline`` says what
+`dvc repro` builds; ``mine.<net>`` how many images per map and from which split. The others:
+``data.<dataset>`` (data/mnist.py, data/imagenette.py), ``weights.<net>`` (data/pretrained.py),
+``render.<net>`` (viz/render.py), ``report.<net>`` (viz/report.py). The validate stage reads
+them all.
+"""
+
+import functools
+
+from pydantic import ValidationInfo, field_validator, model_validator
+
+from cnn_internals.core.config import Count, Section, check_keys, read_key, read_section
+from cnn_internals.data.datasets import DATASETS, get_dataset
+from cnn_internals.models import NETS, Net, NetConfig
+from cnn_internals.training.recipe import Recipe
+
+
+@functools.cache
+def _train_schema(name: str) -> type:
+    net = NETS[name]
+    return type(f"{net.config.__name__.removesuffix('Config')}Train", (net.config, Recipe),
+                {"__doc__": f"``train.{name}``: {net.title}'s own keys and the training recipe.",
+                 "__module__": __name__})
+
+
+def train_schema(net: Net) -> type:
+    """The schema of ``train.<net>``: the net's config class and ``Recipe`` in one."""
+    return _train_schema(net.name)
+
+
+def read_train(params, net: Net) -> NetConfig:
+    """``train.<net>``, checked: a ``train_schema(net)`` instance (the net's config and a Recipe)."""
+    return read_section(params, f"train.{net.name}", train_schema(net))
+
+
+def train_key(params, net: Net, key: str):
+    """One key of ``train.<net>`` (``device``, ``weights``), checked as its schema declares it,
+    for a stage that declares only that key."""
+    return read_key(params, f"train.{net.name}", train_schema(net), key)
+
+
+class PipelineConfig(Section):
+    """``pipeline``: the nets and datasets `dvc repro` builds (dvc.yaml's foreach lists)."""
+
+    nets: list[str]
+    datasets: list[str]
+
+    @field_validator("nets", "datasets")
+    @classmethod
+    def _known_and_distinct(cls, items: list, info: ValidationInfo) -> list:
+        known = NETS if info.field_name == "nets" else DATASETS
+        if not items or len(set(items)) != len(items) or any(item not in known for item in items):
+            raise ValueError(f"must list distinct names out of {', '.join(known)}; got {items!r}")
+        return items
+
+    @model_validator(mode="after")
+    def _datasets_of_the_nets(self):
+        for name in self.nets:
+            dataset = NETS[name].dataset
+            if dataset not in self.datasets:
+                raise ValueError(f"{name} is trained on {dataset}, so {dataset} must be listed in {{key}}.datasets")
+        return self
+
+
+def read_pipeline(params) -> PipelineConfig:
+    return read_section(params, "pipeline", PipelineConfig)
+
+
+class MineConfig(Section):
+    """``mine.<net>``: the top ``k`` images of every map, from ``split`` of the net's dataset."""
+
+    k: Count
+    split: str
+
+    @field_validator("split")
+    @classmethod
+    def _a_split_of_the_dataset(cls, split: str, info: ValidationInfo) -> str:
+        splits = get_dataset(info.context["dataset"]).splits
+        if split not in splits:
+            raise ValueError(f"must be one of {', '.join(splits)}; got {split!r}")
+        return split
+
+
+def read_mine(params, net: Net) -> MineConfig:
+    return read_section(params, f"mine.{net.name}", MineConfig, context={"dataset": net.dataset})
+
+
+# The params file's sections, and what each holds: a dataset's or a net's block.
+SECTIONS = {"pipeline": None, "data": DATASETS, "weights": NETS, "train": NETS, "mine": NETS, "render": NETS,
+            "report": NETS}
+
+
+def check_layout(params) -> None:
+    """No unknown section, and no block for an unknown dataset or net (``trian:``, ``train.lenet``):
+    a typo there would otherwise be ignored, or read as a missing block."""
+    check_keys(params, "", SECTIONS)
+    for section, known in SECTIONS.items():
+        if known is not None:
+            check_keys(params, section, known)
