@@ -22,11 +22,11 @@ from cnn_internals.core.errors import UserError
 from cnn_internals.core.params import load_params
 from cnn_internals.core.project import user_path
 from cnn_internals.models import get_net
-from cnn_internals.pipeline.artifacts import gallery_name, renders_dir
+from cnn_internals.pipeline.artifacts import GALLERY, gallery_name, render_path
 from cnn_internals.pipeline.cli import ArgumentParser, cli
 from cnn_internals.pipeline.config import PipelineConfig
 
-OUT = Path("images")
+OUT = GALLERY
 
 
 def gather(nets) -> dict:
@@ -35,7 +35,7 @@ def gather(nets) -> dict:
     pictures = {}
     for net in map(get_net, nets):
         for layer in net.layers:
-            path = renders_dir(net) / f"{layer}.png"
+            path = render_path(net, layer)
             if not path.is_file():
                 raise UserError(f"{path} missing: run `dvc repro render@{net.name}` first")
             pictures[gallery_name(net, layer)] = path.read_bytes()

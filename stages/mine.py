@@ -15,12 +15,12 @@ import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 import numpy as np
 from tqdm import tqdm
 
-from cnn_internals.core.atomic import write_json
+from cnn_internals.core.atomic import write_bytes
 from cnn_internals.core.errors import UserError
 from cnn_internals.core.params import params_name
 from cnn_internals.data.loader import batches
 from cnn_internals.engine.mining import top_k_activations
-from cnn_internals.pipeline.artifacts import load_model, load_split, mined_path, net_inputs
+from cnn_internals.pipeline.artifacts import load_model, load_split, mined_file, mined_path, net_inputs
 from cnn_internals.pipeline.cli import cli
 from cnn_internals.pipeline.config import read_mine
 from cnn_internals.pipeline.stage import device_for, net_stage_args
@@ -45,10 +45,7 @@ def main(argv=None):
     stream = (inputs.eval(x) for x, _ in batches(split.images, split.labels, np.arange(len(split)), batch, device))
     top = top_k_activations(model, net.layer_paths, tqdm(stream, total=-(-len(split) // batch), desc=f"mine {net.name}",
                                                     disable=None, leave=False), k)
-    out = {"split": split_name, "k": k, "layers": {
-        layer: {field: getattr(t, field).tolist() for field in ("values", "images", "rows", "cols")}
-        for layer, t in top.items()}}
-    write_json(mined_path(net), out)
+    write_bytes(mined_path(net), mined_file(split_name, k, top))
     print(f"{net.title}: top {k} of {len(split)} {split_name} images for "
           + ", ".join(f"{layer} ({len(t.values)} maps)" for layer, t in top.items()))
 

@@ -15,8 +15,8 @@ import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 import sys
 
 from cnn_internals.core.project import user_path
-from cnn_internals.data import prepared_dir, raw_dir
 from cnn_internals.data.datasets import DATASETS
+from cnn_internals.pipeline.artifacts import prepared_dir, raw_dir
 from cnn_internals.pipeline.cli import ArgumentParser, cli
 
 

@@ -17,9 +17,8 @@ import torch
 from tqdm import tqdm
 
 from cnn_internals.core.atomic import atomic_dir
-from cnn_internals.core.errors import UserError
 from cnn_internals.data.loader import gather
-from cnn_internals.pipeline.artifacts import load_mined, load_model, load_split, mined_path, net_inputs, renders_dir
+from cnn_internals.pipeline.artifacts import layer_shapes, load_mined, load_model, load_split, net_inputs, render_path, renders_dir
 from cnn_internals.pipeline.cli import cli
 from cnn_internals.pipeline.stage import device_for, net_stage_args
 from cnn_internals.viz.render import layer_figure, render_params, unit_pictures
@@ -30,14 +29,12 @@ def main(argv=None):
     net, params = net_stage_args(__doc__, argv)
     p = render_params(params, net)
     channels, method = p.channels, p.method
-    split_name, tables = load_mined(net)      # the split is the mined one's, not a param here
+    split_name, _ = load_mined(net)           # the split is the mined one's, not a param here
     device = device_for(net, params)
     model, config = load_model(net, device)
     split = load_split(net, split_name)
+    _, tables = load_mined(net, len(split), layer_shapes(net, model))     # checked against both
     inputs = net_inputs(net, config, device)
-    if max(int(t["images"].max()) for t in tables.values()) >= len(split):
-        raise UserError(f"{mined_path(net)} names images beyond the {len(split)} of the {split_name} split: "
-                        f"rerun `dvc repro -f mine@{net.name}`")
     pictures, capped = {}, []
     for layer in tqdm(net.layers, desc=f"render {net.name}", disable=None, leave=False):
         top = tables[layer]
@@ -62,7 +59,7 @@ def main(argv=None):
     out = renders_dir(net)
     with atomic_dir(out) as tmp:
         for layer, png in pictures.items():
-            (tmp / f"{layer}.png").write_bytes(png)
+            (tmp / render_path(net, layer).name).write_bytes(png)
     print(f"{net.title}: wrote " + ", ".join(f"{out}/{layer}.png" for layer in net.layers))
 
 

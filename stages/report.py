@@ -16,15 +16,23 @@ projections run); the folder is replaced in one rename.
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 
 from cnn_internals.core.atomic import atomic_dir
-from cnn_internals.core.errors import UserError
-from cnn_internals.data import prepared_dir
 from cnn_internals.data.datasets import get_dataset
 from cnn_internals.data.prepared import fingerprint
-from cnn_internals.pipeline.artifacts import load_mined, load_model, load_split, metrics_paths, mined_path, net_inputs, reports_dir
+from cnn_internals.pipeline.artifacts import (
+    layer_shapes,
+    load_mined,
+    load_model,
+    load_split,
+    metrics_paths,
+    net_inputs,
+    prepared_dir,
+    read_metrics,
+    reports_dir,
+)
 from cnn_internals.pipeline.cli import cli
 from cnn_internals.pipeline.config import read_train
 from cnn_internals.pipeline.stage import device_for, net_stage_args
-from cnn_internals.viz.report import build_report, read_metrics, report_params, train_settings
+from cnn_internals.viz.report import build_report, report_params, train_settings
 
 
 @cli
@@ -33,13 +41,11 @@ def main(argv=None):
     p = report_params(params, net)
     settings = train_settings(read_train(params, net))
     device = device_for(net, params)
-    split_name, tables = load_mined(net)
+    split_name, _ = load_mined(net)
     held_out_name = get_dataset(net.dataset).splits[1]
     model, config = load_model(net, device)
     mined_split, held_out = load_split(net, split_name), load_split(net, held_out_name)
-    if max(int(t["images"].max()) for t in tables.values()) >= len(mined_split):
-        raise UserError(f"{mined_path(net)} names images beyond the {len(mined_split)} of the {split_name} split: "
-                        f"rerun `dvc repro -f mine@{net.name}`")
+    _, tables = load_mined(net, len(mined_split), layer_shapes(net, model))   # checked against both
     run = read_metrics(metrics_paths(net), held_out.classes, f"rerun `dvc repro -f train@{net.name}`")
     inputs = net_inputs(net, config, device)
     train_name = get_dataset(net.dataset).splits[0]

@@ -10,13 +10,12 @@ a small git-tracked summary that `git diff` and `dvc metrics diff` show.
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 
 import sys
-from pathlib import Path
 
 from cnn_internals.core.atomic import atomic_dir, write_json
 from cnn_internals.core.project import user_path
-from cnn_internals.data import prepared_dir, stats_dir
 from cnn_internals.data.datasets import DATASETS, open_split
 from cnn_internals.data.statistics import image_statistics, save_statistics, summary
+from cnn_internals.pipeline.artifacts import prepared_dir, stats_dir, stats_metrics_path
 from cnn_internals.pipeline.cli import ArgumentParser, cli
 
 
@@ -31,7 +30,7 @@ def main(argv=None):
     stats = image_statistics(split.images)
     with atomic_dir(args.out or stats_dir(args.dataset)) as tmp:
         save_statistics(stats, tmp)
-    write_json(Path("metrics") / f"{args.dataset}_stats.json", summary(stats))
+    write_json(stats_metrics_path(args.dataset), summary(stats))
     print(f"{args.dataset}: {stats['count']} training images, pixel mean {stats['channel_mean'].round(4).tolist()}, "
           f"std {stats['channel_std'].round(4).tolist()}")
 

@@ -29,21 +29,27 @@ epoch-0 row of held-out figures, no train_loss in the metrics.
 
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 
-import csv
-import io
 import sys
 from pathlib import Path
 
 import torch
 
-from cnn_internals.core.atomic import json_bytes, write_all, write_text
+from cnn_internals.core.atomic import write_all, write_text
 from cnn_internals.core.errors import UserError, first_line
 from cnn_internals.core.project import started_in
-from cnn_internals.data import prepared_dir
 from cnn_internals.data.datasets import get_dataset
 from cnn_internals.data.prepared import fingerprint
-from cnn_internals.data.pretrained import load_pretrained, pretrained_path, weights_entry
-from cnn_internals.pipeline.artifacts import load_split, load_stats, metrics_paths, model_file, net_inputs, weights_path
+from cnn_internals.data.pretrained import load_pretrained, weights_entry
+from cnn_internals.pipeline.artifacts import (
+    checkpoint_dir,
+    history_tsv,
+    load_split,
+    load_stats,
+    net_inputs,
+    prepared_dir,
+    pretrained_path,
+    train_outputs,
+)
 from cnn_internals.pipeline.cli import cli
 from cnn_internals.pipeline.config import read_train
 from cnn_internals.pipeline.stage import net_stage_args, train_device
@@ -51,14 +57,7 @@ from cnn_internals.runtime.device import keep_host_memory, make_deterministic
 from cnn_internals.runtime.distributed import describe_processes, launch, process_group, under_torchrun
 from cnn_internals.training.loop import Checkpoint, Precision, code_fingerprint, eval_batch_size, evaluate, params_tag, train
 
-HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "test_loss", "train_accuracy", "test_accuracy", "test_top5_accuracy")
 CODE = (Path(__file__).resolve().parents[1] / "src" / "cnn_internals", Path(__file__).resolve())
-
-
-def history_tsv(history):
-    rows = ["\t".join(HISTORY_COLUMNS)] + [
-        "\t".join(str(h[c]) if c == "epoch" else f"{h[c]:.6g}" for c in HISTORY_COLUMNS) for h in history]
-    return "\n".join(rows) + "\n"
 
 
 def imagenet_state_dict(net, params) -> dict:
@@ -77,14 +76,6 @@ def start_from_imagenet(net, model, state_dict) -> None:
                         f"({first_line(err)}): rerun `dvc repro -f weights@{net.name}`") from None
 
 
-def confusion_csv(classes, actual, predicted):
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["actual", "predicted"])
-    writer.writerows((classes[a], classes[p]) for a, p in zip(actual.tolist(), predicted.tolist()))
-    return buf.getvalue()
-
-
 @cli
 def main(argv=None):
     net, params = net_stage_args(__doc__, argv)
@@ -101,7 +92,7 @@ def main(argv=None):
         # Params and data are checked: now the same command on nproc processes (torchrun's own
         # failure report is a traceback; launch sums it up in one line).
         command = [sys.argv[0], *sys.argv[1:]] if argv is None else [__file__, *argv]
-        launch(config.nproc, command, started_in(), Path("checkpoints") / net.name / "torchrun.log")
+        launch(config.nproc, command, started_in(), checkpoint_dir(net) / "torchrun.log")
         return
     imagenet = imagenet_state_dict(net, params) if config.weights == "imagenet" else None
     make_deterministic()
@@ -124,7 +115,7 @@ def train_on(net, config, device, data, stats, world, imagenet=None):
     # which this stage does not declare).
     tag = params_tag({"train": config.model_dump(), "data": fingerprint(prepared_dir(net.dataset)),
                       "code": code_fingerprint(*CODE)})
-    checkpoint = Checkpoint(Path("checkpoints") / net.name, tag)
+    checkpoint = Checkpoint(checkpoint_dir(net), tag)
     progress = checkpoint.directory / "history.tsv"
     history = train(model, loss_fn, inputs, data["train"], data["test"], config, checkpoint,
                     on_epoch=lambda h: write_text(progress, history_tsv(h)), world=world)
@@ -146,13 +137,8 @@ def train_on(net, config, device, data, stats, world, imagenet=None):
         metrics["train_loss"] = round(history[-1]["train_loss"], 6)
     if "views_accuracy" in final:
         metrics["test_10crop_accuracy"] = round(final["views_accuracy"], 6)
-    paths = metrics_paths(net)
-    write_all({
-        weights_path(net): model_file(net, model, config),
-        paths["history"]: history_tsv(history).encode(),
-        paths["confusion"]: confusion_csv(data["test"].classes, data["test"].labels, final["predictions"]).encode(),
-        paths["metrics"]: json_bytes(metrics),
-    })
+    write_all(train_outputs(net, model, config, metrics, history, data["test"].classes, data["test"].labels,
+                            final["predictions"]))
     checkpoint.remove()
     trained = f"after {config.epochs} epochs on {len(data['train'])} images" if config.epochs else \
         "with no training (epochs 0)"

@@ -28,13 +28,14 @@ from cnn_internals.core.project import user_path
 from cnn_internals.data.datasets import DATASETS
 from cnn_internals.data.pretrained import weights_entry
 from cnn_internals.models import get_net
+from cnn_internals.pipeline.artifacts import PARAMS_OK
 from cnn_internals.pipeline.cli import ArgumentParser, cli
 from cnn_internals.pipeline.config import check_layout, read_mine, read_pipeline, read_train
 from cnn_internals.pipeline.stage import train_device
 from cnn_internals.viz.render import render_params
 from cnn_internals.viz.report import report_params
 
-OUT = Path("data/params.ok")
+OUT = PARAMS_OK
 # The same bytes whatever the params: a valid edit must not make the stages after this rerun.
 STAMP = "params checked by stages/validate.py\n"
 

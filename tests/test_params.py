@@ -165,6 +165,35 @@ def test_the_model_file_stores_the_config_the_net_was_built_with(tmp_path, monke
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
 
 
+def test_epochs_0_from_scratch_is_refused_unless_untrained_says_so():
+    params = committed()
+    params["train"]["lenet5"]["epochs"] = 0
+    with pytest.raises(UserError, match=r"train.lenet5.epochs is 0 with weights: scratch: the model, pictures and "
+                                        r"report would be an untrained net's. .*train.lenet5.untrained: true"):
+        read_train(params, LENET)
+    params["train"]["lenet5"]["untrained"] = True
+    assert read_train(params, LENET).epochs == 0
+    vgg = committed()["train"]["vgg16"]                         # epochs 0 on ImageNet weights: evaluated as published
+    assert vgg["epochs"] == 0 and read_train({"train": {"vgg16": vgg}}, NETS["vgg16"]).weights == "imagenet"
+
+
+def test_params_are_read_by_yaml_1_2_as_dvc_reads_them(tmp_path):
+    """DVC reads params.yaml with ruamel.yaml (YAML 1.2): 1e-3 is a number, yes is text. The
+    stages read it the same way, so what DVC tracks is what they train with."""
+    params = committed()
+    path = tmp_path / "params.yaml"
+    text = yaml.safe_dump(params, sort_keys=False).replace("lr: 0.001", "lr: 1e-3")
+    assert "lr: 1e-3" in text and yaml.safe_load(text)["train"]["lenet5"]["lr"] == "1e-3"    # PyYAML: YAML 1.1
+    path.write_text(text)
+    assert read_train(load_params(path), LENET).lr == 0.001
+    path.write_text(text.replace("c3_table: true", "c3_table: yes"))
+    with pytest.raises(UserError, match=r"train.lenet5.c3_table must be bool \(true or false\), got 'yes'"):
+        read_train(load_params(path), LENET)
+    path.write_text("train:\n  lenet5:\n    lr: 0.1\n    lr: 0.2\n")
+    with pytest.raises(UserError, match=r"is not valid YAML at line 4, column 5: found duplicate key \"lr\""):
+        load_params(path)
+
+
 def test_a_yaml_error_keeps_its_line_and_column(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("train:\n  lenet5:\n    lr: [0.1\n    epochs: 3\n")

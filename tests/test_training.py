@@ -153,8 +153,7 @@ def test_train_stage_with_zero_epochs_writes_its_four_files_from_the_initial_mod
     from cnn_internals.data.prepared import write_classes, write_split
     from cnn_internals.data.statistics import image_statistics, save_statistics
     from cnn_internals.models import NETS
-    from cnn_internals.pipeline.artifacts import metrics_paths
-    from cnn_internals.viz.report import read_metrics
+    from cnn_internals.pipeline.artifacts import metrics_paths, read_metrics
 
     from imports import REPO
 
@@ -167,7 +166,7 @@ def test_train_stage_with_zero_epochs_writes_its_four_files_from_the_initial_mod
     save_statistics(image_statistics(np.load(prepared / "train_images.npy")), tmp_path / "data/stats/mnist")
     p = {"epochs": 0, "batch_size": 8, "lr": 0.001, "optimizer": "adamw", "weight_decay": 0.0, "schedule": "cosine",
          "seed": 4, "nproc": 1, "device": "cpu", "j": 5.0, "c3_table": True, "prototypes": "fixed",
-         "normalize": "paper", "amp": True}
+         "normalize": "paper", "amp": True, "untrained": True}
     (tmp_path / "params.yaml").write_text(json.dumps({"train": {"lenet5": p}}))
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")          # the project root the stage enters
     monkeypatch.chdir(tmp_path)

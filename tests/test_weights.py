@@ -17,7 +17,8 @@ import yaml
 from cnn_internals.core.errors import UserError
 from cnn_internals.core.params import PARAMS_LOG
 from cnn_internals.data import download
-from cnn_internals.data.pretrained import SCRATCH, fetch_pretrained, load_pretrained, pretrained_path, wants_imagenet, weights_entry
+from cnn_internals.data.pretrained import SCRATCH, fetch_pretrained, load_pretrained, wants_imagenet, weights_entry
+from cnn_internals.pipeline.artifacts import pretrained_path
 
 from repo_copy import copy_repo, edit_params, run
 

@@ -10,8 +10,6 @@ import atexit
 import os
 from pathlib import Path
 
-import yaml
-
 from cnn_internals.core.errors import UserError
 from cnn_internals.core.project import shown
 
@@ -26,22 +24,33 @@ class Params(dict):
     lines: dict = {}
 
 
+def _yaml():
+    """A YAML 1.2 reader, the one DVC reads params.yaml with (ruamel.yaml's safe loader): so
+    ``lr: 1e-3`` is the number DVC sees (YAML 1.1, PyYAML's, reads it as text) and ``yes`` is
+    text, not a bool, for both."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe")
+
+
 def key_lines(text: str) -> dict:
     """{dotted key: 1-based line} of every key and list item in the YAML ``text``."""
+    from ruamel.yaml.nodes import MappingNode, SequenceNode
+
     lines = {}
 
     def walk(node, prefix):
-        if isinstance(node, yaml.MappingNode):
+        if isinstance(node, MappingNode):
             for key, value in node.value:
                 dotted = f"{prefix}.{key.value}" if prefix else str(key.value)
                 lines[dotted] = key.start_mark.line + 1
                 walk(value, dotted)
-        elif isinstance(node, yaml.SequenceNode):
+        elif isinstance(node, SequenceNode):
             for i, item in enumerate(node.value):
                 lines[f"{prefix}[{i}]"] = item.start_mark.line + 1
                 walk(item, f"{prefix}[{i}]")
 
-    walk(yaml.compose(text, Loader=yaml.SafeLoader), "")
+    walk(_yaml().compose(text), "")
     return lines
 
 
@@ -86,16 +95,19 @@ def load_params(path="params.yaml") -> Params:
         raise UserError(f"{label} is a folder: pass the params file itself (--params {Path(label) / 'params.yaml'})")
     if not path.is_file():
         raise UserError(f"{label} not found: pass --params with the params file")
+    from ruamel.yaml import YAMLError
+
     try:
         text = path.read_bytes().decode("utf-8")
-        params = yaml.safe_load(text)
+        params = _yaml().load(text)
     except UnicodeDecodeError:
         raise UserError(f"{label} is not UTF-8 text: restore it (git checkout {path.name})") from None
-    except yaml.YAMLError as err:
-        # PyYAML's first line names the problem, the "line N, column M" mark comes after it.
+    except YAMLError as err:
+        # The mark says where, the problem what ("found duplicate key", "expected ',' or ']'").
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise UserError(f"{label} is not valid YAML{where}: {str(err).splitlines()[0]}") from None
+        what = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(f"{label} is not valid YAML{where}: {' '.join(str(what).split())}") from None
     if not isinstance(params, dict):
         raise UserError(f"{label} must be a mapping of sections")
     log = os.environ.get(PARAMS_LOG)

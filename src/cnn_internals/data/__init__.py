@@ -1,7 +1,7 @@
 """Datasets: downloads (mirrors, md5, retry, atomic), the readers of their formats, and the
-uint8 arrays every net reads its batches from."""
+uint8 arrays every net reads its batches from. Where the pipeline keeps them is
+pipeline/artifacts.py's: the functions here take their folders as arguments."""
 
-from pathlib import Path
 from typing import Literal, get_args
 
 # train.<net>.weights: what a net starts from. scratch: its own initialisation, a 10-class head;
@@ -11,17 +11,3 @@ from typing import Literal, get_args
 Weights = Literal["scratch", "imagenet"]
 WEIGHTS = get_args(Weights)
 
-
-def raw_dir(dataset: str) -> Path:
-    """Where download@<dataset> puts the raw files."""
-    return Path("data/raw") / dataset
-
-
-def prepared_dir(dataset: str) -> Path:
-    """Where prepare@<dataset> puts the uint8 arrays, labels and class list."""
-    return Path("data/prepared") / dataset
-
-
-def stats_dir(dataset: str) -> Path:
-    """Where stats@<dataset> puts the dataset statistics."""
-    return Path("data/stats") / dataset

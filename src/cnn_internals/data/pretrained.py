@@ -44,9 +44,15 @@ class _WeightsChoice(Section):
 SCRATCH = b"no pretrained weights: train.<net>.weights is scratch, the net starts from its own initialisation\n"
 
 
+def pretrained_file(net: str) -> Path:
+    """weights@<net>'s output, as dvc.yaml names it: models/pretrained/<net>.pth (here, not in
+    pipeline/artifacts.py, which names every other artifact: see its docstring)."""
+    return Path("models/pretrained") / f"{net}.pth"
+
+
 def pretrained_path(net: str) -> Path:
-    """models/pretrained/<net>.pth under the project root: where `weights@<net>` writes."""
-    return find_root() / "models" / "pretrained" / f"{net}.pth"
+    """weights@<net>'s output under the project root (found from wherever this runs)."""
+    return find_root() / pretrained_file(net)
 
 
 def weights_entry(params, net: str) -> dict:
@@ -101,10 +107,10 @@ def _state_dict(path: Path, net: str, shown: Path) -> dict:
     return state
 
 
-def fetch_pretrained(params, net: str, dest=None, **download) -> Path:
-    """`weights@<net>`: ``weights.<net>``'s file to ``dest`` (default ``pretrained_path``),
+def fetch_pretrained(params, net: str, dest: Path, **download) -> Path:
+    """`weights@<net>`: ``weights.<net>``'s file to ``dest`` (artifacts.pretrained_path),
     which appears only once the file's sha256 matches (checked as it downloads) and it loads as
     a state dict. ``download``: fetch_file's mirror, tries, backoff, timeout."""
     entry = weights_entry(params, net)
-    dest = pretrained_path(net) if dest is None else Path(dest)
+    dest = Path(dest)
     return fetch_file(entry, dest, check=lambda part: _state_dict(part, net, dest), **download)

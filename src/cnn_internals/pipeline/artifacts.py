@@ -1,47 +1,73 @@
-"""Where each stage's artifacts live, and how a later stage loads an earlier one's."""
+"""Every artifact of the pipeline: its path, how it is written and how it is read, side by side.
 
+Stages and viz/ name a file only through this module, and ``stage_outputs`` lists what each
+stage writes: a test holds dvc.yaml's outs, metrics and plots to it. Paths are relative to the
+project root, where every stage runs (pipeline/cli.py).
+
+One exception: weights@<net>'s file (``pretrained_file``/``pretrained_path``) is named in
+data/pretrained.py beside its fetcher and its loader, and re-exported here. The weights stage
+must not import this module: through the registry it would depend on every net's code, and an
+edit of a model would fetch hundreds of MB again (tests/test_dvc_yaml.py holds it to that).
+
+    data/params.ok                     validate    the same bytes whenever the params are valid
+    models/pretrained/<net>.pth        weights@    torchvision's file, or the SCRATCH line
+    data/raw/<dataset>/                download@   the files as published
+    data/prepared/<dataset>/           prepare@    uint8 arrays, labels, classes.json (data/prepared.py)
+    data/stats/<dataset>/              stats@      mean image, channel mean/std, RGB PCA (data/statistics.py)
+    metrics/<dataset>_stats.json       stats@      their summary
+    models/<net>.pt                    train@      {"config": the net's own config, "state_dict"}
+    metrics/<net>.json                 train@      final held-out figures
+    metrics/<net>_history.tsv          train@      one row per epoch (HISTORY_COLUMNS)
+    metrics/<net>_confusion.csv        train@      one row per held-out image: actual, predicted class names
+    checkpoints/<net>/                 train@      resume state while it runs (not an output)
+    data/mined/<net>.json              mine@       per shown layer, top-k values/images/rows/cols per map
+    renders/<net>/<layer>.png          render@     the pictures
+    images/<net>_<layer>.png           gallery     the same pictures under flat names, in git
+    reports/<net>/                     report@     index.html and its images
+"""
+
+import csv
+import io
 import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from cnn_internals.core.atomic import torch_bytes
+from cnn_internals.core.atomic import json_bytes, torch_bytes
 from cnn_internals.core.errors import UserError, first_line
-from cnn_internals.data import stats_dir
-from cnn_internals.data.datasets import get_dataset, open_split
+from cnn_internals.data.datasets import DATASETS, get_dataset, open_split
+from cnn_internals.data.prepared import Split
+from cnn_internals.data.pretrained import pretrained_file, pretrained_path  # noqa: F401 -- re-exported
 from cnn_internals.data.statistics import load_statistics
+from cnn_internals.engine.hooks import forward_to
+from cnn_internals.models import NETS, Net
+
+PARAMS_OK = Path("data/params.ok")
+GALLERY = Path("images")
 
 
-def weights_path(net) -> Path:
-    return Path("models") / f"{net.name}.pt"
+# ---------------------------------------------------------------- data
+
+def raw_dir(dataset: str) -> Path:
+    """download@<dataset>'s output: the raw files as published."""
+    return Path("data/raw") / dataset
 
 
-def mined_path(net) -> Path:
-    return Path("data/mined") / f"{net.name}.json"
+def prepared_dir(dataset: str) -> Path:
+    """prepare@<dataset>'s output: the uint8 arrays, labels and class list."""
+    return Path("data/prepared") / dataset
 
 
-def renders_dir(net) -> Path:
-    """render@<net>'s pictures: renders/<net>/<layer>.png, DVC-cached; the gallery stage copies
-    them to images/ under flat names (see stages/gallery.py for why two steps)."""
-    return Path("renders") / net.name
+def stats_dir(dataset: str) -> Path:
+    """stats@<dataset>'s output: the dataset statistics."""
+    return Path("data/stats") / dataset
 
 
-def gallery_name(net, layer: str) -> str:
-    """The picture's name in images/, the README's and the issues' name: <net>_<layer>.png."""
-    return f"{net.name}_{layer}.png"
-
-
-def reports_dir(net) -> Path:
-    """report@<net>'s HTML report: reports/<net>/index.html and its images beside it."""
-    return Path("reports") / net.name
-
-
-def metrics_paths(net) -> dict:
-    """train@<net>'s metrics files: final figures, one row per epoch, one row per held-out image."""
-    folder = Path("metrics")
-    return {"metrics": folder / f"{net.name}.json", "history": folder / f"{net.name}_history.tsv",
-            "confusion": folder / f"{net.name}_confusion.csv"}
+def stats_metrics_path(dataset: str) -> Path:
+    """stats@<dataset>'s summary, a DVC metric."""
+    return Path("metrics") / f"{dataset}_stats.json"
 
 
 def load_stats(dataset: str) -> dict:
@@ -52,18 +78,40 @@ def load_stats(dataset: str) -> dict:
     return load_statistics(directory, f"rerun `dvc repro -f stats@{dataset}`")
 
 
-def load_split(net, split: str):
-    return open_split(net.dataset, split)
+def load_split(net: Net, split: str) -> Split:
+    """``split`` of the net's dataset, from its prepared folder (images memory-mapped)."""
+    return open_split(net.dataset, split, prepared_dir(net.dataset))
 
 
-def net_inputs(net, config, device, stats=None):
-    """The net's batch transform from its ``train.<net>`` keys (or a weights file's config),
-    built from its dataset's statistics."""
+def net_inputs(net: Net, config, device, stats: dict | None = None):
+    """The net's batch transform from its config (a ``train.<net>`` section, or a weights file's
+    config), built from its dataset's statistics."""
     stats = load_stats(net.dataset) if stats is None else stats
     return net.inputs(stats, config, device)
 
 
-def model_file(net, model, config) -> bytes:
+# ---------------------------------------------------------------- train
+
+HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "test_loss", "train_accuracy", "test_accuracy", "test_top5_accuracy")
+
+
+def weights_path(net: Net) -> Path:
+    return Path("models") / f"{net.name}.pt"
+
+
+def metrics_paths(net: Net) -> dict:
+    """train@<net>'s metrics files: final figures, one row per epoch, one row per held-out image."""
+    folder = Path("metrics")
+    return {"metrics": folder / f"{net.name}.json", "history": folder / f"{net.name}_history.tsv",
+            "confusion": folder / f"{net.name}_confusion.csv"}
+
+
+def checkpoint_dir(net: Net) -> Path:
+    """Where train@<net> keeps its resume state (and its progress, history.tsv) while it runs."""
+    return Path("checkpoints") / net.name
+
+
+def model_file(net: Net, model: torch.nn.Module, config) -> bytes:
     """models/<net>.pt's bytes: {"config": the net's own config it was built with (its config
     class's keys of ``train.<net>``, defaults included), "state_dict": the weights on the CPU}.
     Not the recipe: a recipe edit that leaves the weights as they were (amp on the CPU) must
@@ -72,7 +120,7 @@ def model_file(net, model, config) -> bytes:
                         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}})
 
 
-def load_model(net, device):
+def load_model(net: Net, device) -> tuple:
     """The trained ``net`` from models/<net>.pt, in eval mode on ``device``, and the config it
     was built with (checked by the net's config class), for ``net_inputs``."""
     path = weights_path(net)
@@ -91,9 +139,99 @@ def load_model(net, device):
     return model.to(device).eval(), config
 
 
-def load_mined(net):
+def history_tsv(history: list) -> str:
+    """train's per-epoch rows (HISTORY_COLUMNS, tab-separated, 6 significant digits)."""
+    rows = ["\t".join(HISTORY_COLUMNS)] + [
+        "\t".join(str(h[c]) if c == "epoch" else f"{h[c]:.6g}" for c in HISTORY_COLUMNS) for h in history]
+    return "\n".join(rows) + "\n"
+
+
+def confusion_csv(classes, actual, predicted) -> str:
+    """One row per held-out image, class names (DVC's confusion template reads it)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["actual", "predicted"])
+    writer.writerows((classes[a], classes[p]) for a, p in zip(actual.tolist(), predicted.tolist()))
+    return buf.getvalue()
+
+
+def train_outputs(net: Net, model, config, metrics: dict, history: list, classes, actual, predicted) -> dict:
+    """{path: bytes} of the four files train@<net> writes together (core.atomic.write_all)."""
+    paths = metrics_paths(net)
+    return {weights_path(net): model_file(net, model, config),
+            paths["history"]: history_tsv(history).encode(),
+            paths["confusion"]: confusion_csv(classes, actual, predicted).encode(),
+            paths["metrics"]: json_bytes(metrics)}
+
+
+def read_metrics(paths: dict, classes: tuple, fix: str) -> dict:
+    """train's metrics files (``metrics_paths``): {"metrics": {...}, "history": [rows],
+    "confusion": (classes x classes) counts, rows actual, columns predicted}. A missing or damaged
+    file is a UserError naming it and ending in ``fix``."""
+    index = {name: i for i, name in enumerate(classes)}
+
+    def metrics(text):
+        found = json.loads(text)
+        if not isinstance(found, dict) or not found:
+            raise ValueError("not a mapping")
+        return found
+
+    def history(text):
+        rows = [{key: float(value) for key, value in row.items()}
+                for row in csv.DictReader(io.StringIO(text), delimiter="\t")]
+        if not rows or any(f"{split}_{what}" not in rows[0] for split in ("train", "test")
+                           for what in ("loss", "accuracy")):
+            raise ValueError("no per-epoch losses and accuracies")
+        return rows
+
+    def confusion(text):
+        counts = np.zeros((len(classes), len(classes)), dtype=np.int64)
+        for row in csv.DictReader(io.StringIO(text)):
+            counts[index[row["actual"]], index[row["predicted"]]] += 1
+        return counts
+
+    found = {}
+    for key, parse in (("metrics", metrics), ("history", history), ("confusion", confusion)):
+        path = paths[key]
+        if not path.is_file():
+            raise UserError(f"{path} missing: {fix}")
+        try:
+            found[key] = parse(path.read_text())
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+            raise UserError(f"{path} is damaged ({type(err).__name__}): {fix}") from None
+    return found
+
+
+# ---------------------------------------------------------------- mine
+
+MINED_FIELDS = ("values", "images", "rows", "cols")
+
+
+def mined_path(net: Net) -> Path:
+    return Path("data/mined") / f"{net.name}.json"
+
+
+def mined_file(split: str, k: int, top: dict) -> bytes:
+    """data/mined/<net>.json's bytes: {"split", "k", "layers": {layer: {values, images, rows,
+    cols}}}, each a (maps, k) table, best first (engine.mining.TopK per shown layer)."""
+    return json_bytes({"split": split, "k": k, "layers": {
+        layer: {field: getattr(t, field).tolist() for field in MINED_FIELDS} for layer, t in top.items()}})
+
+
+def layer_shapes(net: Net, model: torch.nn.Module) -> dict:
+    """{shown layer: (maps, height, width)} of ``model``'s outputs for one input of the net's size."""
+    device = next(model.parameters()).device
+    probe = torch.zeros(1, *net.input_size, device=device)
+    with torch.no_grad():
+        return {layer: tuple(forward_to(model, net.module_path(layer), probe)[0].shape[1:]) for layer in net.layers}
+
+
+def load_mined(net: Net, split_size: int | None = None, shapes: dict | None = None) -> tuple:
     """data/mined/<net>.json checked: (split, {layer: values/images/rows/cols tensors}), each
-    table (maps, k), best first."""
+    table (maps, k), best first. With ``split_size`` (the named split's length) and ``shapes``
+    (``layer_shapes``), also that every image is one of the split, every position inside its
+    map, every layer has all its maps and every value is finite: a file that is not is refused
+    in one line, before it draws wrong pictures."""
     path = mined_path(net)
     if not path.is_file():
         raise UserError(f"{path} missing: run `dvc repro mine@{net.name}` first")
@@ -101,8 +239,7 @@ def load_mined(net):
     try:
         mined = json.loads(path.read_text())
         mined_split = mined["split"]
-        layers = {layer: {f: torch.tensor(mined["layers"][layer][f]) for f in ("values", "images", "rows", "cols")}
-                  for layer in net.layers}
+        layers = {layer: {f: torch.tensor(mined["layers"][layer][f]) for f in MINED_FIELDS} for layer in net.layers}
     except (ValueError, KeyError, TypeError, RuntimeError, UnicodeDecodeError) as err:
         raise UserError(f"{path} is truncated or malformed ({type(err).__name__}): {fix}") from None
     if any(t.dim() != 2 or t.shape != top["values"].shape or not len(t) for top in layers.values()
@@ -110,4 +247,72 @@ def load_mined(net):
         raise UserError(f"{path} holds tables of the wrong shape: {fix}")
     if mined_split not in get_dataset(net.dataset).splits:
         raise UserError(f"{path} names an unknown split {mined_split!r}: {fix}")
+    for layer, top in layers.items():
+        problem = _mined_problem(top, split_size, None if shapes is None else shapes[layer])
+        if problem:
+            raise UserError(f"{path}: {layer} {problem}: {fix}")
     return mined_split, layers
+
+
+def _mined_problem(top: dict, split_size: int | None, shape: tuple | None) -> str | None:
+    """What is wrong with one layer's tables, or None."""
+    if any(top[f].is_floating_point() or top[f].dtype == torch.bool for f in ("images", "rows", "cols")):
+        return "has image indices or positions that are not whole numbers"
+    if top["values"].is_floating_point() and not bool(torch.isfinite(top["values"]).all()):
+        return "has values that are not finite"
+    if top["images"].min() < 0 or (split_size is not None and top["images"].max() >= split_size):
+        return "names images outside its split" + (f" of {split_size}" if split_size is not None else "")
+    if shape is not None:
+        maps, height, width = shape
+        if len(top["values"]) != maps:
+            return f"has {len(top['values'])} maps; the net's layer has {maps}"
+        if (top["rows"].min() < 0 or top["rows"].max() >= height or top["cols"].min() < 0
+                or top["cols"].max() >= width):
+            return f"has positions outside its {height}x{width} maps"
+    return None
+
+
+# ---------------------------------------------------------------- pictures and report
+
+def renders_dir(net: Net) -> Path:
+    """render@<net>'s pictures: renders/<net>/<layer>.png, DVC-cached; the gallery stage copies
+    them to images/ under flat names (see stages/gallery.py for why two steps)."""
+    return Path("renders") / net.name
+
+
+def render_path(net: Net, layer: str) -> Path:
+    return renders_dir(net) / f"{layer}.png"
+
+
+def gallery_name(net: Net, layer: str) -> str:
+    """The picture's name in images/, the README's and the issues' name: <net>_<layer>.png."""
+    return f"{net.name}_{layer}.png"
+
+
+def reports_dir(net: Net) -> Path:
+    """report@<net>'s HTML report: reports/<net>/index.html and its images beside it."""
+    return Path("reports") / net.name
+
+
+# ---------------------------------------------------------------- what each stage writes
+
+def stage_outputs(stage: str, item: str | None = None) -> list:
+    """The paths (as dvc.yaml writes them) of what ``stage`` (``item``: its net or dataset)
+    declares as outs, metrics and plots."""
+    if stage in ("download", "prepare", "stats"):
+        if item not in DATASETS:
+            raise ValueError(f"{stage} runs per dataset, not for {item!r}")
+        return {"download": [raw_dir(item)], "prepare": [prepared_dir(item)],
+                "stats": [stats_dir(item), stats_metrics_path(item)]}[stage]
+    if stage in ("validate", "gallery"):
+        return [PARAMS_OK] if stage == "validate" else [GALLERY]
+    if item not in NETS:
+        raise ValueError(f"{stage} runs per net, not for {item!r}")
+    net = NETS[item]
+    outputs = {"weights": [pretrained_file(item)],
+               "train": [weights_path(net), *metrics_paths(net).values()],
+               "mine": [mined_path(net)], "render": [renders_dir(net)], "report": [reports_dir(net)]}
+    if stage not in outputs:
+        raise ValueError(f"unknown stage {stage!r}")
+    return outputs[stage]
+

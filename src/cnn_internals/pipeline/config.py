@@ -18,10 +18,25 @@ from cnn_internals.models import NETS, Net, NetConfig
 from cnn_internals.training.recipe import Recipe
 
 
+class _TrainRules(Section):
+    """The rules of ``train.<net>`` across the net's keys and the recipe's."""
+
+    @model_validator(mode="after")
+    def _epochs_0_from_scratch_only_on_purpose(self):
+        # epochs 0 evaluates the starting weights: torchvision's ImageNet ones are worth a
+        # report; a net from scratch is noise, and would replace the trained model, pictures and
+        # report without a word. Tests of random-weight nets say untrained: true.
+        if self.epochs == 0 and self.weights == "scratch" and not self.untrained:
+            raise ValueError("{key}.epochs is 0 with weights: scratch: the model, pictures and report would be an "
+                             "untrained net's. Set epochs > 0, or {key}.untrained: true if an untrained net is what "
+                             "you want")
+        return self
+
+
 @functools.cache
 def _train_schema(name: str) -> type:
     net = NETS[name]
-    return type(f"{net.config.__name__.removesuffix('Config')}Train", (net.config, Recipe),
+    return type(f"{net.config.__name__.removesuffix('Config')}Train", (net.config, Recipe, _TrainRules),
                 {"__doc__": f"``train.{name}``: {net.title}'s own keys and the training recipe.",
                  "__module__": __name__})
 

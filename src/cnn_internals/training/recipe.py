@@ -26,6 +26,7 @@ class Recipe(Section):
     amp: bool = True                                # mixed precision on CUDA (never on the CPU)
     nproc: Count = 1                                # processes (torchrun); each trains batch_size / nproc
     device: Device = "auto"                         # where every stage of the net runs (runtime/device.py)
+    untrained: bool = False                         # epochs 0 from scratch on purpose (pipeline/config.py)
 
     @model_validator(mode="after")
     def _batch_splits_evenly(self):

@@ -19,9 +19,7 @@ in batches; larger than ``thumb`` pixels they are shrunk by area averaging. PNG 
 from Pillow without metadata and the page carries no timestamp: equal inputs, equal bytes.
 """
 
-import csv
 import io
-import json
 import math
 import re
 from typing import Annotated, Literal
@@ -40,7 +38,6 @@ from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from cnn_internals.core.config import Count, Natural, Section, read_section  # noqa: E402
-from cnn_internals.core.errors import UserError  # noqa: E402
 from cnn_internals.data.loader import batches, gather  # noqa: E402
 from cnn_internals.engine.hooks import eval_mode  # noqa: E402
 from cnn_internals.engine.projection import grad_cam, receptive_field  # noqa: E402
@@ -174,44 +171,6 @@ def filter_tiles(conv: nn.Conv2d) -> np.ndarray:
     """(1, O, kh, kw, C) uint8: each filter scaled to its own largest magnitude, zero at mid grey."""
     weight = conv.weight.detach().float().cpu()        # (O, I, kh, kw), I = the image's channels
     return to_tiles(signed_to_unit(weight), max(weight.shape[-2:]))[None]
-
-
-def read_metrics(paths: dict, classes: tuple, fix: str) -> dict:
-    """train's metrics files: {"metrics": {...}, "history": [rows], "confusion": (classes x
-    classes) counts, rows actual, columns predicted}. A missing or damaged file is a UserError
-    naming it and ending in ``fix``."""
-    index = {name: i for i, name in enumerate(classes)}
-
-    def metrics(text):
-        found = json.loads(text)
-        if not isinstance(found, dict) or not found:
-            raise ValueError("not a mapping")
-        return found
-
-    def history(text):
-        rows = [{key: float(value) for key, value in row.items()}
-                for row in csv.DictReader(io.StringIO(text), delimiter="\t")]
-        if not rows or any(f"{split}_{what}" not in rows[0] for split in ("train", "test")
-                           for what in ("loss", "accuracy")):
-            raise ValueError("no per-epoch losses and accuracies")
-        return rows
-
-    def confusion(text):
-        counts = np.zeros((len(classes), len(classes)), dtype=np.int64)
-        for row in csv.DictReader(io.StringIO(text)):
-            counts[index[row["actual"]], index[row["predicted"]]] += 1
-        return counts
-
-    found = {}
-    for key, parse in (("metrics", metrics), ("history", history), ("confusion", confusion)):
-        path = paths[key]
-        if not path.is_file():
-            raise UserError(f"{path} missing: {fix}")
-        try:
-            found[key] = parse(path.read_text())
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
-            raise UserError(f"{path} is damaged ({type(err).__name__}): {fix}") from None
-    return found
 
 
 def curves_png(history: list, title: str) -> bytes:
