@@ -53,7 +53,10 @@ import torch
 from torch import nn
 
 from cnn_internals.models.alexnet import build_alexnet
-from cnn_internals.models.transforms import AlexNetInputs, naive_alexnet_train_inputs
+from cnn_internals.models.transforms import AlexNetInputs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))     # the image-by-image reference
+from reference_transforms import naive_alexnet_train_inputs  # noqa: E402
 
 from bench_common import RESULTS, describe, machine, pick_device, proc_status, synchronize, timed, write_json
 

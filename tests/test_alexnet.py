@@ -8,19 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from reference_transforms import naive_alexnet_inputs_with, naive_alexnet_train_inputs
 from torch import nn
 
 from cnn_internals.engine.projection import backward_rules, receptive_field
 from cnn_internals.models import transforms
 from cnn_internals.models.alexnet import AlexNet, LocalResponseNorm, build_alexnet, init_weights, local_response_norm
-from cnn_internals.models.transforms import (
-    VIEW_NAMES,
-    AlexNetInputs,
-    Augmentation,
-    draw_augmentation,
-    naive_alexnet_inputs_with,
-    naive_alexnet_train_inputs,
-)
+from cnn_internals.models.transforms import VIEW_NAMES, AlexNetInputs, Augmentation, draw_augmentation
 
 LAYERS = ["conv1", "relu1", "lrn1", "pool1", "conv2", "relu2", "lrn2", "pool2", "conv3", "relu3",
           "conv4", "relu4", "conv5", "relu5", "pool3", "lin1", "relu6", "drop1", "lin2", "relu7",

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from reference_transforms import naive_alexnet_inputs_with
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18, vgg16
 
@@ -18,7 +19,7 @@ from cnn_internals.engine.mining import top_k_activations
 from cnn_internals.engine.projection import receptive_field
 from cnn_internals.models import NETS
 from cnn_internals.models.imagenet import IMAGENETTE_LOGITS
-from cnn_internals.models.transforms import IMAGENET_MEAN, IMAGENET_STD, ChannelNormalizedInputs, naive_alexnet_inputs_with
+from cnn_internals.models.transforms import IMAGENET_MEAN, IMAGENET_STD, ChannelNormalizedInputs
 from cnn_internals.pipeline.config import read_train, train_key
 from cnn_internals.viz.report import architecture_row, cam_layer
 
