@@ -7,6 +7,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from cnn_internals.core.errors import WRITE_ERRNOS
+
+
+def _named(err: OSError, path: Path) -> OSError:
+    """A write error (full disk, no permission) as the user's output ``path`` failing: the
+    temporary file it happened in, or no file at all (torch, numpy), says nothing to them."""
+    if err.errno in WRITE_ERRNOS:
+        return OSError(err.errno, err.strerror or os.strerror(err.errno), str(path))
+    return err
+
 
 @contextlib.contextmanager
 def atomic_path(path):
@@ -19,9 +29,11 @@ def atomic_path(path):
         os.chmod(tmp, default_mode())  # mkstemp's 0600 is for the temp name only
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and _named(err, path) is not err:
+            raise _named(err, path) from err
         raise
 
 
@@ -106,6 +118,8 @@ def atomic_dir(dest_dir):
         os.chmod(tmp, default_mode("dir"))  # mkdtemp's 0700 is for the temp name only
         yield tmp
         _replace_dir(tmp, dest_dir)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and _named(err, dest_dir) is not err:
+            raise _named(err, dest_dir) from err
         raise

@@ -130,14 +130,22 @@ def restore_outputs() -> str:
     except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
         return ""
     dirs = _cache_dirs(root)
-    missing = []
+    missing, failed = [], []
     for out in outs:
         try:
             if not _restore(out, dirs):
                 missing.append(out["path"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except OSError as err:        # a full disk fails the copy back too: say so, not "not cached"
+            failed.append(f"{out.get('path', '?')} ({err.strerror or os.strerror(err.errno or 0)})")
+        except (ValueError, KeyError, TypeError):
             missing.append(out.get("path", "?"))
+    notes = []
+    if failed:
+        notes.append(f"putting back {', '.join(failed)} failed too: make room, then `dvc checkout {stage}` brings "
+                     "back what is tracked")
     if missing:
-        return (f"; {', '.join(missing)} not in the local cache: `dvc checkout {stage}` or `dvc pull {stage}`"
-                " brings back what is tracked")
+        notes.append(f"{', '.join(missing)} not in the local cache: `dvc checkout {stage}` or `dvc pull {stage}`"
+                     " brings back what is tracked")
+    if notes:
+        return "; " + "; ".join(notes)
     return f"; the last good outputs of {stage} (dvc.lock) are back in place"
