@@ -1,5 +1,7 @@
 """Streaming top-k against a brute-force search over every activation."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -124,5 +126,91 @@ def test_bad_arguments():
         top_k_activations(net, ["conv1"], [make_data()], 0)
     with pytest.raises(ValueError, match="unknown layer"):
         top_k_activations(net, ["conv7"], [make_data()], 1)
-    with pytest.raises(ValueError, match="not \\(B, C, H, W\\)"):
-        top_k_activations(net, ["fc"], [make_data()], 1)
+    odd = nn.Sequential(net, nn.Unflatten(1, (5, 1)))          # a (B, 5, 1) output: neither maps nor units
+    with pytest.raises(ValueError, match=r"outputs \(45, 5, 1\), not maps \(B, C, H, W\) or units \(B, C\)"):
+        top_k_activations(odd, ["1"], [make_data()], 1)
+    with pytest.raises(ValueError, match="may not be named 'classes'"):
+        top_k_activations(net, {"classes": "conv1"}, [make_data()], 1, classes=True)
+
+
+# ---------------------------------------------------------------- fully connected units and classes
+
+def fc_net(seed=0):
+    """A conv net with a fully connected head: fc1 (followed by an in-place ReLU, as in AlexNet
+    and VGG-16), fc2, and the class scores."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 5, stride=4), nn.ReLU(inplace=True), nn.Flatten(),
+                         nn.Linear(4 * 7 * 7, 12), nn.ReLU(inplace=True), nn.Linear(12, 6),
+                         nn.Linear(6, 4)).double()
+
+
+def brute_force_units(values, k):
+    """values (N, C): for each unit, the k (value, image) best, sorted by (-value, image)."""
+    return [sorted((-values[i, c].item(), i) for i in range(len(values)))[:k] for c in range(values.shape[1])]
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_fully_connected_units_and_classes_equal_brute_force_with_ties_and_a_dead_unit(k):
+    net = fc_net()
+    with torch.no_grad():
+        net[3].weight[7].zero_()          # unit 7 of fc1 is dead: 0 for every image
+        net[3].bias[7] = 0.0
+    x = make_data()
+    got = top_k_activations(net, {"fc1": "3", "fc2": "5"}, torch.split(x, 7), k, classes=True)
+    assert list(got) == ["fc1", "fc2", "classes"]
+    reference = copy.deepcopy(net)
+    reference[4].inplace = False
+    with torch.no_grad():            # batch by batch as mined, so every value is the same float
+        hidden = torch.cat([reference[3](reference[2](reference[1](reference[0](b)))) for b in torch.split(x, 7)])
+        fc2 = torch.cat([reference[5](reference[4](h)) for h in torch.split(hidden, 7)])  # fc1 above: before its ReLU
+        scores = torch.cat([reference(b) for b in torch.split(x, 7)])
+    for name, values in (("fc1", hidden), ("fc2", fc2), ("classes", scores)):
+        top = got[name]
+        assert top.rows is None and top.cols is None and top.values.shape == (values.shape[1], k)
+        for unit, entries in enumerate(brute_force_units(values, k)):
+            assert top.values[unit].tolist() == [-v for v, _ in entries], (name, unit)
+            assert top.images[unit].tolist() == [i for _, i in entries], (name, unit)
+    assert got["fc1"].values[7].tolist() == [0.0] * k and got["fc1"].images[7].tolist() == list(range(k))
+    # images 3, 10 and 30 are the same: a unit whose best is image 3 has 10 and 30 next, in that order
+    best3 = [u for u in range(12) if got["fc1"].images[u, 0] == 3 and u != 7]
+    assert k == 1 or all(got["fc1"].images[u, 1:3].tolist() == [10, 30] for u in best3)
+
+
+def test_fully_connected_values_are_read_before_the_inplace_relu_changes_them():
+    net = fc_net()
+    with torch.no_grad():
+        net[3].bias[2] = -100.0            # every value of fc1's unit 2 is negative before its ReLU
+    top = top_k_activations(net, {"fc1": "3"}, [make_data()], 3)["fc1"]
+    assert (top.values[2] < -90).all()      # a read after the in-place ReLU would give zeros
+
+
+def test_classes_of_lenet5_are_its_negated_rbf_distances_computed_by_hand():
+    """LeNet-5's forward returns the negated RBF penalties: sum over F6's 84 outputs of
+    (x_j - w_ij)^2 for class i (eq. 7 of LeCun et al. 1998), so a class's top image is the one
+    nearest its prototype."""
+    from cnn_internals.models import NETS
+
+    torch.manual_seed(0)
+    model = NETS["lenet5"].build({}).eval()
+    x = torch.rand(20, 1, 32, 32)
+    got = top_k_activations(model, {"conv3": "conv3"}, torch.split(x, 6), 3, classes=True)["classes"]
+    kept = {}
+    handle = model.tanh6.register_forward_hook(lambda module, args, out: kept.update(f6=out))
+    with torch.no_grad():
+        model(x)
+        handle.remove()
+        prototypes = model.rbf.prototypes                                     # (10, 84): the -1/+1 bitmaps
+        distances = ((kept["f6"][:, None, :] - prototypes[None]) ** 2).sum(-1)  # (N, 10), eq. 7 by hand
+    for c, entries in enumerate(brute_force_units(-distances.double(), 3)):
+        assert got.images[c].tolist() == [i for _, i in entries]
+        torch.testing.assert_close(got.values[c].double(), torch.tensor([-v for v, _ in entries], dtype=torch.float64),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_mining_the_classes_runs_the_same_one_forward_per_batch():
+    net = fc_net()
+    calls = []
+    net[0].register_forward_hook(lambda *a: calls.append(1))
+    batches = torch.split(make_data(), 9)
+    top_k_activations(net, {"conv": "0", "fc1": "3"}, batches, 2, classes=True)
+    assert len(calls) == len(batches)

@@ -213,9 +213,11 @@ def mined_path(net: Net) -> Path:
 
 def mined_file(split: str, k: int, top: dict) -> bytes:
     """data/mined/<net>.json's bytes: {"split", "k", "layers": {layer: {values, images, rows,
-    cols}}}, each a (maps, k) table, best first (engine.mining.TopK per shown layer)."""
+    cols}}}, each a (maps, k) table, best first (engine.mining.TopK per shown layer); a layer of
+    units without positions (fully connected) has no rows and cols."""
     return json_bytes({"split": split, "k": k, "layers": {
-        layer: {field: getattr(t, field).tolist() for field in MINED_FIELDS} for layer, t in top.items()}})
+        layer: {field: getattr(t, field).tolist() for field in MINED_FIELDS if getattr(t, field) is not None}
+        for layer, t in top.items()}})
 
 
 def layer_shapes(net: Net, model: torch.nn.Module) -> dict:
