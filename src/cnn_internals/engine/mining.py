@@ -6,10 +6,11 @@ top-k at most once; equal values go to the lower image index. Only (channels, k)
 layer are kept while the data streams past: memory does not grow with the dataset.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from cnn_internals.engine.hooks import StopForward, eval_mode, get_module, removed_after
 
@@ -50,7 +51,8 @@ class _Running:
 
 
 @torch.no_grad()
-def top_k_activations(model, layers, batches, k):
+def top_k_activations(model: nn.Module, layers: Mapping[str, str] | Iterable[str], batches: Iterable[torch.Tensor],
+                      k: int) -> dict[str, TopK]:
     """For each layer in ``layers`` a TopK over all images that ``batches`` yields (image
     tensors in dataset order), keyed by its name. ``layers``: module paths, or a mapping of
     names to module paths (a registry entry's ``layer_paths``: paper name -> path). One forward

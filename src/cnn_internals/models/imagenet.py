@@ -45,7 +45,7 @@ class ImagenetteLogits(nn.Module):
         super().__init__()
         self.classes = tuple(int(c) for c in classes)
 
-    def forward(self, scores):  # (B, 1000) -> (B, 10)
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:  # (B, 1000) -> (B, 10)
         return scores.index_select(1, torch.tensor(self.classes, device=scores.device))
 
     def extra_repr(self) -> str:
@@ -94,7 +94,7 @@ class ImagenetConfig(NetConfig):
     lighting_std: NonNegative = 0.1       # AlexNet's PCA colour augmentation; 0: off
 
 
-def imagenet_inputs(stats: dict, p: ImagenetConfig, device) -> ChannelNormalizedInputs:
+def imagenet_inputs(stats: dict, p: ImagenetConfig, device: torch.device | str) -> ChannelNormalizedInputs:
     """ImageNet-normalised 224 crops of the stored images (random crops and flips, and PCA
     lighting from the dataset's statistics, in training; the centre crop in evaluation; the
     ten AlexNet views for the final test). Training reuses one output buffer (alexnet_inputs)."""
