@@ -123,7 +123,7 @@ class _Permanent(Exception):
 def file_hash(path: str | Path, algorithm: str) -> str:
     """Hex digest (``algorithm``: md5, sha256) of the file at ``path``, streamed in 1 MiB blocks
     through one reused buffer: a file of any size costs 1 MiB of memory, and the time is the
-    hash's own, not Python's (figures in pretrained.py)."""
+    hash's own, not Python's (docs/benchmarks.md, 'The sha256 on every load')."""
     digest = hashlib.new(algorithm)
     block = bytearray(HASH_BLOCK)
     view = memoryview(block)

@@ -7,12 +7,10 @@ first 8 hex digits of the hash that its file names carry, once, on download, and
 mirror; here the full sha256 is checked again each time the file is loaded, so a file changed or
 damaged on disk after the download is refused, not trained from.
 
-That costs one streamed read of the file per load. sha256 (OpenSSL with the CPU's SHA
-instructions, 1 MiB blocks, file in the page cache) ran at 1,110 MB/s on a 2-core AMD EPYC VM
-with little else running and at 794 MB/s under a load average of 5 (benchmarks/pretrained_load.py):
-VGG-16's 553 MB (528 MiB) adds 0.5-0.7 s to a load, about what torch.load itself takes on it
-(0.4-0.6 s). Hashing in a thread beside torch.load gained nothing on 2 cores; coreutils'
-``sha256sum``, without the SHA instructions, took 2.8 s (200 MB/s) on the same file.
+That costs one streamed read of the file per load, hashed by OpenSSL through hashlib (1 MiB
+blocks, the CPU's SHA instructions) in this process: what it adds to a load against torch.load's own
+time, and why neither a thread beside torch.load nor coreutils' ``sha256sum`` is used, is in
+docs/benchmarks.md, 'The sha256 on every load' (benchmarks/pretrained_load.py).
 """
 
 import warnings

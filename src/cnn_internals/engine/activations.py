@@ -16,13 +16,12 @@ class ScaledTanhFunction(torch.autograd.Function):
     function), one autograd node that keeps only sigmoid(2S x) for its backward pass,
     dy/dx = 4AS sigmoid (1 - sigmoid).
 
-    Why: on this project's CPUs torch.tanh runs ~3x slower than torch.sigmoid (1.2M floats,
-    2 threads: 3.3 vs 1.1 ms), and autograd of the reference form takes three nodes; fused,
-    LeNet-5's C1 activation's forward and backward take 2.9 instead of 5.9 ms a batch of 256
-    (channels-last, 2 cores; the whole training loop: benchmarks/training.py,
-    ``ours_reference_activation``). Its float32 values are within
-    5e-7 of the float64 function (torch.tanh's: 2e-7), its gradient torch's gradcheck passes
-    in float64 (tests/test_lenet5_paper.py)."""
+    Why: on this project's CPUs torch.tanh runs slower than torch.sigmoid, and autograd of the
+    reference form takes three nodes; fused, LeNet-5's C1 activation's forward and backward
+    run faster (docs/benchmarks.md, 'LeNet-5's scaled tanh fused for training'; the whole
+    training loop: benchmarks/training.py, ``ours_reference_activation``). Its float32 values
+    are within 5e-7 of the float64 function (torch.tanh's: 2e-7), its gradient torch's
+    gradcheck passes in float64 (tests/test_lenet5_paper.py)."""
 
     @staticmethod
     def forward(ctx: FunctionCtx, x: torch.Tensor, a: float, s: float) -> torch.Tensor:

@@ -42,8 +42,8 @@ Indices = torch.Tensor | np.ndarray | Sequence[int]
 # CPU: chunks of 8 AlexNet rows (3x224x224 floats each) beat both one row at a time and all 54
 # at once, and edged out 16 (benchmarks/projection.py sweep on 2 cores). Smaller inputs get as
 # many rows as fit in the same bytes: 1,176 of LeNet-5's 32x32 digits, where chunks of 8 spent
-# nearly all their time in per-pass overhead (guided backprop of 1,080 conv3 units: 11.5 s in
-# chunks of 8, 1.2 s in one chunk, the same bits).
+# nearly all their time in per-pass overhead (same bits, a fraction of the time in one chunk:
+# docs/benchmarks.md, 'Projection chunks').
 CPU_CHUNK = 8
 
 

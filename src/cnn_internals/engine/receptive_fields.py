@@ -251,8 +251,9 @@ class FieldTrace(TorchFunctionMode):
             # A meta probe: its descendants are meta, and so must be the weights they meet.
             args, kwargs = tree_map(_to_meta, (args, kwargs))
             if func is torch.nn.functional.batch_norm:
-                # Its meta kernel is a Python decomposition (2 ms a call, most of ResNet's
-                # trace); the output has the input's shape, which is all a field needs.
+                # Its meta kernel is a Python decomposition, most of ResNet's trace
+                # (docs/benchmarks.md, 'Receptive-field trace'); the output has the input's
+                # shape, which is all a field needs.
                 func = _same_shape
         out = func(*args, **kwargs)
         traced = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and id(t) in self._fields]

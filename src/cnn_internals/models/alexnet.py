@@ -47,8 +47,8 @@ class LocalResponseNorm(nn.LocalResponseNorm):
     Here the window sum is one 1x1 convolution of the squares with a fixed 0/1 band matrix
     (``channel_band``): a matrix product over the channels at every pixel, deterministic on
     every device, and autograd gives the true gradient (the projection engine relies on that:
-    LRN runs backwards as itself). Forward and backward of AlexNet's LRN1 take about half the
-    time of the slice-and-add sum on the CPU (benchmarks/training.py has the whole step).
+    LRN runs backwards as itself). On the CPU it is also faster than the slice-and-add sum
+    (docs/benchmarks.md, 'Local response normalisation'; benchmarks/training.py has the whole step).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, *) -> (B, C, *)

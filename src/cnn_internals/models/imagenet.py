@@ -73,8 +73,9 @@ def load_torchvision_state(model: nn.Module, state_dict: dict, head: str) -> Non
 def torchvision_net(name: str, weights: str, head: str) -> nn.Module:
     """``torchvision.models.<name>`` (weights=None: initialised as torchvision does, from
     torch's global RNG) with 10 classes for scratch, or 1000 read at Imagenette's ten for
-    imagenet. torchvision is imported here, not with the registry: its import takes about 2 s
-    (it pulls in torch._dynamo), paid by every stage process of every net otherwise."""
+    imagenet. torchvision is imported here, not with the registry: its import is slow (it pulls
+    in torch._dynamo; docs/benchmarks.md, 'torchvision imported late'), and every stage process
+    of every net would pay for it otherwise."""
     if weights not in WEIGHTS:
         raise ValueError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
     from torchvision import models

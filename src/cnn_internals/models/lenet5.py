@@ -109,7 +109,7 @@ def whole_window_conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.T
     """F.conv2d(input, weight, bias) (stride 1, no padding) for a kernel exactly as large as the
     input, one output unit per map (LeNet-5's C5 on 5x5 maps): the same sum of products as one
     matrix product, (B, C*k*k) @ (C*k*k, out), which oneDNN's convolution of a 1x1 output runs
-    ~3x slower (C5's forward and backward at batch 256: 1.2 vs 4.0 ms). Any other input size
+    slower (docs/benchmarks.md, 'Both loops got the faster model code'). Any other input size
     (a larger LeNet-5 input, as the paper's reason for calling C5 a convolution) is F.conv2d.
     Seen as one ``conv2d`` by a TorchFunctionMode: the receptive-field trace's rule applies."""
     if has_torch_function_variadic(input, weight, bias):

@@ -48,9 +48,9 @@ VIEW_NAMES = ("top_left", "top_right", "bottom_left", "bottom_right", "centre",
               "bottom_right_mirrored", "centre_mirrored")
 
 # Images per pass on CPU: the uint8 crops, the mean crops and the output chunk of 8 images
-# (about 11 MB together) stay in cache. On 2 cores (AMD EPYC, torch 2.x), with the output
-# buffer reused, a batch of 128 took ~30 ms in chunks of 4 or 8, ~45 ms in chunks of 16,
-# ~60 ms in chunks of 32 and ~95 ms in one pass. On GPUs the whole batch is one pass.
+# (about 11 MB together) stay in cache; chunks of 4 or 8 were the fastest, one pass over the
+# whole batch the slowest (docs/benchmarks.md, 'AlexNet inputs'). On GPUs the whole batch is
+# one pass.
 CPU_CHUNK = 8
 
 
@@ -111,8 +111,8 @@ def _runs(flat: Tensor, run_length: int, step: int) -> Tensor:
 
 def _mirror_where(pixels: Tensor, flips: Tensor) -> Tensor:
     """(b, crop, crop, 3) crops with those where ``flips`` mirrored left-right. Mirroring all
-    and picking whole images with index_select was 8x faster on CPU than torch.where with a
-    broadcast mask and 2.5x faster than index_copy_ of the flipped ones (16 crops, 2 cores)."""
+    and picking whole images with index_select was faster on CPU than torch.where with a
+    broadcast mask or index_copy_ of the flipped ones (docs/benchmarks.md, 'AlexNet inputs')."""
     size = pixels.shape[0]
     both = torch.cat([pixels, pixels.flip(2)])                    # (2b, crop, crop, 3)
     pick = flips.long() * size + torch.arange(size, device=pixels.device)

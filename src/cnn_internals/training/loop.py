@@ -67,9 +67,9 @@ def code_fingerprint(*roots: Path) -> str:
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     params = [p for p in model.parameters() if p.requires_grad]
-    # torch's fused kernels, one per step, on the devices that have them: LeNet-5's AdamW step
-    # 0.65 -> 0.18 ms on the CPU; the same algorithm (SGD's values bit for bit, AdamW's within
-    # 2e-8 after 50 steps), deterministic, and GradScaler-aware on CUDA.
+    # torch's fused kernels, one per step, on the devices that have them: faster on the CPU
+    # (docs/benchmarks.md, 'torch's fused optimizer kernels'); the same algorithm (SGD's values
+    # bit for bit, AdamW's within 2e-8 after 50 steps), deterministic, and GradScaler-aware on CUDA.
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
     if recipe.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
@@ -175,8 +175,8 @@ class Checkpoint:
 
     ``save_in_background`` copies the state to the host at once and writes it from a thread
     while the next epoch trains (AlexNet's weights and momentum are 466 MB: written in line,
-    the checkpoint halved training speed on a GPU, benchmarks/training.py). ``wait`` returns
-    once the last write is on disk."""
+    the checkpoint held up training on a GPU; docs/benchmarks.md,
+    'Checkpoint in the background'). ``wait`` returns once the last write is on disk."""
 
     def __init__(self, directory: str | Path, tag: str) -> None:
         self.directory = Path(directory)
