@@ -5,7 +5,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from cnn_internals.core.errors import WRITE_ERRNOS
 
@@ -19,7 +21,7 @@ def _named(err: OSError, path: Path) -> OSError:
 
 
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,7 +39,7 @@ def atomic_path(path):
         raise
 
 
-def write_bytes(path, data):
+def write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
@@ -54,7 +56,7 @@ def write_all(files: dict) -> None:
     # while writing, every temp file is removed instead and no target has changed.
 
 
-def torch_bytes(obj) -> bytes:
+def torch_bytes(obj: object) -> bytes:
     """torch.save through a buffer: saved to a file path, torch names the archive's records
     after the (temporary, random) file name, and equal weights would differ in bytes."""
     import io
@@ -66,24 +68,24 @@ def torch_bytes(obj) -> bytes:
     return buf.getvalue()
 
 
-def write_torch(path, obj):
+def write_torch(path: str | Path, obj: object) -> None:
     write_bytes(path, torch_bytes(obj))
 
 
-def write_text(path, text):
+def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def json_bytes(obj) -> bytes:
+def json_bytes(obj: Any) -> bytes:
     """Sorted keys and a trailing newline, so equal content means equal bytes."""
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
-def write_json(path, obj):
+def write_json(path: str | Path, obj: Any) -> None:
     write_bytes(path, json_bytes(obj))
 
 
-def default_mode(kind="file"):
+def default_mode(kind: str = "file") -> int:
     """Permission bits a plain ``open``/``mkdir`` would give under the current umask."""
     umask = os.umask(0)
     os.umask(umask)
@@ -106,7 +108,7 @@ def _replace_dir(src, dest):
 
 
 @contextlib.contextmanager
-def atomic_dir(dest_dir):
+def atomic_dir(dest_dir: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``dest_dir``; on success it replaces ``dest_dir``.
 
     On any exception the temporary folder is removed and ``dest_dir`` is left as it was.

@@ -23,7 +23,7 @@ not something to convert. An int is accepted where a float is wanted (``lr: 1``)
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -101,7 +101,7 @@ def read_key(params: Mapping, dotted: str, schema: type[Section], key: str, cont
     return getattr(probe.model_validate({key: value}, context=context), key)
 
 
-def check_keys(params: Mapping, dotted: str, known) -> None:
+def check_keys(params: Mapping, dotted: str, known: Collection[str]) -> None:
     """The keys of the mapping at ``dotted`` ("" for the top level) are all in ``known``; the
     first that is not is a UserError naming the closest known one."""
     section = params if not dotted else node(params, dotted, None)

@@ -8,6 +8,7 @@ that holds dvc.yaml's ``params:`` lists to what each stage's code actually reads
 
 import atexit
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from cnn_internals.core.errors import UserError
@@ -84,11 +85,11 @@ def _log_reads(seen, log):
         f.writelines(f"{stage}\t{key}\n" for key in sorted(seen))
 
 
-def params_name(params) -> str:
+def params_name(params: Mapping) -> str:
     return getattr(params, "name", "params.yaml")
 
 
-def load_params(path="params.yaml") -> Params:
+def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     label = shown(path)      # as the user typed it, from where they typed it
     if path.is_dir():

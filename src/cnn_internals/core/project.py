@@ -54,13 +54,13 @@ def started_in() -> Path:
     return _STARTED_IN if _STARTED_IN is not None else Path.cwd()
 
 
-def user_path(text) -> Path:
+def user_path(text: str | Path) -> Path:
     """A path given on the command line, relative to the directory the command was typed in."""
     path = Path(text)
     return path if path.is_absolute() else Path(os.path.relpath(started_in() / path))
 
 
-def shown(path) -> str:
+def shown(path: str | Path) -> str:
     """``path`` (relative to the root, where stages run) as the user would type it from where
     they started the command."""
     if _STARTED_IN is None or Path(path).is_absolute():

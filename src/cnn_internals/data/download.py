@@ -33,8 +33,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field, model_validator
 from tqdm import tqdm
@@ -119,10 +120,10 @@ class _Permanent(Exception):
     """A failure that the same URL will repeat: move on to the next one."""
 
 
-def file_hash(path, algorithm: str) -> str:
+def file_hash(path: str | Path, algorithm: str) -> str:
     """Hex digest (``algorithm``: md5, sha256) of the file at ``path``, streamed in 1 MiB blocks
     through one reused buffer: a file of any size costs 1 MiB of memory, and the time is the
-    hash's own, not Python's (figures in pretrained.py)."""
+    hash's own, not Python's (docs/benchmarks.md, 'The sha256 on every load')."""
     digest = hashlib.new(algorithm)
     block = bytearray(HASH_BLOCK)
     view = memoryview(block)
@@ -132,17 +133,17 @@ def file_hash(path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def md5sum(path):
+def md5sum(path: str | Path) -> str:
     """Hex md5 of the file at ``path``."""
     return file_hash(path, "md5")
 
 
-def sha256sum(path):
+def sha256sum(path: str | Path) -> str:
     """Hex sha256 of the file at ``path``."""
     return file_hash(path, "sha256")
 
 
-def entry_hash(entry) -> tuple:
+def entry_hash(entry: Mapping[str, Any]) -> tuple[str, str]:
     """(algorithm, expected hex digest) of a download entry: its one ``md5`` or ``sha256``."""
     given = [name for name in HASHES if name in entry]
     if len(given) != 1:   # DownloadEntry refuses these first; a bare dict may not have been checked
@@ -163,7 +164,7 @@ def _mirror_base(mirror):
     return mirror.rstrip("/")
 
 
-def file_name(url):
+def file_name(url: str) -> str:
     """The file name a URL is saved under: the last part of its path."""
     name = os.path.basename(urllib.parse.urlparse(url).path)
     name = urllib.parse.unquote(name)
@@ -343,7 +344,7 @@ def _fetch_url(url, part, name, expected, tries, backoff, timeout):
     return "not tried"  # tries < 1 is refused by fetch() and fetch_file()
 
 
-def candidate_urls(entry, mirror=None):
+def candidate_urls(entry: Mapping[str, Any], mirror: str | None = None) -> list[str]:
     """The URLs tried for one params entry, in order (mirror first when one is set)."""
     name = file_name(entry["url"])
     urls = []
@@ -386,7 +387,8 @@ def _fetch_verified(name, expected, urls, part, tries, backoff, timeout):
     )
 
 
-def fetch(entries, dest_dir, mirror=None, tries=3, backoff=0.5, timeout=30):
+def fetch(entries: Iterable[Mapping[str, Any]], dest_dir: str | Path, mirror: str | None = None, tries: int = 3,
+          backoff: float = 0.5, timeout: float = 30) -> list[Path]:
     """Download every ``{url, md5 or sha256, mirrors?}`` entry into ``dest_dir`` (named after
     the URL).
 
@@ -412,7 +414,8 @@ def fetch(entries, dest_dir, mirror=None, tries=3, backoff=0.5, timeout=30):
     return [dest_dir / name for name, _, _ in plan]
 
 
-def fetch_file(entry, dest_path, mirror=None, tries=3, backoff=0.5, timeout=30, check=None) -> Path:
+def fetch_file(entry: Mapping[str, Any], dest_path: str | Path, mirror: str | None = None, tries: int = 3,
+               backoff: float = 0.5, timeout: float = 30, check: Callable[[Path], object] | None = None) -> Path:
     """Download one ``{url, md5 or sha256, mirrors?}`` entry to ``dest_path`` (any name).
 
     As ``fetch``, for a single file: the same URLs in the same order, retries, resumption and

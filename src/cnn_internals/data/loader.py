@@ -12,10 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 
-def gather(images: np.ndarray, indices) -> torch.Tensor:
+def gather(images: np.ndarray, indices: npt.ArrayLike) -> torch.Tensor:
     """uint8 images[indices] as a CPU tensor (one copy out of the memory map)."""
     return torch.from_numpy(np.ascontiguousarray(images[np.asarray(indices, dtype=np.int64)]))
 
@@ -41,7 +42,7 @@ class _Staging:
             self.events[slot].record()
 
 
-def batches(images: np.ndarray, labels: np.ndarray, order, batch_size: int,
+def batches(images: np.ndarray, labels: np.ndarray, order: npt.ArrayLike, batch_size: int,
             device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(uint8 images, int64 labels) on ``device``, ``batch_size`` at a time, in ``order``
     (indices into the split). A batch's tensors are valid until the next one is asked for."""

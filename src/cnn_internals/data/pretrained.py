@@ -7,17 +7,16 @@ first 8 hex digits of the hash that its file names carry, once, on download, and
 mirror; here the full sha256 is checked again each time the file is loaded, so a file changed or
 damaged on disk after the download is refused, not trained from.
 
-That costs one streamed read of the file per load. sha256 (OpenSSL with the CPU's SHA
-instructions, 1 MiB blocks, file in the page cache) ran at 1,110 MB/s on a 2-core AMD EPYC VM
-with little else running and at 794 MB/s under a load average of 5 (benchmarks/pretrained_load.py):
-VGG-16's 553 MB (528 MiB) adds 0.5-0.7 s to a load, about what torch.load itself takes on it
-(0.4-0.6 s). Hashing in a thread beside torch.load gained nothing on 2 cores; coreutils'
-``sha256sum``, without the SHA instructions, took 2.8 s (200 MB/s) on the same file.
+That costs one streamed read of the file per load, hashed by OpenSSL through hashlib (1 MiB
+blocks, the CPU's SHA instructions) in this process: what it adds to a load against torch.load's own
+time, and why neither a thread beside torch.load nor coreutils' ``sha256sum`` is used, is in
+docs/benchmarks.md, 'The sha256 on every load' (benchmarks/pretrained_load.py).
 """
 
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -55,7 +54,7 @@ def pretrained_path(net: str) -> Path:
     return find_root() / pretrained_file(net)
 
 
-def weights_entry(params, net: str) -> dict:
+def weights_entry(params: Mapping, net: str) -> dict:
     """``weights.<net>`` checked: {url, sha256} (``mirrors`` optional), as ``fetch_file`` takes
     it; a one-line UserError naming the key otherwise."""
     if node(params, f"weights.{net}", None) is None:
@@ -64,14 +63,14 @@ def weights_entry(params, net: str) -> dict:
     return read_section(params, f"weights.{net}", Sha256Entry).as_dict()
 
 
-def wants_imagenet(params, net: str) -> bool:
+def wants_imagenet(params: Mapping, net: str) -> bool:
     """Whether ``train.<net>.weights`` is imagenet (absent: scratch). The net's whole config
     checks it again (imagenet refused for a net without published weights); this reads it
     without importing any model, so that editing a net's code does not fetch its weights again."""
     return read_key(params, f"train.{net}", _WeightsChoice, "weights") == "imagenet"
 
 
-def load_pretrained(path, sha256: str) -> dict:
+def load_pretrained(path: str | Path, sha256: str) -> dict[str, torch.Tensor]:
     """The state dict in ``path`` (torchvision's .pth: an OrderedDict of tensors) on the CPU,
     after checking the whole file's sha256 against ``sha256``, on every call. A mismatch, a
     missing file, or one that is not a state dict is a one-line UserError naming the file and
@@ -107,7 +106,7 @@ def _state_dict(path: Path, net: str, shown: Path) -> dict:
     return state
 
 
-def fetch_pretrained(params, net: str, dest: Path, **download) -> Path:
+def fetch_pretrained(params: Mapping, net: str, dest: Path, **download: Any) -> Path:
     """`weights@<net>`: ``weights.<net>``'s file to ``dest`` (artifacts.pretrained_path),
     which appears only once the file's sha256 matches (checked as it downloads) and it loads as
     a state dict. ``download``: fetch_file's mirror, tries, backoff, timeout."""

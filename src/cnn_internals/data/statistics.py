@@ -41,7 +41,7 @@ def _integer_sums(images, chunk):
     return image_sum, outer_sum
 
 
-def image_statistics(images, chunk: int = 64) -> dict:
+def image_statistics(images: np.ndarray, chunk: int = 64) -> dict:
     """``images``: uint8 (N, H, W) or (N, H, W, C), a memory map is fine. Returns
     mean_image (H, W, C), channel_mean (C,), channel_std (C,), pca_eigvals (C,) descending and
     pca_eigvecs (C, C) with eigenvector i in column i (largest component positive), count."""

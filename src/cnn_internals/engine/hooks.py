@@ -1,15 +1,20 @@
 """Running a model only as far as a layer, and hooks that are always removed."""
 
 import contextlib
+from collections.abc import Iterable, Iterator
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 
 class StopForward(Exception):
-    def __init__(self, output):
+    def __init__(self, output: torch.Tensor) -> None:
         super().__init__()
         self.output = output
 
 
-def get_module(model, layer):
+def get_module(model: nn.Module, layer: str) -> nn.Module:
     modules = dict(model.named_modules())
     if layer not in modules or layer == "":
         names = ", ".join(n for n in modules if n)
@@ -18,7 +23,7 @@ def get_module(model, layer):
 
 
 @contextlib.contextmanager
-def removed_after(*handles):
+def removed_after(*handles: RemovableHandle) -> Iterator[None]:
     try:
         yield
     finally:
@@ -26,7 +31,8 @@ def removed_after(*handles):
             handle.remove()
 
 
-def forward_to(model, layer, images, capture=()):
+def forward_to(model: nn.Module, layer: str | None, images: torch.Tensor,
+               capture: Iterable[str] = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Run ``model`` on ``images`` only as far as module ``layer`` (None: the whole model);
     return that output and a dict of the outputs of the modules named in ``capture``."""
     captured = {}
@@ -56,7 +62,7 @@ def forward_to(model, layer, images, capture=()):
 
 
 @contextlib.contextmanager
-def eval_mode(model):
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """model.eval() for the duration, then every module's own training flag back."""
     flags = [(m, m.training) for m in model.modules()]
     model.eval()

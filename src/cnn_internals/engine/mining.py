@@ -9,10 +9,11 @@ layer are kept while the data streams past: memory does not grow with the datase
 layer and the classes come from the same forward pass.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from cnn_internals.engine.hooks import StopForward, eval_mode, get_module, removed_after
 
@@ -61,7 +62,8 @@ class _Running:
 
 
 @torch.no_grad()
-def top_k_activations(model, layers, batches, k, classes=False):
+def top_k_activations(model: nn.Module, layers: Mapping[str, str] | Iterable[str], batches: Iterable[torch.Tensor],
+                      k: int, classes: bool = False) -> dict[str, TopK]:
     """For each layer in ``layers`` a TopK over all images that ``batches`` yields (image
     tensors in dataset order), keyed by its name. ``layers``: module paths, or a mapping of
     names to module paths (a registry entry's ``layer_paths``: paper name -> path); a layer

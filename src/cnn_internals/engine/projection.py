@@ -21,7 +21,9 @@ always restored in ``finally``. Forward passes stop at the requested layer.
 """
 
 import contextlib
+from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,12 +34,16 @@ from cnn_internals.engine.receptive_fields import FieldTrace, Undefined
 
 METHODS = ("gradient", "deconvnet", "guided_backprop")
 
+# One index per image row (a unit's channel, row or column, a class): anything torch.as_tensor
+# turns into a 1-d long tensor.
+Indices = torch.Tensor | np.ndarray | Sequence[int]
+
 
 # CPU: chunks of 8 AlexNet rows (3x224x224 floats each) beat both one row at a time and all 54
 # at once, and edged out 16 (benchmarks/projection.py sweep on 2 cores). Smaller inputs get as
 # many rows as fit in the same bytes: 1,176 of LeNet-5's 32x32 digits, where chunks of 8 spent
-# nearly all their time in per-pass overhead (guided backprop of 1,080 conv3 units: 11.5 s in
-# chunks of 8, 1.2 s in one chunk, the same bits).
+# nearly all their time in per-pass overhead (same bits, a fraction of the time in one chunk:
+# docs/benchmarks.md, 'Projection chunks').
 CPU_CHUNK = 8
 
 
@@ -96,7 +102,7 @@ def _rule_forward(module, method):
 
 
 @contextlib.contextmanager
-def backward_rules(model, method):
+def backward_rules(model: nn.Module, method: str) -> Iterator[None]:
     """Install ``method``'s backward rule on every activation module, restore on exit."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -116,7 +122,7 @@ def backward_rules(model, method):
                 module.forward = previous
 
 
-def default_chunk(images, rows):
+def default_chunk(images: torch.Tensor, rows: int) -> int:
     """Rows per forward/backward pass. CPU: CPU_CHUNK_BYTES of inputs, at least CPU_CHUNK rows
     (larger batches lose cache locality). GPU: as many as a quarter of the free memory holds,
     at ~4 bytes x 8 per input value (activations of a conv net to its middle layers are a few
@@ -166,7 +172,8 @@ def _input_gradients(model, images, method, stop_layer, select, chunk):
     return out
 
 
-def project(model, layer, images, channels, rows, cols, method="gradient", chunk=None):
+def project(model: nn.Module, layer: str, images: torch.Tensor, channels: Indices, rows: Indices, cols: Indices,
+            method: str = "gradient", chunk: int | None = None) -> torch.Tensor:
     """Project unit activations into pixel space.
 
     Row b of the result (shaped like ``images``) is the backward pass under ``method`` of the
@@ -219,7 +226,8 @@ def receptive_field(model: nn.Module, layer: str, input_size: tuple, channel: in
     return size, stride, padding
 
 
-def crop_patches(images, layer_rf, rows, cols):
+def crop_patches(images: torch.Tensor, layer_rf: Sequence[int | Sequence[int]], rows: Indices,
+                 cols: Indices) -> torch.Tensor:
     """(B, C, size, size): the input window unit (rows[b], cols[b]) sees in images[b],
     zero where the window leaves the image (the zero padding the convolutions saw)."""
     size, stride, padding = (_pair(v) for v in layer_rf)
@@ -259,12 +267,14 @@ def _grad_cam_rows(model, cam_layer, stop_layer, images, select, chunk):
     return out
 
 
-def grad_cam(model, layer, images, classes, chunk=None):
+def grad_cam(model: nn.Module, layer: str, images: torch.Tensor, classes: Indices,
+             chunk: int | None = None) -> torch.Tensor:
     """(B, H, W) Grad-CAM heatmaps of class classes[b] at module ``layer`` for images[b]."""
     return _grad_cam_rows(model, layer, None, images, _class_selector(images, classes), chunk)
 
 
-def unit_grad_cam(model, layer, images, channels, rows, cols, cam_layer=None, chunk=None):
+def unit_grad_cam(model: nn.Module, layer: str, images: torch.Tensor, channels: Indices, rows: Indices, cols: Indices,
+                  cam_layer: str | None = None, chunk: int | None = None) -> torch.Tensor:
     """(B, H, W) Grad-CAM whose target is the unit (channels[b], rows[b], cols[b]) of
     ``layer`` instead of a class score, taken at ``cam_layer`` (default: ``layer`` itself,
     where it is the unit's own map, rectified and upsampled)."""
@@ -272,7 +282,8 @@ def unit_grad_cam(model, layer, images, channels, rows, cols, cam_layer=None, ch
     return _grad_cam_rows(model, cam_layer or layer, layer, images, select, chunk)
 
 
-def guided_grad_cam(model, layer, images, classes, chunk=None):
+def guided_grad_cam(model: nn.Module, layer: str, images: torch.Tensor, classes: Indices,
+                    chunk: int | None = None) -> torch.Tensor:
     """(B, C, H, W): Grad-CAM times the guided backprop of the class score (Selvaraju et al.)."""
     select = _class_selector(images, classes)
     guided = _input_gradients(model, images, "guided_backprop", None, select, chunk)

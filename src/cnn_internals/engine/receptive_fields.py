@@ -23,9 +23,12 @@ carries the reason instead, reported only if a field past it is asked for.
 """
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
+from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves, tree_map
 
@@ -38,7 +41,7 @@ class Undefined:
 
     reason: str
 
-    def window(self, channel=None):
+    def window(self, channel: int | None = None) -> NoReturn:
         raise ValueError(self.reason)
 
 
@@ -53,12 +56,12 @@ class ChannelFields:
     stride: torch.Tensor
 
     @staticmethod
-    def of_input(channels):
+    def of_input(channels: int) -> "ChannelFields":
         zeros = torch.zeros(channels, 2, dtype=torch.float64)
         return ChannelFields(zeros, zeros, torch.ones_like(zeros))
 
     @staticmethod
-    def empty(channels):
+    def empty(channels: int) -> "ChannelFields":
         lo = torch.full((channels, 2), INF, dtype=torch.float64)
         return ChannelFields(lo, -lo, torch.zeros_like(lo))
 
@@ -68,7 +71,7 @@ class ChannelFields:
     def __getitem__(self, index):
         return ChannelFields(self.lo[index], self.hi[index], self.stride[index])
 
-    def window(self, channel=None):
+    def window(self, channel: int | None = None) -> tuple[tuple[int, int, int], ...]:
         """((size, stride, padding) per axis) of one channel, or of the union over all channels
         (the smallest window that covers every channel's field) when ``channel`` is None."""
         if channel is not None and not 0 <= channel < len(self):
@@ -207,18 +210,18 @@ class FieldTrace(TorchFunctionMode):
     computed from ``probe``; ``fields(tensor)`` reads them. Fields need only shapes: a probe on
     the meta device skips the arithmetic (the weights it meets are moved there, op by op)."""
 
-    def __init__(self, probe):
+    def __init__(self, probe: torch.Tensor) -> None:
         super().__init__()
         self._fields = {}            # id(tensor) -> (tensor, fields); holding it keeps ids unique
         self._modules = [""]         # names of the modules running now, innermost last
         self._set(probe, ChannelFields.of_input(probe.shape[1]))
 
-    def fields(self, tensor):
+    def fields(self, tensor: torch.Tensor) -> ChannelFields | Undefined:
         entry = self._fields.get(id(tensor))
         return Undefined("it does not depend on the input") if entry is None else entry[1]
 
     @contextlib.contextmanager
-    def naming(self, model):
+    def naming(self, model: nn.Module) -> Iterator["FieldTrace"]:
         """Name the running module in the reasons given for undefined fields."""
         def enter(name):
             return lambda module, args: self._modules.append(name)
@@ -248,8 +251,9 @@ class FieldTrace(TorchFunctionMode):
             # A meta probe: its descendants are meta, and so must be the weights they meet.
             args, kwargs = tree_map(_to_meta, (args, kwargs))
             if func is torch.nn.functional.batch_norm:
-                # Its meta kernel is a Python decomposition (2 ms a call, most of ResNet's
-                # trace); the output has the input's shape, which is all a field needs.
+                # Its meta kernel is a Python decomposition, most of ResNet's trace
+                # (docs/benchmarks.md, 'Receptive-field trace'); the output has the input's
+                # shape, which is all a field needs.
                 func = _same_shape
         out = func(*args, **kwargs)
         traced = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and id(t) in self._fields]

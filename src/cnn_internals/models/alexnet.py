@@ -15,7 +15,7 @@ Every nonlinearity is a module (never F.relu inside forward), because the projec
 (cnn_internals.projection) swaps ReLU module forwards to install its backward rules.
 """
 
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Protocol
 
 import numpy as np
 import torch
@@ -47,11 +47,11 @@ class LocalResponseNorm(nn.LocalResponseNorm):
     Here the window sum is one 1x1 convolution of the squares with a fixed 0/1 band matrix
     (``channel_band``): a matrix product over the channels at every pixel, deterministic on
     every device, and autograd gives the true gradient (the projection engine relies on that:
-    LRN runs backwards as itself). Forward and backward of AlexNet's LRN1 take about half the
-    time of the slice-and-add sum on the CPU (benchmarks/training.py has the whole step).
+    LRN runs backwards as itself). On the CPU it is also faster than the slice-and-add sum
+    (docs/benchmarks.md, 'Local response normalisation'; benchmarks/training.py has the whole step).
     """
 
-    def forward(self, x):  # (B, C, *) -> (B, C, *)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, *) -> (B, C, *)
         return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
 
 
@@ -112,7 +112,7 @@ class AlexNet(nn.Module):
         self.drop2 = nn.Dropout(0.5)
         self.lin3 = nn.Linear(4096, num_classes)
 
-    def forward(self, x):                          # (B, 3, 224, 224)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:   # (B, 3, 224, 224)
         x = self.relu1(self.conv1(x))              # (B, 96, 55, 55)
         x = self.pool1(self.lrn1(x))               # (B, 96, 27, 27)
         x = self.relu2(self.conv2(x))              # (B, 256, 27, 27)
@@ -172,7 +172,21 @@ class AlexNetConfig(NetConfig):
     lighting_std: NonNegative = 0.1                    # the paper's alpha ~ N(0, 0.1) per eigenvector
 
 
-def alexnet_inputs(stats: dict, p, device) -> AlexNetInputs:
+class CropConfig(Protocol):
+    """The keys ``alexnet_inputs`` reads of a net's config: AlexNetConfig's, and ZFNetConfig's
+    (zfnet.py, which imports this module) for the same crops."""
+
+    @property
+    def normalize(self) -> str: ...
+
+    @property
+    def augment(self) -> bool: ...
+
+    @property
+    def lighting_std(self) -> float: ...
+
+
+def alexnet_inputs(stats: dict, p: CropConfig, device: torch.device | str) -> AlexNetInputs:
     """Mean-image crops, flips and PCA lighting from the dataset's statistics; ``pixel_std``
     pools the three channel variances. Training reuses one output buffer (the batch before
     has been through backward by then), which spares a 77 MB allocation per step on the CPU."""

@@ -45,7 +45,7 @@ class ImagenetteLogits(nn.Module):
         super().__init__()
         self.classes = tuple(int(c) for c in classes)
 
-    def forward(self, scores):  # (B, 1000) -> (B, 10)
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:  # (B, 1000) -> (B, 10)
         return scores.index_select(1, torch.tensor(self.classes, device=scores.device))
 
     def extra_repr(self) -> str:
@@ -73,8 +73,9 @@ def load_torchvision_state(model: nn.Module, state_dict: dict, head: str) -> Non
 def torchvision_net(name: str, weights: str, head: str) -> nn.Module:
     """``torchvision.models.<name>`` (weights=None: initialised as torchvision does, from
     torch's global RNG) with 10 classes for scratch, or 1000 read at Imagenette's ten for
-    imagenet. torchvision is imported here, not with the registry: its import takes about 2 s
-    (it pulls in torch._dynamo), paid by every stage process of every net otherwise."""
+    imagenet. torchvision is imported here, not with the registry: its import is slow (it pulls
+    in torch._dynamo; docs/benchmarks.md, 'torchvision imported late'), and every stage process
+    of every net would pay for it otherwise."""
     if weights not in WEIGHTS:
         raise ValueError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
     from torchvision import models
@@ -94,7 +95,7 @@ class ImagenetConfig(NetConfig):
     lighting_std: NonNegative = 0.1       # AlexNet's PCA colour augmentation; 0: off
 
 
-def imagenet_inputs(stats: dict, p: ImagenetConfig, device) -> ChannelNormalizedInputs:
+def imagenet_inputs(stats: dict, p: ImagenetConfig, device: torch.device | str) -> ChannelNormalizedInputs:
     """ImageNet-normalised 224 crops of the stored images (random crops and flips, and PCA
     lighting from the dataset's statistics, in training; the centre crop in evaluation; the
     ten AlexNet views for the final test). Training reuses one output buffer (alexnet_inputs)."""

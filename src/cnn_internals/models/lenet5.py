@@ -7,8 +7,10 @@ bitmaps of the digits with -1/+1 pixels. Every layer up to F6 is squashed by the
 tanh f(a) = A tanh(S a), A = 1.7159, S = 2/3. Weights start U(-2.4/F, 2.4/F), F the fan-in.
 """
 
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,7 +56,7 @@ DIGIT_BITMAPS = (
 )
 
 
-def digit_prototypes():
+def digit_prototypes() -> torch.Tensor:
     """(10, 84) tensor of -1/+1: the RBF centres, one 7x12 bitmap per digit."""
     rows = ["".join(bitmap) for bitmap in DIGIT_BITMAPS]
     return torch.tensor([[1.0 if ch == "#" else -1.0 for ch in row] for row in rows])
@@ -64,13 +66,13 @@ class Subsampling(nn.Module):
     """S2/S4: the four inputs of each 2x2 window are added, multiplied by a trainable
     coefficient and offset by a trainable bias, one pair per feature map."""
 
-    def __init__(self, channels, kernel_size=2, stride=2):
+    def __init__(self, channels: int, kernel_size: int = 2, stride: int = 2) -> None:
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, 0
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
 
-    def forward(self, x):  # (B, C, H, W) -> (B, C, H/2, W/2)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, H/2, W/2)
         # coefficient * (sum of the window) + bias as one depthwise convolution whose kxk
         # kernel is the coefficient repeated: one pass over C1's large maps instead of four
         # (pool, x4, x coefficient, + bias), the same math (benchmarks/training.py).
@@ -78,14 +80,15 @@ class Subsampling(nn.Module):
         kernel = self.weight.view(channels, 1, 1, 1).expand(channels, 1, k, k)
         return F.conv2d(x, kernel, self.bias, stride=self.stride, groups=channels)
 
-    def fan_in(self):
+    def fan_in(self) -> torch.Tensor:
         return torch.full((self.weight.numel(),), float(self.kernel_size**2))
 
 
 class TableConv2d(nn.Conv2d):
     """A convolution whose output map o reads only the input maps table[o] (C3)."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, table=None):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 table: Sequence[Sequence[int]] | None = None) -> None:
         super().__init__(in_channels, out_channels, kernel_size)
         mask = torch.ones(out_channels, in_channels, 1, 1)
         if table is not None:
@@ -94,19 +97,19 @@ class TableConv2d(nn.Conv2d):
                 mask[out_map, list(in_maps)] = 1.0
         self.register_buffer("mask", mask)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.weight * self.mask, self.bias)
 
-    def fan_in(self):
+    def fan_in(self) -> torch.Tensor:
         kh, kw = self.kernel_size
         return self.mask.flatten(1).sum(1) * kh * kw
 
 
-def whole_window_conv2d(input, weight, bias=None):
+def whole_window_conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.conv2d(input, weight, bias) (stride 1, no padding) for a kernel exactly as large as the
     input, one output unit per map (LeNet-5's C5 on 5x5 maps): the same sum of products as one
     matrix product, (B, C*k*k) @ (C*k*k, out), which oneDNN's convolution of a 1x1 output runs
-    ~3x slower (C5's forward and backward at batch 256: 1.2 vs 4.0 ms). Any other input size
+    slower (docs/benchmarks.md, 'Both loops got the faster model code'). Any other input size
     (a larger LeNet-5 input, as the paper's reason for calling C5 a convolution) is F.conv2d.
     Seen as one ``conv2d`` by a TorchFunctionMode: the receptive-field trace's rule applies."""
     if has_torch_function_variadic(input, weight, bias):
@@ -122,28 +125,28 @@ whole_window_conv2d.__name__ = "conv2d"     # what the receptive-field trace key
 class WholeWindowConv2d(nn.Conv2d):
     """C5: a plain convolution (stride 1, no padding), computed by ``whole_window_conv2d``."""
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return whole_window_conv2d(x, self.weight, self.bias)
 
 
 class RBFOutput(nn.Module):
     """y_i = sum_j (x_j - w_ij)^2: each output is the squared distance to a class prototype."""
 
-    def __init__(self, prototypes, learnable=False):
+    def __init__(self, prototypes: torch.Tensor, learnable: bool = False) -> None:
         super().__init__()
         if learnable:
             self.prototypes = nn.Parameter(prototypes.clone())
         else:
             self.register_buffer("prototypes", prototypes.clone())
 
-    def forward(self, x):  # (B, 84) -> (B, 10) penalties, lower is better
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 84) -> (B, 10) penalties, lower is better
         return (x.unsqueeze(1) - self.prototypes.unsqueeze(0)).pow(2).sum(-1)
 
 
 class LeNet5(nn.Module):
     """Returns class *scores*, the negated RBF penalties, so argmax predicts as for any net."""
 
-    def __init__(self, c3_table=True, learnable_prototypes=False):
+    def __init__(self, c3_table: bool = True, learnable_prototypes: bool = False) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, 6, 5)                    # C1: (B, 6, 28, 28)
         self.tanh1 = ScaledTanh()
@@ -161,7 +164,7 @@ class LeNet5(nn.Module):
         self.reset_parameters()
 
     @torch.no_grad()
-    def reset_parameters(self):
+    def reset_parameters(self) -> None:
         """U(-2.4/F, 2.4/F) per unit, F its fan-in (C3's depends on its row of the table).
         Biases start at zero: the paper gives no rule for them."""
         for module in (self.conv1, self.pool1, self.conv2, self.pool2, self.conv3, self.f6):
@@ -173,14 +176,14 @@ class LeNet5(nn.Module):
             module.weight.uniform_(-1.0, 1.0).mul_(bound)
             module.bias.zero_()
 
-    def forward(self, x):  # (B, 1, 32, 32) -> (B, 10)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 32, 32) -> (B, 10)
         x = self.tanh2(self.pool1(self.tanh1(self.conv1(x))))
         x = self.tanh4(self.pool2(self.tanh3(self.conv2(x))))
         x = self.tanh5(self.conv3(x)).flatten(1)
         return -self.rbf(self.tanh6(self.f6(x)))
 
 
-def lenet5_loss(scores, targets, j=5.0):
+def lenet5_loss(scores: torch.Tensor, targets: torch.Tensor, j: float = 5.0) -> torch.Tensor:
     """The paper's eq. (9): y_correct + log(e^-j + sum_i e^-y_i), with y = -scores.
 
     Pulls the correct penalty down while pushing the others up (the log-sum-exp term) and
@@ -190,7 +193,8 @@ def lenet5_loss(scores, targets, j=5.0):
     return (penalty_correct + torch.logsumexp(torch.cat([scores, floor], 1), dim=1)).mean()
 
 
-def mnist_to_lenet_input(images_uint8, background=-0.1, foreground=1.175):
+def mnist_to_lenet_input(images_uint8: torch.Tensor | np.ndarray, background: float = -0.1,
+                         foreground: float = 1.175) -> torch.Tensor:
     """(N, 28, 28) uint8 -> (N, 1, 32, 32) float on the images' device: pad 2 and map 0 ->
     background, 255 -> foreground, the paper's levels (mean input near 0, variance near 1)."""
     x = torch.as_tensor(images_uint8).float().div_(255.0)
@@ -202,7 +206,7 @@ class LeNetInputs:
     """MNIST digits as LeNet-5 sees them. No distortions in training: the paper's 0.95 % is
     without them (its 0.8 % needs them), so train and eval are the same view."""
 
-    def __init__(self, background: float, foreground: float):
+    def __init__(self, background: float, foreground: float) -> None:
         self.background, self.foreground = background, foreground
 
     def eval(self, images: torch.Tensor) -> torch.Tensor:  # (B, 28, 28) uint8 -> (B, 1, 32, 32)

@@ -17,7 +17,7 @@ architecture table). ``Net.module_paths`` maps the first to the second where the
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,10 @@ class NetConfig(Section):
         if weights == "imagenet" and cls.no_imagenet:
             raise ValueError(f"= imagenet, but {cls.no_imagenet}: use scratch")
         return weights
+
+
+# What ``Net.settings`` takes: a net's config, the composed ``train.<net>`` section, or a mapping of keys.
+ConfigLike = NetConfig | Mapping[str, Any]
 
 
 class Inputs(Protocol):
@@ -88,7 +92,7 @@ class Net:
             raise ValueError(f"{self.name}: its config must be a NetConfig whose no_imagenet says why exactly "
                              "when the net has no load_imagenet")
 
-    def settings(self, config) -> NetConfig:
+    def settings(self, config: ConfigLike) -> NetConfig:
         """``config`` as this net's config class: an instance of it as it is; of the composed
         ``train.<net>`` schema, its net keys; a mapping (a ``train.<net>`` section, or a checkpoint's
         config) by the keys the class declares, the others ignored, the missing ones defaulted."""
@@ -100,15 +104,15 @@ class Net:
             raise TypeError(f"{self.name}: a config is a {self.config.__name__} or a mapping, not {type(config)}")
         return self.config.model_validate({k: v for k, v in config.items() if k in self.config.model_fields})
 
-    def build(self, config) -> nn.Module:
+    def build(self, config: ConfigLike) -> nn.Module:
         """The net as ``config`` shapes it, initialised from torch's global RNG."""
         return self.make_model(self.settings(config))
 
-    def inputs(self, stats: dict | None, config, device) -> Inputs:
+    def inputs(self, stats: dict | None, config: ConfigLike, device: torch.device | str) -> Inputs:
         """Its batch transform for ``config``, from its dataset's statistics."""
         return self.make_inputs(stats, self.settings(config), device)
 
-    def loss(self, config) -> Callable:
+    def loss(self, config: ConfigLike) -> Callable:
         """loss(scores, targets) as ``config`` sets it."""
         return self.make_loss(self.settings(config))
 

@@ -30,6 +30,7 @@ nets torchvision publishes weights for (VGG-16, ResNet-18).
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor
 
@@ -47,9 +48,9 @@ VIEW_NAMES = ("top_left", "top_right", "bottom_left", "bottom_right", "centre",
               "bottom_right_mirrored", "centre_mirrored")
 
 # Images per pass on CPU: the uint8 crops, the mean crops and the output chunk of 8 images
-# (about 11 MB together) stay in cache. On 2 cores (AMD EPYC, torch 2.x), with the output
-# buffer reused, a batch of 128 took ~30 ms in chunks of 4 or 8, ~45 ms in chunks of 16,
-# ~60 ms in chunks of 32 and ~95 ms in one pass. On GPUs the whole batch is one pass.
+# (about 11 MB together) stay in cache; chunks of 4 or 8 were the fastest, one pass over the
+# whole batch the slowest (docs/benchmarks.md, 'AlexNet inputs'). On GPUs the whole batch is
+# one pass.
 CPU_CHUNK = 8
 
 
@@ -74,13 +75,13 @@ class Augmentation:
     flips: Tensor             # (B,) bool: mirror the crop left-right
     alphas: Tensor | None     # (B, 3) float32: PCA lighting coefficients; None: no lighting
 
-    def to(self, device) -> "Augmentation":
+    def to(self, device: torch.device | str) -> "Augmentation":
         alphas = None if self.alphas is None else self.alphas.to(device)
         return Augmentation(self.tops.to(device), self.lefts.to(device), self.flips.to(device), alphas)
 
 
 def draw_augmentation(batch_size: int, height: int, width: int, crop: int, lighting_std: float,
-                      generator: torch.Generator, device) -> Augmentation:
+                      generator: torch.Generator, device: torch.device | str) -> Augmentation:
     """Section 4.1's random choices for ``batch_size`` images of ``height`` x ``width``.
 
     Drawn from ``generator`` (which must live on ``device``) in this fixed order, so a seed
@@ -110,8 +111,8 @@ def _runs(flat: Tensor, run_length: int, step: int) -> Tensor:
 
 def _mirror_where(pixels: Tensor, flips: Tensor) -> Tensor:
     """(b, crop, crop, 3) crops with those where ``flips`` mirrored left-right. Mirroring all
-    and picking whole images with index_select was 8x faster on CPU than torch.where with a
-    broadcast mask and 2.5x faster than index_copy_ of the flipped ones (16 crops, 2 cores)."""
+    and picking whole images with index_select was faster on CPU than torch.where with a
+    broadcast mask or index_copy_ of the flipped ones (docs/benchmarks.md, 'AlexNet inputs')."""
     size = pixels.shape[0]
     both = torch.cat([pixels, pixels.flip(2)])                    # (2b, crop, crop, 3)
     pick = flips.long() * size + torch.arange(size, device=pixels.device)
@@ -132,9 +133,9 @@ class AlexNetInputs:
     std 0.1, would swamp the image. lighting_std 0 turns it off.
     """
 
-    def __init__(self, mean_image, eigvals, eigvecs, pixel_std: float, device, crop: int = 224,
-                 normalize: str = "standardize", augment: bool = True, lighting_std: float = 0.1,
-                 reuse_train_output: bool = False):
+    def __init__(self, mean_image: npt.ArrayLike, eigvals: npt.ArrayLike, eigvecs: npt.ArrayLike, pixel_std: float,
+                 device: torch.device | str, crop: int = 224, normalize: str = "standardize", augment: bool = True,
+                 lighting_std: float = 0.1, reuse_train_output: bool = False) -> None:
         mean_image = np.asarray(mean_image, dtype=np.float64)
         if mean_image.ndim != 3 or mean_image.shape[2] != 3:
             raise ValueError(f"mean_image must be (H, W, 3), got shape {mean_image.shape}")
@@ -290,9 +291,9 @@ class ChannelNormalizedInputs(AlexNetInputs):
     ResNet-18 use from scratch here too). The mean is one colour, not an image; the lighting is
     in [0, 1] units as in AlexNetInputs. ``height`` x ``width``: the stored images' size."""
 
-    def __init__(self, height: int, width: int, eigvals, eigvecs, device, crop: int = 224,
-                 mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD, augment: bool = True,
-                 lighting_std: float = 0.1, reuse_train_output: bool = False):
+    def __init__(self, height: int, width: int, eigvals: npt.ArrayLike, eigvecs: npt.ArrayLike,
+                 device: torch.device | str, crop: int = 224, mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD,
+                 augment: bool = True, lighting_std: float = 0.1, reuse_train_output: bool = False) -> None:
         if len(mean) != 3 or len(std) != 3 or not all(s > 0 for s in std):
             raise ValueError(f"mean and std must be three numbers, std positive; got {mean}, {std}")
         mean_image = np.empty((height, width, 3))

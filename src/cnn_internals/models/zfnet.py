@@ -63,7 +63,7 @@ class ZFNet(nn.Module):
         self.drop2 = nn.Dropout(0.5)
         self.lin3 = nn.Linear(4096, num_classes)
 
-    def forward(self, x):                          # (B, 3, 224, 224)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:   # (B, 3, 224, 224)
         if self.training and self.filter_rms > 0:
             renormalize_filters(self, self.filter_rms)
         x = self.relu1(self.conv1(x))              # (B, 96, 110, 110)

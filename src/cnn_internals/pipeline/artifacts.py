@@ -30,6 +30,7 @@ import csv
 import io
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,8 @@ from cnn_internals.data.prepared import Split
 from cnn_internals.data.pretrained import pretrained_file, pretrained_path  # noqa: F401 -- re-exported
 from cnn_internals.data.statistics import load_statistics
 from cnn_internals.engine.hooks import forward_to
-from cnn_internals.models import NETS, Net
+from cnn_internals.models import NETS, Inputs, Net, NetConfig
+from cnn_internals.models.registry import ConfigLike
 
 PARAMS_OK = Path("data/params.ok")
 GALLERY = Path("images")
@@ -83,7 +85,7 @@ def load_split(net: Net, split: str) -> Split:
     return open_split(net.dataset, split, prepared_dir(net.dataset))
 
 
-def net_inputs(net: Net, config, device, stats: dict | None = None):
+def net_inputs(net: Net, config: ConfigLike, device: torch.device | str, stats: dict | None = None) -> Inputs:
     """The net's batch transform from its config (a ``train.<net>`` section, or a weights file's
     config), built from its dataset's statistics."""
     stats = load_stats(net.dataset) if stats is None else stats
@@ -111,7 +113,7 @@ def checkpoint_dir(net: Net) -> Path:
     return Path("checkpoints") / net.name
 
 
-def model_file(net: Net, model: torch.nn.Module, config) -> bytes:
+def model_file(net: Net, model: torch.nn.Module, config: ConfigLike) -> bytes:
     """models/<net>.pt's bytes: {"config": the net's own config it was built with (its config
     class's keys of ``train.<net>``, defaults included), "state_dict": the weights on the CPU}.
     Not the recipe: a recipe edit that leaves the weights as they were (amp on the CPU) must
@@ -120,7 +122,7 @@ def model_file(net: Net, model: torch.nn.Module, config) -> bytes:
                         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}})
 
 
-def load_model(net: Net, device) -> tuple:
+def load_model(net: Net, device: torch.device | str) -> tuple[torch.nn.Module, NetConfig]:
     """The trained ``net`` from models/<net>.pt, in eval mode on ``device``, and the config it
     was built with (checked by the net's config class), for ``net_inputs``."""
     path = weights_path(net)
@@ -146,7 +148,7 @@ def history_tsv(history: list) -> str:
     return "\n".join(rows) + "\n"
 
 
-def confusion_csv(classes, actual, predicted) -> str:
+def confusion_csv(classes: Sequence[str], actual: np.ndarray | torch.Tensor, predicted: np.ndarray | torch.Tensor) -> str:
     """One row per held-out image, class names (DVC's confusion template reads it)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -155,7 +157,8 @@ def confusion_csv(classes, actual, predicted) -> str:
     return buf.getvalue()
 
 
-def train_outputs(net: Net, model, config, metrics: dict, history: list, classes, actual, predicted) -> dict:
+def train_outputs(net: Net, model: torch.nn.Module, config: ConfigLike, metrics: dict, history: list, classes: Sequence[str],
+                  actual: np.ndarray | torch.Tensor, predicted: np.ndarray | torch.Tensor) -> dict:
     """{path: bytes} of the four files train@<net> writes together (core.atomic.write_all)."""
     paths = metrics_paths(net)
     return {weights_path(net): model_file(net, model, config),

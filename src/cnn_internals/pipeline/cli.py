@@ -5,17 +5,22 @@ import argparse
 import functools
 import os
 import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 from cnn_internals.core.errors import WRITE_ERRNOS, UserError
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
-def cli(main):
+
+def cli(main: Callable[P, R]) -> Callable[P, R]:
     """Wrap a stage's ``main``: it runs from the project root; a UserError, a write error
     (disk full, no permission) or an interrupt ends in one line on stderr and a non-zero exit,
     after the last good outputs dvc.lock records are put back (``project.restore_outputs``)."""
 
     @functools.wraps(main)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         from cnn_internals.core.project import enter_root, restore_outputs
 
         try:
@@ -43,10 +48,10 @@ def cli(main):
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors are one line too (argparse's own prints the usage first)."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(**kwargs)
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
         sys.exit(2)

@@ -9,6 +9,8 @@ them all.
 """
 
 import functools
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import ValidationInfo, field_validator, model_validator
 
@@ -46,12 +48,12 @@ def train_schema(net: Net) -> type:
     return _train_schema(net.name)
 
 
-def read_train(params, net: Net) -> NetConfig:
+def read_train(params: Mapping, net: Net) -> NetConfig:
     """``train.<net>``, checked: a ``train_schema(net)`` instance (the net's config and a Recipe)."""
     return read_section(params, f"train.{net.name}", train_schema(net))
 
 
-def train_key(params, net: Net, key: str):
+def train_key(params: Mapping, net: Net, key: str) -> Any:
     """One key of ``train.<net>`` (``device``, ``weights``), checked as its schema declares it,
     for a stage that declares only that key."""
     return read_key(params, f"train.{net.name}", train_schema(net), key)
@@ -80,7 +82,7 @@ class PipelineConfig(Section):
         return self
 
 
-def read_pipeline(params) -> PipelineConfig:
+def read_pipeline(params: Mapping) -> PipelineConfig:
     return read_section(params, "pipeline", PipelineConfig)
 
 
@@ -99,7 +101,7 @@ class MineConfig(Section):
         return split
 
 
-def read_mine(params, net: Net) -> MineConfig:
+def read_mine(params: Mapping, net: Net) -> MineConfig:
     return read_section(params, f"mine.{net.name}", MineConfig, context={"dataset": net.dataset})
 
 
@@ -108,7 +110,7 @@ SECTIONS = {"pipeline": None, "data": DATASETS, "weights": NETS, "train": NETS, 
             "report": NETS}
 
 
-def check_layout(params) -> None:
+def check_layout(params: Mapping) -> None:
     """No unknown section, and no block for an unknown dataset or net (``trian:``, ``train.lenet``):
     a typo there would otherwise be ignored, or read as a missing block."""
     check_keys(params, "", SECTIONS)

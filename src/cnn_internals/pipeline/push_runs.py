@@ -13,12 +13,13 @@ through DVC's own run-cache and transfer code, so every stage restores.
 """
 
 import sys
+from pathlib import Path
 
 from cnn_internals.core.errors import UserError
 from cnn_internals.pipeline.cli import ArgumentParser, cli
 
 
-def push_runs(root=".", remote=None) -> tuple:
+def push_runs(root: str | Path = ".", remote: str | None = None) -> tuple[int, int]:
     """`dvc push --run-cache` for the repository at ``root`` and the objects its run entries
     name; returns (run entries, objects pushed)."""
     from dvc.exceptions import DvcException
@@ -46,7 +47,7 @@ def push_runs(root=".", remote=None) -> tuple:
 
 
 @cli
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="python -m cnn_internals.push_runs",
                             description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("-r", "--remote", help="DVC remote name (default: the default remote)")

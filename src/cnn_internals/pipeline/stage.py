@@ -1,13 +1,14 @@
 """What every stage script shares: its command line (--net, --params) and where a net's stages
 run (the params sections are typed in pipeline/config.py and the modules it names)."""
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
-from cnn_internals.core.params import load_params, params_name
+from cnn_internals.core.params import Params, load_params, params_name
 from cnn_internals.core.project import user_path
-from cnn_internals.models import NETS, get_net
+from cnn_internals.models import NETS, Net, get_net
 from cnn_internals.pipeline.cli import ArgumentParser
 from cnn_internals.pipeline.config import train_key
 from cnn_internals.runtime.cpu_pin import pin_threads
@@ -16,7 +17,7 @@ from cnn_internals.runtime.distributed import check_processes, under_torchrun
 from cnn_internals.training.recipe import Recipe
 
 
-def net_stage_args(description, argv=None):
+def net_stage_args(description: str, argv: Sequence[str] | None = None) -> tuple[Net, Params]:
     """The command line every per-net stage shares (--net, --params): the registry entry and
     the params file."""
     parser = ArgumentParser(description=description)
@@ -27,7 +28,7 @@ def net_stage_args(description, argv=None):
     return get_net(args.net), load_params(args.params)
 
 
-def device_for(net, params) -> torch.device:
+def device_for(net: Net, params: Mapping) -> torch.device:
     """``train.<net>.device``: every stage of a net runs where its training was told to. On the
     CPU, with the pinned number of threads (runtime/cpu_pin.py: the same bytes on any machine), except
     in a rank under torchrun, which keeps its share of the cores."""
@@ -38,7 +39,7 @@ def device_for(net, params) -> torch.device:
     return device
 
 
-def train_device(net, params, recipe: Recipe) -> torch.device:
+def train_device(net: Net, params: Mapping, recipe: Recipe) -> torch.device:
     """Where ``train@<net>`` runs: ``device_for``, checked against ``train.<net>.nproc``
     (several processes need CUDA, one GPU each, or the CPU)."""
     device = device_for(net, params)

@@ -61,11 +61,11 @@ def keep_host_memory() -> bool:
 
     glibc serves every allocation over its mmap threshold (32 MB at most) with a fresh mmap and
     unmaps it on free, and trims the heap's free top: AlexNet's maps on the CPU (a 128-image
-    batch's conv1 output is 148 MB) came back as new zeroed pages every step, about a million
-    page faults and 4 s of system time in a 12 s step. With mmap off for large blocks and no
-    trimming (mallopt(3): M_MMAP_MAX 0, M_TRIM_THRESHOLD -1) the heap grows to the step's peak
-    once and is reused: a 128-image step went from 12.7 to 10.6 s (benchmarks/training.py has it
-    against a plain loop). What this costs: the process keeps its peak memory until it exits,
+    batch's conv1 output is 148 MB) came back as new zeroed pages every step, paid for in page
+    faults and system time. With mmap off for large blocks and no trimming (mallopt(3):
+    M_MMAP_MAX 0, M_TRIM_THRESHOLD -1) the heap grows to the step's peak once and is reused (the
+    figures: docs/benchmarks.md, 'Host memory'; benchmarks/training.py has it against a plain
+    loop). What this costs: the process keeps its peak memory until it exits,
     which a training process reaches every step anyway. PyTorch's CPU tuning guide gets the
     same from jemalloc or tcmalloc; this needs no extra library. Call it once, before
     training; it changes no result.

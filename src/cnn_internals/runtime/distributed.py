@@ -23,8 +23,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -32,6 +34,8 @@ import torch.distributed as dist
 
 from cnn_internals.core.atomic import write_text
 from cnn_internals.core.errors import UserError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,7 @@ def describe_processes(nproc: int, device: torch.device) -> str:
 
 
 @contextlib.contextmanager
-def process_group(device: torch.device, nproc: int, key: str):
+def process_group(device: torch.device, nproc: int, key: str) -> Iterator[tuple[World, torch.device]]:
     """Yield (World, the rank's device). Outside torchrun: (SINGLE, ``device``). Under
     torchrun: joins the process group (NCCL on CUDA, each rank on cuda:LOCAL_RANK; gloo on the
     CPU) after checking that torchrun started the ``nproc`` processes ``key``.nproc says."""
@@ -156,7 +160,7 @@ def all_reduce_sum(values: torch.Tensor, world: World) -> torch.Tensor:
     return values
 
 
-def broadcast(obj, world: World):
+def broadcast(obj: T, world: World) -> T:
     """Rank 0's ``obj`` on every rank (a pickled object: the resume checkpoint)."""
     if world.size == 1:
         return obj

@@ -25,11 +25,14 @@ import hashlib
 import json
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from cnn_internals.core.atomic import write_torch
@@ -39,8 +42,15 @@ from cnn_internals.engine.activations import ScaledTanh
 from cnn_internals.runtime.distributed import SINGLE, World, all_reduce_sum, broadcast, parallel, shard, weighted
 from cnn_internals.training.recipe import Recipe
 
+if TYPE_CHECKING:
+    from cnn_internals.data.prepared import Split
+    from cnn_internals.models.registry import Inputs
 
-def params_tag(params) -> str:
+# loss(scores, targets): a net's loss (models.registry.Net.loss), a 0-dim mean over the batch.
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def params_tag(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -55,11 +65,11 @@ def code_fingerprint(*roots: Path) -> str:
     return digest.hexdigest()
 
 
-def make_optimizer(model, recipe: Recipe):
+def make_optimizer(model: nn.Module, recipe: Recipe) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     params = [p for p in model.parameters() if p.requires_grad]
-    # torch's fused kernels, one per step, on the devices that have them: LeNet-5's AdamW step
-    # 0.65 -> 0.18 ms on the CPU; the same algorithm (SGD's values bit for bit, AdamW's within
-    # 2e-8 after 50 steps), deterministic, and GradScaler-aware on CUDA.
+    # torch's fused kernels, one per step, on the devices that have them: faster on the CPU
+    # (docs/benchmarks.md, 'torch's fused optimizer kernels'); the same algorithm (SGD's values
+    # bit for bit, AdamW's within 2e-8 after 50 steps), deterministic, and GradScaler-aware on CUDA.
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
     if recipe.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
@@ -80,7 +90,7 @@ def make_optimizer(model, recipe: Recipe):
 class Precision:
     """One code path for float32 and mixed precision (nanoGPT's ``ctx`` + ``GradScaler``)."""
 
-    def __init__(self, device: torch.device, amp: bool):
+    def __init__(self, device: torch.device, amp: bool) -> None:
         self.enabled = amp and device.type == "cuda"
         bf16 = self.enabled and torch.cuda.is_bf16_supported()
         self.dtype = torch.bfloat16 if bf16 else torch.float16
@@ -91,7 +101,7 @@ class Precision:
         self.device_type = device.type
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.enabled and not bf16)
 
-    def autocast(self):
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
         if not self.enabled:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
@@ -99,20 +109,21 @@ class Precision:
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def prepare(self, model):
+    def prepare(self, model: nn.Module) -> nn.Module:
         for module in model.modules():
             if isinstance(module, ScaledTanh):
                 module.fused = self.fused_activations
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
 
-def eval_batch_size(image_shape) -> int:
+def eval_batch_size(image_shape: Sequence[int]) -> int:
     """Evaluation batch: 1,000 small images (MNIST), fewer large ones (16 MB of uint8 a batch)."""
     return max(1, min(1000, 2 ** 24 // int(np.prod(image_shape))))
 
 
 @torch.no_grad()
-def evaluate(model, loss_fn, inputs, split, device, batch_size=1000, precision=None, views=False,
+def evaluate(model: nn.Module, loss_fn: LossFn, inputs: "Inputs", split: "Split", device: torch.device,
+             batch_size: int = 1000, precision: Precision | None = None, views: bool = False,
              world: World = SINGLE) -> dict:
     """Mean loss, top-1 and top-5 accuracy and predictions over ``split`` (eval mode, the
     eval view); with ``views``, also the top-1 of the softmax averaged over inputs.views()
@@ -164,27 +175,27 @@ class Checkpoint:
 
     ``save_in_background`` copies the state to the host at once and writes it from a thread
     while the next epoch trains (AlexNet's weights and momentum are 466 MB: written in line,
-    the checkpoint halved training speed on a GPU, benchmarks/training.py). ``wait`` returns
-    once the last write is on disk."""
+    the checkpoint held up training on a GPU; docs/benchmarks.md,
+    'Checkpoint in the background'). ``wait`` returns once the last write is on disk."""
 
-    def __init__(self, directory, tag):
+    def __init__(self, directory: str | Path, tag: str) -> None:
         self.directory = Path(directory)
         self.path, self.tag = self.directory / "last.pt", tag
         self._writer = None
 
-    def save_in_background(self, state):
+    def save_in_background(self, state: dict) -> None:
         self.wait()
         snapshot = _to_host(state)
         self._writer = ThreadPoolExecutor(max_workers=1)
         self._pending = self._writer.submit(self.save, snapshot)
 
-    def wait(self):
+    def wait(self) -> None:
         if self._writer is not None:
             writer, self._writer = self._writer, None
             writer.shutdown(wait=True)
             self._pending.result()   # a failed write raises here
 
-    def load(self, log=print):
+    def load(self, log: Callable[[str], object] = print) -> dict | None:
         """The saved state, or None; a checkpoint that is unreadable or of other params, data or
         code is discarded with a one-line notice."""
         if not self.path.is_file():
@@ -201,10 +212,10 @@ class Checkpoint:
             return None
         return state
 
-    def save(self, state):
+    def save(self, state: dict) -> None:
         write_torch(self.path, {**state, "tag": self.tag})
 
-    def remove(self):
+    def remove(self) -> None:
         self.wait()
         self.path.unlink(missing_ok=True)
         (self.directory / "history.tsv").unlink(missing_ok=True)   # the run's progress, see train.py
@@ -261,7 +272,8 @@ def _train_epoch(model, loss_fn, inputs, split, recipe, epoch, opt, precision, d
     return loss_sum.item(), correct.item()
 
 
-def initial_evaluation(model, loss_fn, inputs, test_split, device, precision, batch_size, world=SINGLE) -> dict:
+def initial_evaluation(model: nn.Module, loss_fn: LossFn, inputs: "Inputs", test_split: "Split", device: torch.device,
+                       precision: Precision, batch_size: int, world: World = SINGLE) -> dict:
     """The history row of a run with no training (``epochs: 0``, e.g. ImageNet weights scored
     as they are): epoch 0, the held-out figures of the model as it starts, and NaN for what
     only training measures (lr, train loss and accuracy). One row rather than none: `dvc plots`
@@ -272,8 +284,9 @@ def initial_evaluation(model, loss_fn, inputs, test_split, device, precision, ba
             "test_accuracy": test["accuracy"], "test_top5_accuracy": test["top5_accuracy"]}
 
 
-def train(model, loss_fn, inputs, train_split, test_split, recipe: Recipe, checkpoint: Checkpoint,
-          log=print, on_epoch=None, world: World = SINGLE) -> list:
+def train(model: nn.Module, loss_fn: LossFn, inputs: "Inputs", train_split: "Split", test_split: "Split", recipe: Recipe,
+          checkpoint: Checkpoint, log: Callable[[str], object] = print, on_epoch: Callable[[list], object] | None = None,
+          world: World = SINGLE) -> list:
     """Train ``model`` (already on its device) in place; return the per-epoch history.
 
     ``train_split``/``test_split``: uint8 splits; ``inputs`` the net's batch transform.

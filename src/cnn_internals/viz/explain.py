@@ -24,6 +24,7 @@ writes the same answers, with the notes printed for each image, as a list in arg
 import json
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError  # noqa: E402
+from torch import nn  # noqa: E402
 
 from cnn_internals.core.atomic import write_all  # noqa: E402
 from cnn_internals.core.errors import UserError, first_line  # noqa: E402
@@ -42,7 +44,7 @@ from cnn_internals.core.project import user_path  # noqa: E402
 from cnn_internals.data.datasets import get_dataset  # noqa: E402
 from cnn_internals.engine.hooks import forward_to  # noqa: E402
 from cnn_internals.engine.projection import grad_cam  # noqa: E402
-from cnn_internals.models import NETS, get_net  # noqa: E402
+from cnn_internals.models import NETS, Inputs, Net, get_net  # noqa: E402
 from cnn_internals.pipeline.artifacts import load_model, load_split, net_inputs  # noqa: E402
 from cnn_internals.pipeline.cli import ArgumentParser, cli  # noqa: E402
 from cnn_internals.pipeline.stage import device_for  # noqa: E402
@@ -140,7 +142,8 @@ def read_photo(path: Path, dataset: str, min_side: int, convert: bool) -> Photo:
     return Photo(path, pixels, notes)
 
 
-def explain_image(model, net, layer, inputs, x, classes, maps, top, method, chunk=None) -> dict:
+def explain_image(model: nn.Module, net: Net, layer: str, inputs: Inputs, x: torch.Tensor, classes: Sequence[str],
+                  maps: int, top: int, method: str, chunk: int | None = None) -> dict:
     """Everything one picture shows, for one model input ``x`` (1, C, H, W): the class
     probabilities, Grad-CAM at ``layer`` of the ``top`` classes, and for the ``maps`` channels
     whose spatial maximum is largest, that unit's projection and patch."""
@@ -220,12 +223,12 @@ def answer_of(image: str, result: dict, notes: list) -> dict:
     return {"image": image, "top": top, "notes": list(notes)}
 
 
-def output_name(photo: Path, net, layer: str) -> str:
+def output_name(photo: Path, net: Net, layer: str) -> str:
     return f"{photo.stem}_{net.name}_{layer}.png"
 
 
 @cli
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="python -m cnn_internals.explain",
                             description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2])
     parser.add_argument("--net", required=True, choices=sorted(NETS))

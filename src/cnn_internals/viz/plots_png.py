@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cnn_internals.core.atomic import write_bytes
@@ -22,7 +23,7 @@ from cnn_internals.core.project import user_path
 from cnn_internals.pipeline.cli import ArgumentParser, cli
 
 
-def plot_specs(revisions, targets=()) -> dict:
+def plot_specs(revisions: Sequence[str], targets: Iterable[str] = ()) -> dict:
     """{plot id: Vega-Lite spec} from `dvc plots diff --json` for ``revisions`` (none: the
     workspace against HEAD, as DVC does)."""
     cmd = ["dvc", "plots", "diff", "--json", *revisions]
@@ -53,7 +54,7 @@ def render_png(spec: dict, scale: float = 2.0) -> bytes:
 
 
 @cli
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="python -m cnn_internals.plots_png",
                             description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("revisions", nargs="*", help="git revisions (or `workspace`), as for `dvc plots diff`")

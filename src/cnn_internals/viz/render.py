@@ -4,17 +4,25 @@ inputs give equal bytes."""
 
 import io
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from pydantic import field_validator  # noqa: E402
+from torch import nn  # noqa: E402
 
 from cnn_internals.core.config import Count, Section, read_section  # noqa: E402
-from cnn_internals.engine.projection import crop_patches, project, receptive_field, unit_grad_cam  # noqa: E402
+from cnn_internals.engine.projection import Indices, crop_patches, project, receptive_field, unit_grad_cam  # noqa: E402
 from cnn_internals.viz.methods import GRAD_CAM_PASS, get_method, method_names  # noqa: E402
+
+if TYPE_CHECKING:
+    from cnn_internals.models import Net
 
 
 class RenderConfig(Section):
@@ -31,12 +39,14 @@ class RenderConfig(Section):
         return method
 
 
-def render_params(params, net) -> RenderConfig:
+def render_params(params: Mapping, net: "Net") -> RenderConfig:
     """``render.<net>``, checked."""
     return read_section(params, f"render.{net.name}", RenderConfig)
 
 
-def unit_pictures(model, layer, inputs, channels, rows, cols, method, input_size, to_display):
+def unit_pictures(model: nn.Module, layer: str, inputs: torch.Tensor, channels: Indices, rows: Indices, cols: Indices,
+                  method: str, input_size: tuple[int, int, int],
+                  to_display: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, tuple]:
     """(pictures, patches, receptive field): for each unit, what ``method`` shows of it and
     the input patch it sees, both cropped to its receptive field, (B, C', size, size) on the
     CPU in [0, 1]. ``to_display`` maps whole model inputs to [0, 1] pixels (AlexNet's adds the
@@ -47,7 +57,10 @@ def unit_pictures(model, layer, inputs, channels, rows, cols, method, input_size
     return pictures[method], patches, rf
 
 
-def unit_pictures_by_method(model, layer, inputs, channels, rows, cols, methods, input_size, to_display):
+def unit_pictures_by_method(model: nn.Module, layer: str, inputs: torch.Tensor, channels: Indices, rows: Indices,
+                            cols: Indices, methods: Iterable[str], input_size: tuple[int, int, int],
+                            to_display: Callable[[torch.Tensor], torch.Tensor]
+                            ) -> tuple[dict[str, torch.Tensor], torch.Tensor, tuple]:
     """``unit_pictures`` for several methods at once: ({method: pictures}, patches, receptive
     field). Each of the engine's passes runs once for all the methods made from it (the table
     in methods.py): the five methods cost four passes instead of six."""
@@ -64,7 +77,7 @@ def unit_pictures_by_method(model, layer, inputs, channels, rows, cols, methods,
     return {method.name: method.compose(done, patches) for method in table}, patches, rf
 
 
-def mosaic(tiles, side):
+def mosaic(tiles: torch.Tensor, side: int) -> np.ndarray:
     """(k, C, h, w) in [0, 1] -> (H, W, 3) array: tiles in a side x side grid, white gaps."""
     k, c, h, w = tiles.shape
     grid = np.ones((side * (h + 1) - 1, side * (w + 1) - 1, 3))
@@ -75,7 +88,8 @@ def mosaic(tiles, side):
     return grid
 
 
-def layer_figure(pictures, patches, channel_ids, values, title):
+def layer_figure(pictures: torch.Tensor, patches: torch.Tensor, channel_ids: Sequence[int], values: Sequence[float],
+                 title: str) -> bytes:
     """PNG bytes. ``pictures``/``patches``: (N, k, C, h, w) in [0, 1] for N channels."""
     n, k = pictures.shape[:2]
     side = math.ceil(math.sqrt(k))
@@ -96,7 +110,7 @@ def layer_figure(pictures, patches, channel_ids, values, title):
     return figure_png(fig)
 
 
-def figure_png(fig) -> bytes:
+def figure_png(fig: Figure) -> bytes:
     """A matplotlib figure as PNG bytes without metadata (equal figures, equal bytes); closed."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})

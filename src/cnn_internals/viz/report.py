@@ -22,7 +22,8 @@ from Pillow without metadata and the page carries no timestamp: equal inputs, eq
 import io
 import math
 import re
-from typing import Annotated, Literal
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import matplotlib
 
@@ -30,6 +31,7 @@ matplotlib.use("Agg")
 import jinja2  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import numpy.typing as npt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -44,6 +46,10 @@ from cnn_internals.engine.projection import grad_cam, receptive_field  # noqa: E
 from cnn_internals.viz.methods import all_methods, get_method, heat_overlay, method_names, signed_to_unit  # noqa: E402
 from cnn_internals.viz.render import figure_png, unit_pictures_by_method  # noqa: E402
 from cnn_internals.viz.report_page import TEMPLATE  # noqa: E402
+
+if TYPE_CHECKING:
+    from cnn_internals.data.prepared import Split
+    from cnn_internals.models import Inputs, Net, NetConfig
 
 DEFAULT_METHOD = "guided_backprop"     # render's default too: LeNet-5's deconvnet ignores the input
 FORMATS = ("png", "jpeg")
@@ -72,12 +78,12 @@ class ReportConfig(Section):
     format: Literal[FORMATS]
 
 
-def report_params(params, net) -> ReportConfig:
+def report_params(params: Mapping, net: "Net") -> ReportConfig:
     """``report.<net>``, checked."""
     return read_section(params, f"report.{net.name}", ReportConfig)
 
 
-def train_settings(config) -> dict:
+def train_settings(config: "NetConfig") -> dict:
     """The ``train.<net>`` keys the params file sets (a ``pipeline.config.read_train``
     instance), sorted: the recipe the report shows."""
     return dict(sorted(config.model_dump(exclude_unset=True).items()))
@@ -153,7 +159,7 @@ def architecture(model: nn.Module, input_size: tuple) -> list:
              "params": sum(p.numel() for p in module.parameters())} for name, module, shape in calls]
 
 
-def spatial_field(model: nn.Module, layer: str, input_size: tuple):
+def spatial_field(model: nn.Module, layer: str, input_size: tuple) -> tuple | None:
     """receptive_field of ``layer``, or None where a unit's field has no window: ResNet's
     global average pool gives (C, 1, 1) maps whose one unit sees the whole input."""
     try:
@@ -162,7 +168,7 @@ def spatial_field(model: nn.Module, layer: str, input_size: tuple):
         return None
 
 
-def first_conv(model: nn.Module):
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
     """(name, module) of the first convolution: the one whose filters read the image."""
     return next((name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d))
 
@@ -191,7 +197,8 @@ def curves_png(history: list, title: str) -> bytes:
 # ---------------------------------------------------------------- most wrong
 
 @torch.no_grad()
-def class_probabilities(model, inputs, split, device, batch_size=500) -> torch.Tensor:
+def class_probabilities(model: nn.Module, inputs: "Inputs", split: "Split", device: torch.device,
+                        batch_size: int = 500) -> torch.Tensor:
     """(N, classes) softmax of the scores of every image of ``split`` (eval view)."""
     model.eval()
     out = []
@@ -200,7 +207,7 @@ def class_probabilities(model, inputs, split, device, batch_size=500) -> torch.T
     return torch.cat(out)
 
 
-def most_wrong(probs: torch.Tensor, labels, count: int) -> list:
+def most_wrong(probs: torch.Tensor, labels: npt.ArrayLike, count: int) -> list:
     """Indices of the misclassified images with the lowest probability of their true class,
     lowest first (equal ones in image order), at most ``count``."""
     labels = torch.as_tensor(np.asarray(labels))
@@ -210,14 +217,15 @@ def most_wrong(probs: torch.Tensor, labels, count: int) -> list:
     return wrong[order][:count].tolist()
 
 
-def cam_layer(net, shapes: dict) -> str:
+def cam_layer(net: "Net", shapes: dict) -> str:
     """Grad-CAM's layer (its paper name): the deepest layer the net shows whose maps are larger
     than 1x1 (at 1x1 the heat is one value spread over the image). ``shapes``: by module path."""
     spatial = [layer for layer in net.layers if math.prod(shapes[net.module_path(layer)][1:]) > 1]
     return spatial[-1] if spatial else net.layers[-1]
 
 
-def wrong_tiles(model, layer, x, display, labels, predicted) -> np.ndarray:
+def wrong_tiles(model: nn.Module, layer: str, x: torch.Tensor, display: Callable[[torch.Tensor], torch.Tensor],
+                labels: torch.Tensor, predicted: torch.Tensor) -> np.ndarray:
     """(B, 3, h, w, C) uint8: each image, its Grad-CAM for the predicted class, for the true."""
     images = display(x).cpu()
     heats = [grad_cam(model, layer, x, classes).unsqueeze(1).cpu() for classes in (predicted, labels)]
@@ -229,7 +237,9 @@ def wrong_tiles(model, layer, x, display, labels, predicted) -> np.ndarray:
 
 # ---------------------------------------------------------------- the feature maps
 
-def layer_sprites(model, net, layer, split, inputs, device, top, maps, k, thumb, fmt, progress=None):
+def layer_sprites(model: nn.Module, net: "Net", layer: str, split: "Split", inputs: "Inputs", device: torch.device,
+                  top: dict[str, torch.Tensor], maps: int, k: int, thumb: int, fmt: str,
+                  progress: tqdm | None = None) -> tuple[dict[str, bytes], tuple, int]:
     """({file name: bytes}, receptive field, tile side) for the first ``maps`` maps of
     ``layer`` (a paper name of ``net``; the files are named after it), ``k`` units each: a
     sprite per method and one of patches. The units go through the engine ROWS_PER_CALL bytes
@@ -264,25 +274,25 @@ def ext(fmt: str) -> str:
 
 # ---------------------------------------------------------------- the page
 
-def number(value) -> str:
+def number(value: object) -> str:
     """A figure as the page shows it: ints whole, floats to 4 significant digits."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     return f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
 
 
-def field_text(rf) -> str:
+def field_text(rf: tuple | None) -> str:
     if rf is None:
         return "whole input"
     size, stride, padding = rf
     return f"{size} (stride {stride}, offset {padding})"
 
 
-def shape_text(shape) -> str:
+def shape_text(shape: Iterable[int]) -> str:
     return "x".join(map(str, shape))
 
 
-def architecture_row(net, row: dict) -> dict:
+def architecture_row(net: "Net", row: dict) -> dict:
     """An architecture() row as the page shows it: ``shown`` is the tab of a shown layer,
     ``name`` its paper name where that is not its module path (conv5_3 of features.28)."""
     name = net.shown_name(row["layer"])
@@ -297,8 +307,8 @@ def render_page(context: dict) -> bytes:
     return env.from_string(TEMPLATE).render(**context).encode("utf-8")
 
 
-def build_report(net, model, inputs, device, p: ReportConfig, run: dict, mined: dict, held_out, settings: dict,
-                 data: dict) -> tuple:
+def build_report(net: "Net", model: nn.Module, inputs: "Inputs", device: torch.device, p: ReportConfig, run: dict,
+                 mined: dict, held_out: "Split", settings: dict, data: dict) -> tuple[dict[str, bytes], list[str]]:
     """({relative path: bytes}, notes): every file of reports/<net>/.
 
     ``run``: read_metrics' dict; ``mined``: {"split": name, "split_data": Split, "tables":
