@@ -200,6 +200,57 @@ def test_weights_mined_units_and_pictures(built):
     assert_gallery_pictures(repo, "alexnet", [f"conv{i}" for i in range(1, 6)])
 
 
+def brute_force_top_k(acts: torch.Tensor, k: int) -> dict:
+    """(N, C, H, W) -> values/images/rows/cols as (C, k) arrays: each image's spatial maximum (the
+    first in row-major order), images ranked by it, ties to the lower image index (np.lexsort)."""
+    n, c, h, w = acts.shape
+    best, pos = acts.flatten(2).max(2)                                    # (N, C): the first maximum
+    best, pos = best.double().numpy(), pos.numpy()
+    table = {f: np.empty((c, k), dtype=np.float64 if f == "values" else np.int64) for f in ("values", "images", "rows", "cols")}
+    for ch in range(c):
+        ranked = np.lexsort((np.arange(n), -best[:, ch]))[:k]             # by value descending, then index
+        table["values"][ch], table["images"][ch] = best[ranked, ch], ranked
+        table["rows"][ch], table["cols"][ch] = pos[ranked, ch] // w, pos[ranked, ch] % w
+    return table
+
+
+@pytest.mark.parametrize("name", ["alexnet", "zfnet"])
+def test_mined_units_are_brute_forces_top_k_over_every_image_of_the_split(built, name, monkeypatch):
+    """data/mined/<net>.json against brute force: models/<net>.pt loaded (as mine@<net> loads it),
+    every image of the mined split through it in its eval view, each shown layer's whole output
+    kept by a forward hook (copied: an in-place ReLU follows each conv), and per map the top k of
+    the images' spatial maxima, ties to the lower image, the position the first maximum in
+    row-major order: the same images, rows and cols, the same values within 1e-5, for every map
+    of every layer. The batches are mine.py's (2^24 bytes of uint8 a batch), so that the
+    arithmetic is the same."""
+    from cnn_internals.pipeline.artifacts import load_model, load_split, net_inputs
+
+    monkeypatch.chdir(built["repo"])
+    net = NETS[name]
+    mined = json.loads(open(f"data/mined/{name}.json").read())
+    model, config = load_model(net, torch.device("cpu"))
+    split = load_split(net, mined["split"])
+    inputs = net_inputs(net, config, torch.device("cpu"))
+    acts = {layer: [] for layer in net.layers}
+    hooks = [model.get_submodule(net.module_path(layer)).register_forward_hook(
+        lambda module, args, output, layer=layer: acts[layer].append(output.detach().clone())) for layer in net.layers]
+    batch = max(1, min(512, 2 ** 24 // int(np.prod(split.images.shape[1:]))))
+    with torch.no_grad():
+        for start in range(0, len(split), batch):
+            model(inputs.eval(torch.from_numpy(np.array(split.images[start:start + batch]))))
+    for hook in hooks:
+        hook.remove()
+    assert mined["k"] == 3 and list(mined["layers"]) == list(net.layers)
+    for layer in net.layers:
+        outputs = torch.cat(acts[layer])
+        assert len(outputs) == len(split) == 10
+        expected, got = brute_force_top_k(outputs, mined["k"]), mined["layers"][layer]
+        assert np.array(got["values"]).shape == (outputs.shape[1], mined["k"]), layer
+        np.testing.assert_allclose(np.array(got["values"]), expected["values"], rtol=0, atol=1e-5, err_msg=layer)
+        for field in ("images", "rows", "cols"):
+            assert np.array_equal(np.array(got[field]), expected[field]), (layer, field)
+
+
 def test_zfnet_trains_is_mined_and_rendered_through_the_same_stages(built, archive):
     """ZFNet (scratch, one epoch) through weights, train, mine, render and report beside AlexNet:
     the saved net is ZFNet's (58,301,578 parameters with 10 classes: tests/test_zfnet.py counts
