@@ -239,14 +239,20 @@ def _resume(state, model, opt, sched, scaler, log):
         return None
 
 
+RANK_SEED_STEP = 0x9E3779B1      # 2**32 / the golden ratio, odd: rank r's seed offset is r times it
+
 def _train_epoch(model, loss_fn, inputs, split, recipe, epoch, opt, precision, device, world=SINGLE):
     """One pass over ``split`` in the epoch's seeded order, this rank's share of each global
     batch; (summed loss, correct) over every rank's images, as float64 and int."""
     seed = recipe.seed * 100003 + epoch
     order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed)).numpy()   # every rank's
-    # Dropout masks and augmentation draws: each rank its own (rank 0 the ones a single process draws).
-    torch.manual_seed(seed + (world.rank << 40))
-    augment = torch.Generator(device=device).manual_seed(seed + (world.rank << 40))
+    # Dropout masks and augmentation draws: each rank its own (rank 0 the ones a single process
+    # draws). The offset must differ in the low 32 bits: torch's CPU generator keeps only those
+    # (rank << 40, as this was, gave every rank the same draws). An odd constant times the rank
+    # is distinct mod 2**32 for every rank, and far from the next epochs' seeds.
+    rank_seed = seed + world.rank * RANK_SEED_STEP
+    torch.manual_seed(rank_seed)
+    augment = torch.Generator(device=device).manual_seed(rank_seed)
     shares = [shard(order[start:start + recipe.batch_size], world) for start in range(0, len(order), recipe.batch_size)]
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
