@@ -210,9 +210,10 @@ def costs() -> str:
     cpu_hours = epochs * images / t["alexnet"]["ours_images_per_s"] / 3600
     gpu_minutes = epochs * images / tg["alexnet"]["ours_no_checkpoint_images_per_s"] / 60
     rows = [
-        # Measured by a dvc repro, not a benchmark: docs/testing.md and the README have the run.
+        # Measured by a dvc repro in a fresh clone (2026-12-05, 2-core AMD EPYC), not a benchmark.
         row("LeNet-5, 30 epochs on the 4,000-digit sample (the committed run)",
-            "34 s, measured (`dvc repro -f -s train@lenet5`, evaluations and start-up included)", ""),
+            "23 s, measured (`dvc repro -f -s train@lenet5` in a fresh clone, evaluations and start-up included)",
+            ""),
         row("LeNet-5, 30 epochs on full MNIST", "about 8 minutes (15x the committed run's images at its rate)",
             "about 2.5 minutes"),
         row(f"AlexNet, {epochs} epochs on Imagenette (the default)",

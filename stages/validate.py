@@ -10,11 +10,11 @@ whole params file, so any edit reruns it (a few seconds, mostly importing torch)
 output's bytes never change, so a valid edit reruns only the stages that declare what changed.
 
 Checked: no unknown section or block (the closest known key named), ``pipeline`` (known nets
-and datasets, each net's dataset listed), ``data.<dataset>``
-for each listed dataset, ``train``, ``mine``, ``render`` and ``report.<net>`` for each listed
-net, that ``train.<net>.device`` exists here, with a GPU for each of ``train.<net>.nproc``
-processes when it is CUDA, and ``weights.<net>`` for each listed net whose
-``train.<net>.weights`` is imagenet.
+and datasets, each net's dataset listed), ``data.<dataset>``, ``train``, ``mine``, ``render``,
+``report`` and ``weights.<net>`` of every dataset and net: required for the listed ones, checked
+where present for the others; for a listed net also that ``train.<net>.device`` exists here,
+with a GPU for each of ``train.<net>.nproc`` processes when it is CUDA, and that
+``weights.<net>`` is given when ``train.<net>.weights`` is imagenet.
 """
 
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
@@ -23,11 +23,12 @@ import sys
 from pathlib import Path
 
 from cnn_internals.core.atomic import write_text
+from cnn_internals.core.config import node
 from cnn_internals.core.params import load_params
 from cnn_internals.core.project import user_path
 from cnn_internals.data.datasets import DATASETS
 from cnn_internals.data.pretrained import weights_entry
-from cnn_internals.models import get_net
+from cnn_internals.models import NETS
 from cnn_internals.pipeline.artifacts import PARAMS_OK
 from cnn_internals.pipeline.cli import ArgumentParser, cli
 from cnn_internals.pipeline.config import check_layout, read_mine, read_pipeline, read_train
@@ -41,25 +42,31 @@ STAMP = "params checked by stages/validate.py\n"
 
 
 def validate(params) -> list:
-    """Every section the stages of the listed datasets and nets read, checked by its schema (the
-    ones those stages read it with); returns the sections checked."""
+    """Every section of the params file, checked by the schema its stage reads it with: those of
+    the listed datasets and nets must be there and fit this machine (the device exists, the
+    ImageNet weights have an entry); the blocks of the others, where present, must be valid too,
+    so that listing a net later does not meet a typo made today. Returns the sections checked."""
     check_layout(params)
     pipeline = read_pipeline(params)
-    for dataset in pipeline.datasets:
-        DATASETS[dataset].read_params(params)
-    imagenet = []
-    for net in map(get_net, pipeline.nets):
-        config = read_train(params, net)
-        train_device(net, params, config)
-        read_mine(params, net)
-        render_params(params, net)
-        report_params(params, net)
-        if config.weights == "imagenet":
+    checked = ["pipeline"]
+    for name, dataset in DATASETS.items():
+        if name in pipeline.datasets or node(params, f"data.{name}", None) is not None:
+            dataset.read_params(params)
+            checked.append(f"data.{name}")
+    for net in NETS.values():
+        listed = net.name in pipeline.nets
+        readers = {"train": read_train, "mine": read_mine, "render": render_params, "report": report_params}
+        for section, read in readers.items():
+            if listed or node(params, f"{section}.{net.name}", None) is not None:
+                value = read(params, net)
+                checked.append(f"{section}.{net.name}")
+                if section == "train" and listed:
+                    train_device(net, params, value)
+        imagenet = listed and read_train(params, net).weights == "imagenet"
+        if imagenet or node(params, f"weights.{net.name}", None) is not None:
             weights_entry(params, net.name)
-            imagenet.append(net.name)
-    return ["pipeline"] + [f"data.{d}" for d in pipeline.datasets] + [
-        f"{stage}.{net}" for net in pipeline.nets for stage in ("train", "mine", "render", "report")] + [
-        f"weights.{net}" for net in imagenet]
+            checked.append(f"weights.{net.name}")
+    return checked
 
 
 @cli

@@ -11,8 +11,8 @@ one key of one through ``read_key``).
 Errors keep the form every stage has always printed: the file, the dotted key, what is wrong
 and the value, then the line in the file where YAML gives it:
 
-    params.yaml: train.lenet5.lr must be > 0, got 0 (line 63)
-    params.yaml: unknown key 'train.lenet5.lrr'; did you mean 'train.lenet5.lr'? (line 63)
+    params.yaml: train.lenet5.lr must be > 0, got 0 (line 66)
+    params.yaml: unknown key 'train.lenet5.epohcs'; did you mean 'train.lenet5.epochs'? (line 64)
 
 A validator with a message of its own raises ``ValueError``; ``{key}`` in it is replaced by
 the dotted key it concerns, and a message without ``{key}`` is put after the key.
@@ -79,7 +79,7 @@ def read_section(params: Mapping, dotted: str, schema: type[Section], context: d
     try:
         return schema.model_validate(raw, context=context)
     except ValidationError as err:
-        raise UserError(message(params, dotted, schema, err.errors(include_url=False)[0])) from None
+        raise UserError(message(params, dotted, schema, _first(err))) from None
 
 
 def read_key(params: Mapping, dotted: str, schema: type[Section], key: str, context: dict | None = None) -> Any:
@@ -114,6 +114,19 @@ def check_keys(params: Mapping, dotted: str, known: Collection[str]) -> None:
             where = f"{dotted}.{close[0]}" if dotted and close else close[0] if close else ""
             hint = f"did you mean {where!r}?" if close else f"{dotted or 'the file'} takes {', '.join(known)}"
             raise UserError(f"{params_name(params)}: unknown key {full!r}; {hint}{_line(params, full)}")
+
+
+def _first(err: ValidationError) -> dict:
+    """The error to report: an unknown key before a missing one, since a misspelled key is both
+    (``epohcs`` unknown, ``epochs`` missing) and the unknown one names the typo, its line and
+    the key meant; otherwise pydantic's first."""
+    errors = err.errors(include_url=False)
+    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+
+
+def line_of(params: Mapping, dotted: str) -> str:
+    """" (line N)" where ``dotted`` (or, if absent, its closest parent) is in the params file."""
+    return _line(params, dotted)
 
 
 def _dotted(prefix: str, loc: tuple) -> str:

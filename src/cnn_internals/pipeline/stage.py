@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from cnn_internals.core.config import line_of
+from cnn_internals.core.errors import UserError
 from cnn_internals.core.params import Params, load_params, params_name
 from cnn_internals.core.project import user_path
 from cnn_internals.models import NETS, Net, get_net
@@ -33,7 +35,10 @@ def device_for(net: Net, params: Mapping) -> torch.device:
     CPU, with the pinned number of threads (runtime/cpu_pin.py: the same bytes on any machine), except
     in a rank under torchrun, which keeps its share of the cores."""
     key = f"train.{net.name}.device"
-    device = pick_device(train_key(params, net, "device"), f"{params_name(params)}: {key}")
+    try:
+        device = pick_device(train_key(params, net, "device"), f"{params_name(params)}: {key}")
+    except UserError as err:         # the device is not on this machine: say where the file names it
+        raise UserError(f"{err}{line_of(params, key)}") from None
     if device.type == "cpu" and not under_torchrun():
         pin_threads()
     return device
