@@ -53,7 +53,7 @@ def speed() -> str:
     a, ag = load("alexnet_input"), load("alexnet_input_cuda")
     t, tg = load("training")["nets"], load("training_cuda")["nets"]
     p, pg = load("projection"), load("projection_cuda")
-    m, mg, mv = load("mining"), load("mining_cuda"), load("mining_vgg16")
+    m, mg, mv, mf = load("mining"), load("mining_cuda"), load("mining_vgg16"), load("mining_fc")
     rf, prep, pre = load("receptive_field"), load("imagenette_prepare"), load("pretrained_load")
     mem = load("stage_memory")
     ips = a["images_per_s"]
@@ -141,6 +141,9 @@ def speed() -> str:
             "flat", f"flat (CPU {mib(m_mem['256']['growth_bytes'])} / {mib(m_mem['1024']['growth_bytes'])}; H200 "
             f"{mib(mg_mem['2048']['growth_bytes'])} / {mib(mg_mem['8192']['growth_bytes'])})",
             x(m["memory_ratios"]["ours_4n_over_n"]), "flat in N"),
+        row(f"`mining_fc.py`, CPU: every unit of AlexNet in one pass, conv1-conv5, fc6, fc7 and the classes, "
+            f"top-{mf['config']['k']} over {n(mf['config']['images'])} images", "bare forward to the scores",
+            s(mf["time_s"]["bare"]), s(mf["time_s"]["ours"]), x(mf["ours_over_bare_time"]), f"<= {mf['goal']}x"),
         row(f"`mining.py --net vgg16 --images {mv['config']['images']} --batch {mv['config']['batch']} --repeats 1`, "
             "CPU: VGG-16's five shown layers over 85 images (the mine stage's batch of Imagenette), random weights",
             "bare forward to `conv5_3` (`features[:29]`)",
