@@ -18,7 +18,16 @@ from tqdm import tqdm
 
 from cnn_internals.core.atomic import atomic_dir
 from cnn_internals.data.loader import gather
-from cnn_internals.pipeline.artifacts import layer_shapes, load_mined, load_model, load_split, net_inputs, render_path, renders_dir
+from cnn_internals.pipeline.artifacts import (
+    check_mined,
+    layer_shapes,
+    load_mined,
+    load_model,
+    load_split,
+    net_inputs,
+    render_path,
+    renders_dir,
+)
 from cnn_internals.pipeline.cli import cli
 from cnn_internals.pipeline.stage import device_for, net_stage_args
 from cnn_internals.viz.render import layer_figure, render_params, unit_pictures
@@ -29,11 +38,11 @@ def main(argv=None):
     net, params = net_stage_args(__doc__, argv)
     p = render_params(params, net)
     channels, method = p.channels, p.method
-    split_name, _ = load_mined(net)           # the split is the mined one's, not a param here
+    split_name, tables = load_mined(net)      # the split is the mined one's, not a param here
     device = device_for(net, params)
     model, config = load_model(net, device)
     split = load_split(net, split_name)
-    _, tables = load_mined(net, len(split), layer_shapes(net, model))     # checked against both
+    check_mined(net, tables, len(split), layer_shapes(net, model))
     inputs = net_inputs(net, config, device)
     pictures, capped = {}, []
     for layer in tqdm(net.layers, desc=f"render {net.name}", disable=None, leave=False):

@@ -19,6 +19,7 @@ from cnn_internals.core.atomic import atomic_dir
 from cnn_internals.data.datasets import get_dataset
 from cnn_internals.data.prepared import fingerprint
 from cnn_internals.pipeline.artifacts import (
+    check_mined,
     layer_shapes,
     load_mined,
     load_model,
@@ -41,11 +42,11 @@ def main(argv=None):
     p = report_params(params, net)
     settings = train_settings(read_train(params, net))
     device = device_for(net, params)
-    split_name, _ = load_mined(net)
+    split_name, tables = load_mined(net)
     held_out_name = get_dataset(net.dataset).splits[1]
     model, config = load_model(net, device)
     mined_split, held_out = load_split(net, split_name), load_split(net, held_out_name)
-    _, tables = load_mined(net, len(mined_split), layer_shapes(net, model))   # checked against both
+    check_mined(net, tables, len(mined_split), layer_shapes(net, model))
     run = read_metrics(metrics_paths(net), held_out.classes, f"rerun `dvc repro -f train@{net.name}`")
     inputs = net_inputs(net, config, device)
     train_name = get_dataset(net.dataset).splits[0]

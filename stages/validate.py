@@ -56,13 +56,14 @@ def validate(params) -> list:
     for net in NETS.values():
         listed = net.name in pipeline.nets
         readers = {"train": read_train, "mine": read_mine, "render": render_params, "report": report_params}
-        for section, read in readers.items():
+        read = {}
+        for section, reader in readers.items():
             if listed or node(params, f"{section}.{net.name}", None) is not None:
-                value = read(params, net)
+                read[section] = reader(params, net)
                 checked.append(f"{section}.{net.name}")
-                if section == "train" and listed:
-                    train_device(net, params, value)
-        imagenet = listed and read_train(params, net).weights == "imagenet"
+        if listed:
+            train_device(net, params, read["train"])
+        imagenet = listed and read["train"].weights == "imagenet"
         if imagenet or node(params, f"weights.{net.name}", None) is not None:
             weights_entry(params, net.name)
             checked.append(f"weights.{net.name}")

@@ -58,7 +58,7 @@ def node(params: Mapping, dotted: str, default: Any = _MISSING) -> Any:
         if not isinstance(value, Mapping) or part not in value:
             if default is not _MISSING:
                 return default
-            raise UserError(f"{params_name(params)}: missing key {dotted!r}{_line(params, dotted)}")
+            raise UserError(f"{params_name(params)}: missing key {dotted!r}{line_of(params, dotted)}")
         value = value[part]
     return value
 
@@ -113,7 +113,7 @@ def check_keys(params: Mapping, dotted: str, known: Collection[str]) -> None:
             close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
             where = f"{dotted}.{close[0]}" if dotted and close else close[0] if close else ""
             hint = f"did you mean {where!r}?" if close else f"{dotted or 'the file'} takes {', '.join(known)}"
-            raise UserError(f"{params_name(params)}: unknown key {full!r}; {hint}{_line(params, full)}")
+            raise UserError(f"{params_name(params)}: unknown key {full!r}; {hint}{line_of(params, full)}")
 
 
 def _first(err: ValidationError) -> dict:
@@ -122,11 +122,6 @@ def _first(err: ValidationError) -> dict:
     the key meant; otherwise pydantic's first."""
     errors = err.errors(include_url=False)
     return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-
-
-def line_of(params: Mapping, dotted: str) -> str:
-    """" (line N)" where ``dotted`` (or, if absent, its closest parent) is in the params file."""
-    return _line(params, dotted)
 
 
 def _dotted(prefix: str, loc: tuple) -> str:
@@ -149,7 +144,7 @@ def _known_keys(schema: type[BaseModel], loc: tuple) -> list:
     return list(model.model_fields) if model is not None else []
 
 
-def _line(params: Mapping, dotted: str) -> str:
+def line_of(params: Mapping, dotted: str) -> str:
     """" (line N)" where the key (or, if absent, its closest parent) is written in the file."""
     lines = getattr(params, "lines", None) or {}
     while dotted:
@@ -190,4 +185,4 @@ def message(params: Mapping, prefix: str, schema: type[BaseModel], first: dict) 
         text = own.replace("{key}", key) if "{key}" in own else f"{key} {own}"
     else:
         text = f"{key}: {first['msg']}, got {value!r}"
-    return f"{params_name(params)}: {text}{_line(params, key)}"
+    return f"{params_name(params)}: {text}{line_of(params, key)}"

@@ -252,11 +252,18 @@ def load_mined(net: Net, split_size: int | None = None, shapes: dict | None = No
         raise UserError(f"{path} holds tables of the wrong shape: {fix}")
     if mined_split not in get_dataset(net.dataset).splits:
         raise UserError(f"{path} names an unknown split {mined_split!r}: {fix}")
+    if split_size is not None or shapes is not None:
+        check_mined(net, layers, split_size, shapes)
+    return mined_split, layers
+
+
+def check_mined(net: Net, layers: dict, split_size: int | None, shapes: dict | None) -> None:
+    """``load_mined``'s tables against the split's length and the net's ``layer_shapes``: for a
+    stage that learns the split from the file itself, so reads the file once and checks after."""
     for layer, top in layers.items():
         problem = _mined_problem(top, split_size, None if shapes is None else shapes[layer])
         if problem:
-            raise UserError(f"{path}: {layer} {problem}: {fix}")
-    return mined_split, layers
+            raise UserError(f"{mined_path(net)}: {layer} {problem}: rerun `dvc repro -f mine@{net.name}`")
 
 
 def _mined_problem(top: dict, split_size: int | None, shape: tuple | None) -> str | None:
