@@ -139,13 +139,30 @@ def _as_index(values, device):
     return torch.as_tensor(values, dtype=torch.long, device=device).reshape(-1)
 
 
-def _unit_selector(images, channels, rows, cols):
-    channels, rows, cols = (_as_index(v, images.device) for v in (channels, rows, cols))
-    if not len(channels) == len(rows) == len(cols) == images.shape[0]:
-        raise ValueError("images, channels, rows and cols must have the same length")
+def _unit_selector(images, channels, rows=None, cols=None):
+    """select(acts, part): the units of ``acts`` picked for the rows in ``part``. Maps (b, C,
+    H, W) take a channel and a position; units without positions (b, C) -- a fully connected
+    layer's output, the model's scores -- take only the channel (``rows``/``cols`` None)."""
+    channels = _as_index(channels, images.device)
+    if (rows is None) != (cols is None):
+        raise ValueError("rows and cols go together: both positions, or both None for units without positions")
+    if rows is not None:
+        rows, cols = _as_index(rows, images.device), _as_index(cols, images.device)
+        if not len(rows) == len(cols) == len(channels):
+            raise ValueError("images, channels, rows and cols must have the same length")
+    if len(channels) != images.shape[0]:
+        raise ValueError("images and channels must have the same length")
 
-    def select(acts, part):  # acts: (b, C, H, W) for the rows in ``part``
-        return acts[torch.arange(acts.shape[0], device=acts.device), channels[part], rows[part], cols[part]]
+    def select(acts, part):
+        b = torch.arange(acts.shape[0], device=acts.device)
+        if rows is None:
+            if acts.dim() != 2:
+                raise ValueError(f"the layer outputs maps {tuple(acts.shape[1:])}: give each unit's rows and cols")
+            return acts[b, channels[part]]
+        if acts.dim() != 4:
+            raise ValueError(f"the layer outputs units {tuple(acts.shape[1:])} without positions: "
+                             "rows and cols must be None")
+        return acts[b, channels[part], rows[part], cols[part]]
 
     return select
 
@@ -172,17 +189,27 @@ def _input_gradients(model, images, method, stop_layer, select, chunk):
     return out
 
 
-def project(model: nn.Module, layer: str, images: torch.Tensor, channels: Indices, rows: Indices, cols: Indices,
-            method: str = "gradient", chunk: int | None = None) -> torch.Tensor:
+def project(model: nn.Module, layer: str | None, images: torch.Tensor, channels: Indices,
+            rows: Indices | None = None, cols: Indices | None = None, method: str = "gradient",
+            chunk: int | None = None) -> torch.Tensor:
     """Project unit activations into pixel space.
 
     Row b of the result (shaped like ``images``) is the backward pass under ``method`` of the
     activation at (channels[b], rows[b], cols[b]) of module ``layer``'s output for images[b],
-    seeded with a unit gradient there. Rows are independent (eval mode), so any number are
-    pushed through in chunks of ``chunk`` rows (default: ``default_chunk``).
+    seeded with a unit gradient there. A layer of units without positions (a Linear's (B, C)
+    output) takes ``rows``/``cols`` None, and so do the model's own scores, ``layer`` None
+    (channels[b] is then a class). Rows are independent (eval mode), so any number are pushed
+    through in chunks of ``chunk`` rows (default: ``default_chunk``).
     """
     select = _unit_selector(images, channels, rows, cols)
     return _input_gradients(model, images, method, layer, select, chunk)
+
+
+def class_saliency(model: nn.Module, images: torch.Tensor, classes: Indices, chunk: int | None = None) -> torch.Tensor:
+    """(B, H, W): Simonyan et al. 2013, section 3.1: the magnitude of the gradient of class
+    classes[b]'s score (as the model's forward returns it) with respect to images[b], its
+    largest value over the colour channels."""
+    return project(model, None, images, classes, method="gradient", chunk=chunk).abs().amax(dim=1)
 
 
 def _pair(value):
@@ -261,6 +288,8 @@ def _grad_cam_rows(model, cam_layer, stop_layer, images, select, chunk):
         for start in range(0, images.shape[0], chunk):
             part = slice(start, start + chunk)
             target, captured = forward_to(model, stop_layer, images[part].detach(), capture=(cam_layer,))
+            if cam_layer not in captured:
+                raise ValueError(f"cam_layer {cam_layer!r} did not run before {stop_layer!r} in the forward pass")
             acts = captured[cam_layer]
             (grads,) = torch.autograd.grad(select(target, part).sum(), acts)
             out[part] = _cam(acts.detach(), grads, images.shape[-2:])
@@ -273,11 +302,17 @@ def grad_cam(model: nn.Module, layer: str, images: torch.Tensor, classes: Indice
     return _grad_cam_rows(model, layer, None, images, _class_selector(images, classes), chunk)
 
 
-def unit_grad_cam(model: nn.Module, layer: str, images: torch.Tensor, channels: Indices, rows: Indices, cols: Indices,
-                  cam_layer: str | None = None, chunk: int | None = None) -> torch.Tensor:
+def unit_grad_cam(model: nn.Module, layer: str | None, images: torch.Tensor, channels: Indices,
+                  rows: Indices | None = None, cols: Indices | None = None, cam_layer: str | None = None,
+                  chunk: int | None = None) -> torch.Tensor:
     """(B, H, W) Grad-CAM whose target is the unit (channels[b], rows[b], cols[b]) of
     ``layer`` instead of a class score, taken at ``cam_layer`` (default: ``layer`` itself,
-    where it is the unit's own map, rectified and upsampled)."""
+    where it is the unit's own map, rectified and upsampled). A unit without positions (rows
+    and cols None: a fully connected layer, or the scores, ``layer`` None) has no map of its
+    own: ``cam_layer`` names the conv layer the heat is taken at."""
+    if cam_layer is None and (layer is None or rows is None):
+        raise ValueError("a unit without positions (a fully connected layer's, a class) has no map of its own: "
+                         "name the cam_layer; a unit of maps needs its rows and cols")
     select = _unit_selector(images, channels, rows, cols)
     return _grad_cam_rows(model, cam_layer or layer, layer, images, select, chunk)
 
