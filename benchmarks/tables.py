@@ -52,7 +52,7 @@ def table(header: tuple, rows: list) -> str:
 def speed() -> str:
     a, ag = load("alexnet_input"), load("alexnet_input_cuda")
     t, tg = load("training")["nets"], load("training_cuda")["nets"]
-    p, pg = load("projection"), load("projection_cuda")
+    p, pg, pf = load("projection"), load("projection_cuda"), load("projection_fc")
     m, mg, mv, mf = load("mining"), load("mining_cuda"), load("mining_vgg16"), load("mining_fc")
     rf, prep, pre = load("receptive_field"), load("imagenette_prepare"), load("pretrained_load")
     mem = load("stage_memory")
@@ -132,6 +132,13 @@ def speed() -> str:
             s(pg["total_s"]["ours_guided_backprop_s"], 3),
             f"**{pg['ratios']['ours_over_floor']:.2f}x / {pg['ratios']['ours_over_captum_batched_best']:.2f}x**",
             f"<= {pg['goals']['ours_over_floor']}x / <= {pg['goals']['ours_over_captum_batched_best']}x"),
+        row(f"`projection_fc.py`, CPU: guided backprop of {pf['config']['rows']} units each at AlexNet's fc6, fc7 "
+            "and the classes (each row its own image and unit)", "floor: forward + one `autograd.grad`, no hooks",
+            s(pf["total_s"]["floor"]), s(pf["total_s"]["ours"]), x(pf["ratios"]["ours_over_floor"]),
+            f"<= {pf['goals']['ours_over_floor']}x"),
+        row("same, CPU", "Captum `NeuronGuidedBackprop` (classes: `GuidedBackprop`), batched in the same chunks",
+            s(pf["total_s"]["captum"]), s(pf["total_s"]["ours"]), x(pf["ratios"]["ours_over_captum"]),
+            f"<= {pf['goals']['ours_over_captum']}x"),
         row(f"`mining.py`, CPU: top-{m['config']['k']} of every map of conv1-conv5 over {n(m['config']['images'])} "
             "images", "bare `torch.no_grad()` forward to conv5", s(m["time_s"]["bare"]), s(m["time_s"]["ours"]),
             x(m["ours_over_bare_time"]), f"<= {m['goal_ours_over_bare_time']}x"),
