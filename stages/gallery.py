@@ -1,4 +1,5 @@
-"""Stage `gallery`: every listed net's pictures under one flat name each, images/<net>_<layer>.png.
+"""Stage `gallery`: every listed net's pictures under one flat name each, images/<net>_<layer>.png
+and images/<net>_classes.png.
 
     python stages/gallery.py
 
@@ -22,7 +23,7 @@ from cnn_internals.core.errors import UserError
 from cnn_internals.core.params import load_params
 from cnn_internals.core.project import user_path
 from cnn_internals.models import get_net
-from cnn_internals.pipeline.artifacts import GALLERY, gallery_name, render_path
+from cnn_internals.pipeline.artifacts import GALLERY, gallery_name, render_path, rendered
 from cnn_internals.pipeline.cli import ArgumentParser, cli
 from cnn_internals.pipeline.config import PipelineConfig
 
@@ -34,7 +35,7 @@ def gather(nets) -> dict:
     one UserError naming the stage that writes it."""
     pictures = {}
     for net in map(get_net, nets):
-        for layer in net.layers:
+        for layer in rendered(net):
             path = render_path(net, layer)
             if not path.is_file():
                 raise UserError(f"{path} missing: run `dvc repro render@{net.name}` first")

@@ -1,14 +1,18 @@
 """Stage `render@<net>`: one picture per depth the net shows, renders/<net>/<layer>.png, the
-layer by its paper name (VGG-16's conv5_3, not its module path features.28).
+layer by its paper name (VGG-16's conv5_3, not its module path features.28), and one of its
+classes, renders/<net>/classes.png.
 
     python stages/render.py --net lenet5
 
 For the first ``render.<net>.channels`` maps of each of those layers: the top-k units found by
 the mine stage projected into pixel space with ``render.<net>.method`` (gradient, deconvnet,
-guided_backprop, grad_cam, guided_grad_cam) and cropped to their receptive field (zero where
-the field leaves the image), beside the input patch each unit sees. All rows of a layer go
-through the projection engine together. The gallery stage copies the pictures to
-images/<net>_<layer>.png, the names the README shows.
+guided_backprop, grad_cam, guided_grad_cam, saliency) and cropped to their receptive field (zero where
+the field leaves the image), beside the input patch each unit sees; a fully connected layer's
+units see the whole image, which is their patch. All rows of a layer go through the projection
+engine together. The classes: each class's top-k images by score, their class saliency
+(Simonyan et al. 2013) and their Grad-CAM at the deepest shown layer with maps larger than 1x1.
+The gallery stage copies the pictures to images/<net>_<layer>.png and images/<net>_classes.png,
+the names the README shows.
 """
 
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
@@ -18,6 +22,7 @@ from tqdm import tqdm
 
 from cnn_internals.core.atomic import atomic_dir
 from cnn_internals.data.loader import gather
+from cnn_internals.engine import CLASSES
 from cnn_internals.pipeline.artifacts import (
     check_mined,
     layer_shapes,
@@ -26,11 +31,12 @@ from cnn_internals.pipeline.artifacts import (
     load_split,
     net_inputs,
     render_path,
+    rendered,
     renders_dir,
 )
 from cnn_internals.pipeline.cli import cli
 from cnn_internals.pipeline.stage import device_for, net_stage_args
-from cnn_internals.viz.render import layer_figure, render_params, unit_pictures
+from cnn_internals.viz.render import cam_layer, classes_figure, layer_figure, render_params, unit_pictures, unit_pictures_by_method
 
 
 @cli
@@ -42,34 +48,55 @@ def main(argv=None):
     device = device_for(net, params)
     model, config = load_model(net, device)
     split = load_split(net, split_name)
-    check_mined(net, tables, len(split), layer_shapes(net, model))
+    shapes = layer_shapes(net, model)
+    check_mined(net, tables, len(split), shapes)
     inputs = net_inputs(net, config, device)
+    cam = net.module_path(cam_layer(net, shapes))
     pictures, capped = {}, []
     for layer in tqdm(net.layers, desc=f"render {net.name}", disable=None, leave=False):
         top = tables[layer]
+        maps = "rows" in top
         n = min(channels, len(top["values"]))
         if n < channels:
             capped.append(f"{layer} ({n})")
         k = top["values"].shape[1]
         ch = torch.arange(n).repeat_interleave(k)
-        idx, rows, cols = (top[f][:n].reshape(-1) for f in ("images", "rows", "cols"))
+        idx = top["images"][:n].reshape(-1)
+        rows, cols = ((top[f][:n].reshape(-1).to(device) for f in ("rows", "cols")) if maps else (None, None))
         x = inputs.eval(gather(split.images, idx.numpy()).to(device))
-        shown, patches, rf = unit_pictures(model, net.module_path(layer), x, ch.to(device), rows.to(device),
-                                           cols.to(device), method, net.input_size, inputs.display)
+        shown, patches, rf = unit_pictures(model, net.module_path(layer), x, ch.to(device), rows, cols, method,
+                                           net.input_size, inputs.display, cam)
         shown = shown.reshape(n, k, *shown.shape[1:])
         patches = patches.reshape(n, k, *patches.shape[1:])
         size = rf[0] if isinstance(rf[0], int) else "x".join(map(str, rf[0]))
-        title = (f"{net.title} {layer}: top {k} {split_name} images of maps 0-{n - 1}, "
-                 f"{method.replace('_', ' ')}; receptive field {size} px")
-        pictures[layer] = layer_figure(shown, patches, list(range(n)), top["values"][:n, 0].tolist(), title)
+        what = f"receptive field {size} px" if maps else "each unit sees the whole image"
+        title = (f"{net.title} {layer}: top {k} {split_name} images of {'maps' if maps else 'units'} 0-{n - 1}, "
+                 f"{method.replace('_', ' ')}; {what}")
+        pictures[layer] = layer_figure(shown, patches, list(range(n)), top["values"][:n, 0].tolist(), title,
+                                       unit="map" if maps else "unit", seen="patches" if maps else "images")
+    pictures[CLASSES] = classes_picture(net, model, tables[CLASSES], split, split_name, inputs, device, cam)
     if capped:
         print(f"note: render.{net.name}.channels = {channels} is more than some layers have; showing all maps of "
               + ", ".join(capped))
     out = renders_dir(net)
     with atomic_dir(out) as tmp:
-        for layer, png in pictures.items():
-            (tmp / render_path(net, layer).name).write_bytes(png)
-    print(f"{net.title}: wrote " + ", ".join(f"{out}/{layer}.png" for layer in net.layers))
+        for name, png in pictures.items():
+            (tmp / render_path(net, name).name).write_bytes(png)
+    print(f"{net.title}: wrote " + ", ".join(str(render_path(net, name)) for name in rendered(net)))
+
+
+def classes_picture(net, model, top, split, split_name, inputs, device, cam) -> bytes:
+    """Every class: its top-k images by score, their class saliency and their Grad-CAM at the
+    layer ``cam`` (a module path), one row per class."""
+    n, k = top["values"].shape
+    classes = torch.arange(n).repeat_interleave(k)
+    x = inputs.eval(gather(split.images, top["images"].reshape(-1).numpy()).to(device))
+    shown, images, _ = unit_pictures_by_method(model, None, x, classes.to(device), None, None,
+                                               ("saliency", "grad_cam"), net.input_size, inputs.display, cam)
+    grid = [t.reshape(n, k, *t.shape[1:]) for t in (images, shown["saliency"], shown["grad_cam"])]
+    title = (f"{net.title} classes: top {k} {split_name} images by score; class saliency (Simonyan et al. 2013), "
+             f"Grad-CAM at {net.shown_name(cam)}")
+    return classes_figure(*grid, list(split.classes), top["values"][:, 0].tolist(), title)
 
 
 if __name__ == "__main__":

@@ -197,12 +197,16 @@ def test_weights_mined_units_and_pictures(built):
     assert mined["split"] == "val" and list(mined["layers"]) == list(NETS["alexnet"].layers)
     assert [len(mined["layers"][f"conv{i}"]["values"]) for i in range(1, 6)] == [96, 256, 384, 384, 256]
     assert (repo / "models/pretrained/alexnet.pth").read_bytes() == SCRATCH     # scratch: nothing fetched
-    assert_gallery_pictures(repo, "alexnet", [f"conv{i}" for i in range(1, 6)])
+    assert_gallery_pictures(repo, "alexnet", [f"conv{i}" for i in range(1, 6)] + ["fc6", "fc7", "classes"])
 
 
 def brute_force_top_k(acts: torch.Tensor, k: int) -> dict:
     """(N, C, H, W) -> values/images/rows/cols as (C, k) arrays: each image's spatial maximum (the
-    first in row-major order), images ranked by it, ties to the lower image index (np.lexsort)."""
+    first in row-major order), images ranked by it, ties to the lower image index (np.lexsort).
+    (N, C) units (fc6, fc7, the scores): values/images, each image's value its output."""
+    if acts.dim() == 2:
+        table = brute_force_top_k(acts[:, :, None, None], k)
+        return {"values": table["values"], "images": table["images"]}
     n, c, h, w = acts.shape
     best, pos = acts.flatten(2).max(2)                                    # (N, C): the first maximum
     best, pos = best.double().numpy(), pos.numpy()
@@ -235,19 +239,23 @@ def test_mined_units_are_brute_forces_top_k_over_every_image_of_the_split(built,
     hooks = [model.get_submodule(net.module_path(layer)).register_forward_hook(
         lambda module, args, output, layer=layer: acts[layer].append(output.detach().clone())) for layer in net.layers]
     batch = max(1, min(512, 2 ** 24 // int(np.prod(split.images.shape[1:]))))
+    scores = []
     with torch.no_grad():
         for start in range(0, len(split), batch):
-            model(inputs.eval(torch.from_numpy(np.array(split.images[start:start + batch]))))
+            scores.append(model(inputs.eval(torch.from_numpy(np.array(split.images[start:start + batch])))))
     for hook in hooks:
         hook.remove()
     assert mined["k"] == 3 and list(mined["layers"]) == list(net.layers)
-    for layer in net.layers:
-        outputs = torch.cat(acts[layer])
+    assert net.layers[-2:] == ("fc6", "fc7")
+    for layer in (*net.layers, "classes"):
+        outputs = torch.cat(scores if layer == "classes" else acts[layer])
         assert len(outputs) == len(split) == 10
-        expected, got = brute_force_top_k(outputs, mined["k"]), mined["layers"][layer]
+        got = mined["classes"] if layer == "classes" else mined["layers"][layer]
+        expected = brute_force_top_k(outputs, mined["k"])
+        assert set(got) == set(expected), layer          # positions exactly for the conv maps
         assert np.array(got["values"]).shape == (outputs.shape[1], mined["k"]), layer
         np.testing.assert_allclose(np.array(got["values"]), expected["values"], rtol=0, atol=1e-5, err_msg=layer)
-        for field in ("images", "rows", "cols"):
+        for field in set(expected) - {"values"}:
             assert np.array_equal(np.array(got[field]), expected[field]), (layer, field)
 
 
@@ -269,10 +277,11 @@ def test_zfnet_trains_is_mined_and_rendered_through_the_same_stages(built, archi
     confusion = list(csv.DictReader(io.StringIO((repo / "metrics/zfnet_confusion.csv").read_text())))
     assert np.mean([r["actual"] == r["predicted"] for r in confusion]) == pytest.approx(metrics["test_accuracy"])
     mined = json.loads((repo / "data/mined/zfnet.json").read_text())
-    assert list(mined["layers"]) == [f"conv{i}" for i in range(1, 6)]
-    assert [len(mined["layers"][f"conv{i}"]["values"]) for i in range(1, 6)] == [96, 256, 384, 384, 256]
+    assert list(mined["layers"]) == [f"conv{i}" for i in range(1, 6)] + ["fc6", "fc7"]
+    assert [len(t["values"]) for t in mined["layers"].values()] == [96, 256, 384, 384, 256, 4096, 4096]
+    assert len(mined["classes"]["values"]) == 10
     assert (repo / "models/pretrained/zfnet.pth").read_bytes() == SCRATCH       # scratch: nothing fetched
-    assert_gallery_pictures(repo, "zfnet", [f"conv{i}" for i in range(1, 6)])
+    assert_gallery_pictures(repo, "zfnet", [f"conv{i}" for i in range(1, 6)] + ["fc6", "fc7", "classes"])
 
 
 def assert_gallery_pictures(repo, net, layers):
@@ -299,6 +308,15 @@ def test_the_report_shows_every_layer_through_the_same_code_as_jpeg_sprites(buil
         for name in ("gradient", "deconvnet", "guided_backprop", "grad_cam", "guided_grad_cam", "patches"):
             with Image.open(folder / layer / f"{name}.jpg") as img:
                 assert img.format == "JPEG" and img.mode == "RGB" and img.size == (3 * cell, 2 * cell)
+                assert np.ptp(np.asarray(img)) > 20
+    for layer in ("fc6", "fc7"):      # fully connected: 2 of 4096 units (maps caps fc_units' 256), whole images
+        assert f"AlexNet {layer}: 2 of 4096 units (fully connected)" in page
+        assert f'id="{layer}-1"' in page and f'id="{layer}-2"' not in page
+    assert "AlexNet classes: 10 classes" in page and 'id="classes-9"' in page
+    for layer, rows in (("fc6", 2), ("classes", 10)):
+        for name in ("gradient", "deconvnet", "guided_backprop", "grad_cam", "guided_grad_cam", "saliency", "patches"):
+            with Image.open(folder / layer / f"{name}.jpg") as img:
+                assert img.format == "JPEG" and img.size == (3 * 48, rows * 48)     # 224 px shrunk to 48
                 assert np.ptp(np.asarray(img)) > 20
     with Image.open(folder / "filters.jpg") as img:
         assert img.size == (96 * 16, 16)
@@ -388,7 +406,7 @@ def test_resnet18_is_mined_under_the_papers_names_and_its_top_unit_is_brute_forc
     assert top["values"][0] == sorted(top["values"][0], reverse=True) and len(top["values"][0]) == 3
     image, row, col = top["images"][0][0], top["rows"][0][0], top["cols"][0][0]
     assert conv5[image, 0, row, col].item() == pytest.approx(top["values"][0][0], rel=1e-5, abs=1e-6)
-    assert_gallery_pictures(repo, "resnet18", list(RESNET18_LAYERS))
+    assert_gallery_pictures(repo, "resnet18", [*RESNET18_LAYERS, "classes"])
     page = (repo / "reports/resnet18/index.html").read_text()
     assert all(f"ResNet-18 {layer}: 1 of {maps} maps" in page for layer, maps in RESNET18_LAYERS.items())
 

@@ -72,7 +72,7 @@ def mined(tmp_path, monkeypatch):
     torch.manual_seed(0)
     model = LENET.build({}).eval()
     images = torch.rand(40, 1, 32, 32)
-    top = top_k_activations(model, LENET.layer_paths, [images[:25], images[25:]], 3)
+    top = top_k_activations(model, LENET.layer_paths, [images[:25], images[25:]], 3, classes=True)
     path = artifacts.mined_path(LENET)
     path.parent.mkdir(parents=True)
     path.write_bytes(artifacts.mined_file("test", 3, top))
@@ -82,13 +82,18 @@ def mined(tmp_path, monkeypatch):
 def test_a_mined_file_reads_back_as_written(mined):
     model, size, shapes = mined
     assert shapes == {"conv1": (6, 28, 28), "pool1": (6, 14, 14), "conv2": (16, 10, 10), "pool2": (16, 5, 5),
-                      "conv3": (120, 1, 1)}
+                      "conv3": (120, 1, 1), "f6": (84,), "classes": (10,)}
     split, tables = artifacts.load_mined(LENET, size, shapes)
     raw = json.loads(artifacts.mined_path(LENET).read_text())
     assert split == "test" and raw["k"] == 3
+    assert list(tables) == [*LENET.layers, "classes"]
     for layer, top in tables.items():
+        stored = raw["classes"] if layer == "classes" else raw["layers"][layer]
         assert top["values"].shape == (shapes[layer][0], 3)
-        assert top["values"].tolist() == raw["layers"][layer]["values"]
+        assert set(top) == set(stored) == ({"values", "images", "rows", "cols"} if len(shapes[layer]) == 3
+                                           else {"values", "images"})
+        for field, table in top.items():
+            assert table.tolist() == stored[field]
 
 
 @pytest.mark.parametrize("field, at, value, problem", [
@@ -113,6 +118,36 @@ def test_a_mined_file_that_does_not_fit_its_split_or_net_is_refused_in_one_line(
     with pytest.raises(UserError) as err:
         artifacts.load_mined(LENET, size, shapes)
     assert str(err.value) == f"{path}: {problem}: rerun `dvc repro -f mine@lenet5`"
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda raw: raw["layers"]["f6"].update(rows=raw["layers"]["f6"]["images"], cols=raw["layers"]["f6"]["images"]),
+     "f6 has positions for units that have none"),
+    (lambda raw: [raw["layers"]["conv2"].pop(f) for f in ("rows", "cols")], "conv2 has no positions for its maps"),
+    (lambda raw: raw.update(classes={f: t[:-1] for f, t in raw["classes"].items()}),
+     "classes has 9 classes; the net's scores have 10"),
+    (lambda raw: raw["layers"].update(f6={f: t[:-2] for f, t in raw["layers"]["f6"].items()}),
+     "f6 has 82 units; the net's layer has 84"),
+    (lambda raw: raw["classes"]["images"][3].__setitem__(0, 40), "classes names images outside its split of 40"),
+])
+def test_fully_connected_units_and_classes_are_checked_as_maps_are(mined, change, problem):
+    model, size, shapes = mined
+    path = artifacts.mined_path(LENET)
+    raw = json.loads(path.read_text())
+    change(raw)
+    path.write_text(json.dumps(raw))
+    with pytest.raises(UserError) as err:
+        artifacts.load_mined(LENET, size, shapes)
+    assert str(err.value) == f"{path}: {problem}: rerun `dvc repro -f mine@lenet5`"
+
+
+def test_a_mined_file_from_before_the_classes_were_mined_is_refused_with_the_fix(mined):
+    path = artifacts.mined_path(LENET)
+    raw = json.loads(path.read_text())
+    del raw["classes"]
+    path.write_text(json.dumps(raw))
+    with pytest.raises(UserError, match=r"truncated or malformed \(KeyError: 'classes'\): rerun `dvc repro -f mine@lenet5`"):
+        artifacts.load_mined(LENET)
 
 
 def test_train_outputs_are_the_four_files_and_read_back(tmp_path, monkeypatch):

@@ -33,8 +33,8 @@ print({marker!r}, __file__)
 _layer_figure_before_the_marker = layer_figure
 
 
-def layer_figure(pictures, patches, channel_ids, values, title):
-    return _layer_figure_before_the_marker(pictures, patches, channel_ids, values, title + " " + {marker!r})
+def layer_figure(pictures, patches, channel_ids, values, title, **kwargs):
+    return _layer_figure_before_the_marker(pictures, patches, channel_ids, values, title + " " + {marker!r}, **kwargs)
 """
 
 

@@ -218,18 +218,47 @@ def test_a_picture_unlike_mnist_is_said_to_be(tmp_path):
         assert read_photo(tmp_path / "digit.png", "mnist", 28, False).notes == [], i
 
 
-def test_a_layer_without_spatial_maps_is_one_line_and_a_1x1_grad_cam_says_so(project, tmp_path):
+def test_an_empty_layer_is_one_line_and_a_1x1_grad_cam_says_so(project, tmp_path):
     photo = photo_of_a_one(tmp_path / "one.png")
-    for layer in ("f6", "rbf", ""):
-        done = explain(["--net", "lenet5", "--layer", layer, "--out", tmp_path / "out", photo], project["root"])
-        assert done.returncode == 2 and done.stderr.count("\n") == 1, (layer, done.stderr)
-        assert not (tmp_path / "out").exists()
-    f6 = explain(["--net", "lenet5", "--layer", "f6", photo], project["root"])
-    assert "error: f6 has no spatial maps (its output is (1, 84)): use a convolutional or pooling layer" in f6.stderr
+    done = explain(["--net", "lenet5", "--layer", "", "--out", tmp_path / "out", photo], project["root"])
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert not (tmp_path / "out").exists()
     c5 = explain(["--net", "lenet5", "--layer", "conv3", "--out", tmp_path / "c5", photo], project["root"])
     assert "Grad-CAM at conv3, whose maps are 1x1, is one value: drawn as a flat tint" in c5.stdout
     c3 = explain(["--net", "lenet5", "--layer", "conv2", "--out", tmp_path / "c3", photo], project["root"])
     assert "flat tint" not in c3.stdout
+
+
+def test_a_fully_connected_layer_shows_its_strongest_units_over_the_whole_image(project, tmp_path):
+    """--layer f6: the units with the largest values (F6's output), each unit's gradient over
+    the whole image as Captum's NeuronGradient gives it, Grad-CAM of the top classes at S4 (the
+    deepest layer with maps larger than 1x1), as Captum's LayerGradCam gives it."""
+    from captum.attr import LayerAttribution, LayerGradCam, NeuronGradient
+
+    from cnn_internals.viz.methods import signed_to_unit
+
+    model = lenet5()
+    inputs = net_inputs(LENET, CONFIG, torch.device("cpu"), project["stats"])
+    x = inputs.eval(torch.from_numpy(digit_images(1, seed=3)))
+    result = explain_image(model, LENET, "f6", inputs, x, [str(d) for d in range(10)], 4, 2, "gradient", cam="pool2")
+    with torch.no_grad():
+        f6 = model.f6(model.tanh5(model.conv3(model.tanh4(model.pool2(model.tanh3(model.conv2(
+            model.tanh2(model.pool1(model.tanh1(model.conv1(x)))))))))).flatten(1))[0]
+    assert result["channels"].tolist() == f6.argsort(descending=True, stable=True)[:4].tolist()
+    assert torch.equal(result["values"], f6[result["channels"]]) and result["rows"] is None
+    assert result["rf"] == ((32, 32), (1, 1), (0, 0)) and result["heat_at"] == "pool2"
+    for j, c in enumerate(result["channels"].tolist()):
+        ref = NeuronGradient(model, model.f6).attribute(x.clone(), neuron_selector=c)
+        assert torch.allclose(result["shown"][j], signed_to_unit(ref)[0], atol=1e-5)
+        assert torch.equal(result["patches"][j], inputs.display(x)[0])
+    cam = LayerGradCam(model, model.pool2)
+    for i, cls in enumerate(result["best"].tolist()):
+        ref = LayerAttribution.interpolate(cam.attribute(x, target=cls, relu_attributions=True), (32, 32), "bilinear")
+        assert torch.allclose(result["heat"][i], ref[0, 0], atol=1e-5 * max(ref.abs().max().item(), 1e-6))
+    photo = photo_of_a_one(tmp_path / "one.png")
+    done = explain(["--net", "lenet5", "--layer", "f6", "--out", tmp_path / "out", photo], project["root"])
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "one_lenet5_f6.png").is_file() and "p = " in done.stdout
 
 
 def test_a_photo_taken_as_it_is_prints_no_warning(project, tmp_path):

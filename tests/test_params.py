@@ -130,7 +130,7 @@ def test_validate_checks_the_blocks_of_unlisted_nets_too(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="train.alexnet.lr must be > 0, got 0"):
         validate(params)
     params = committed()
-    params["render"]["zfnet"]["method"] = "saliency"
+    params["render"]["zfnet"]["method"] = "lrp"
     with pytest.raises(UserError, match="render.zfnet.method must be one of"):
         validate(params)
     params = committed()

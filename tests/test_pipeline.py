@@ -79,7 +79,7 @@ def built(tmp_path_factory, server, refused, mnist_files):
 
 def outputs(repo):
     names = ["models/lenet5.pt", "data/mined/lenet5.json", "metrics/lenet5.json", "metrics/lenet5_history.tsv",
-             "metrics/lenet5_confusion.csv"] + [f"images/lenet5_{layer}.png" for layer in NETS["lenet5"].layers]
+             "metrics/lenet5_confusion.csv"] + [f"images/lenet5_{layer}.png" for layer in (*NETS["lenet5"].layers, "classes")]
     report = sorted(p.relative_to(repo).as_posix() for p in (repo / "reports/lenet5").rglob("*") if p.is_file())
     return {name: (repo / name).read_bytes() for name in names + report}
 
@@ -117,12 +117,20 @@ def test_mined_top_k_are_the_real_spatial_maxima_of_the_trained_model(built, mni
     hooks = [getattr(model, n).register_forward_hook(lambda m, a, o, n=n: acts.__setitem__(n, o.detach()))
              for n in net.layers]
     with torch.no_grad():
-        model(x)
+        scores = model(x)
     for h in hooks:
         h.remove()
     mined = json.loads((repo / "data/mined/lenet5.json").read_text())
     assert mined["split"] == "test" and mined["k"] == 9
-    for layer in net.layers:
+    # F6's units and the classes: a value per image, the output itself (F6's before its tanh;
+    # the classes' the negated RBF penalties the forward returns), ranked with ties to the lower image
+    assert net.layers[-1] == "f6" and acts["f6"].shape == (len(x), 84)
+    for entry, values in ((mined["layers"]["f6"], acts["f6"]), (mined["classes"], scores)):
+        assert set(entry) == {"values", "images"}
+        brute = torch.sort(values.t(), dim=1, descending=True, stable=True)
+        assert torch.equal(torch.tensor(entry["values"]), brute.values[:, :9])
+        assert torch.equal(torch.tensor(entry["images"]), brute.indices[:, :9])
+    for layer in net.layers[:-1]:
         entry = {f: torch.tensor(v) for f, v in mined["layers"][layer].items()}
         maxima = acts[layer].flatten(2).amax(2)                      # (N, C)
         assert entry["values"].shape == (acts[layer].shape[1], 9)
@@ -134,7 +142,9 @@ def test_mined_top_k_are_the_real_spatial_maxima_of_the_trained_model(built, mni
 
 
 def test_every_picture_is_a_non_blank_png_without_metadata(built):
-    for layer in NETS["lenet5"].layers:
+    assert {p.name for p in (built["repo"] / "images").iterdir()} == {
+        f"lenet5_{layer}.png" for layer in ("conv1", "pool1", "conv2", "pool2", "conv3", "f6", "classes")}
+    for layer in (*NETS["lenet5"].layers, "classes"):
         path = built["repo"] / f"images/lenet5_{layer}.png"
         with Image.open(path) as img:
             assert img.format == "PNG" and img.size[0] > 400 and img.size[1] > 200
@@ -173,7 +183,7 @@ def test_training_killed_mid_run_resumes_to_identical_outputs(built, tmp_path, r
     ("train", {"train.lenet5.optimizer": "lbfgs"}, "train.lenet5.optimizer must be one of"),
     ("mine", {"mine.lenet5.k": 0}, "mine.lenet5.k must be >= 1"),
     ("mine", {"mine.lenet5.split": "val"}, "mine.lenet5.split must be one of"),
-    ("render", {"render.lenet5.method": "saliency"}, "render.lenet5.method must be one of"),
+    ("render", {"render.lenet5.method": "lrp"}, "render.lenet5.method must be one of"),
     ("render", {"render.lenet5.channels": "six"}, "render.lenet5.channels must be int"),
     ("report", {"report.lenet5.k": 0}, "report.lenet5.k must be >= 1"),
     ("report", {"report.lenet5.format": "gif"}, "report.lenet5.format must be one of"),
@@ -425,7 +435,7 @@ def test_stages_find_the_project_from_any_folder_and_name_the_params_file_used(b
     assert snapshot(repo) == before
     assert sorted(p.name for p in (repo / "stages").iterdir() if p.is_dir() and p.name != "__pycache__") == []
     custom = repo / "custom.yaml"
-    custom.write_text((repo / "params.yaml").read_text().replace("method: guided_backprop", "method: saliency"))
+    custom.write_text((repo / "params.yaml").read_text().replace("method: guided_backprop", "method: lrp"))
     result = run([sys.executable, "render.py", "--net", "lenet5", "--params", "../custom.yaml"], repo / "stages",
                  built["mirror"], check=False)
     one_line_error(result, "../custom.yaml: render.lenet5.method must be one of")

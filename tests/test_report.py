@@ -19,6 +19,7 @@ import torch
 import yaml
 from PIL import Image
 
+from cnn_internals.engine.hooks import forward_to
 from cnn_internals.engine.projection import project, receptive_field, unit_grad_cam
 from cnn_internals.models import NETS
 from cnn_internals.viz.methods import signed_to_unit
@@ -29,7 +30,7 @@ from test_pipeline import built, refused, server  # noqa: F401 -- module fixture
 
 NET = NETS["lenet5"]
 REPORT = Path("reports/lenet5")
-METHODS = ("gradient", "deconvnet", "guided_backprop", "grad_cam", "guided_grad_cam")
+METHODS = ("gradient", "deconvnet", "guided_backprop", "grad_cam", "guided_grad_cam", "saliency")
 # DESIGN.md's receptive fields of LeNet-5 on 32x32 (size, stride, padding), written out here
 # rather than computed by the code under test.
 FIELDS = {"conv1": (5, 1, 0), "pool1": (6, 2, 0), "conv2": (14, 2, 0), "pool2": (16, 4, 0), "conv3": (32, 4, 0)}
@@ -140,8 +141,8 @@ def inferno_over(heat, grey):
 def test_every_map_of_every_layer_shows_its_mined_units_with_image_and_activation(report):
     page, mined = report["page"], report["mined"]
     assert mined["k"] == 9
-    for layer in NET.layers:
-        table = mined["layers"][layer]
+    for layer in (*NET.layers, "classes"):              # F6's 84 units (under fc_units' 256) and the classes
+        table = mined["classes"] if layer == "classes" else mined["layers"][layer]
         assert page.maps[layer] == [f"{layer}-{c}" for c in range(len(table["values"]))]     # every map
         for c, map_id in enumerate(page.maps[layer]):
             shown = page.units[map_id]
@@ -150,7 +151,7 @@ def test_every_map_of_every_layer_shows_its_mined_units_with_image_and_activatio
                                                                                      table["values"][c])]
 
 
-@pytest.mark.parametrize("layer", NET.layers)
+@pytest.mark.parametrize("layer", [layer for layer in NET.layers if layer in FIELDS])
 def test_sprite_tiles_are_the_projections_of_those_units(report, layer):
     """The first unit of the first map and the last unit of the last map, under every method:
     the gradient from Captum, the other methods from the engine called for that unit alone,
@@ -177,6 +178,48 @@ def test_sprite_tiles_are_the_projections_of_those_units(report, layer):
             got = tile(report["dir"] / layer / f"{name}.png", c, u, size)
             assert got.shape == want.shape, name
             assert np.abs(got - want).max() <= (3 if name == "grad_cam" else 1), (layer, c, u, name)
+
+
+@pytest.mark.parametrize("depth", ["f6", "classes"])
+def test_f6_and_class_tiles_are_whole_image_projections_of_those_units(report, depth):
+    """F6's units and the classes see the whole 32x32 input: the first and the last row's
+    tiles, under every method, against Captum (the gradient, Simonyan's saliency from it, and
+    Grad-CAM at S4 with the unit or class as target) and the engine called for that one unit
+    (deconvnet, guided backprop); the patch is the whole image."""
+    from captum.attr import LayerAttribution, LayerGradCam, NeuronGradient, Saliency
+
+    model, mined = report["model"], report["mined"]
+    table = mined["classes"] if depth == "classes" else mined["layers"][depth]
+    assert set(table) == {"values", "images"}
+    page = report["page"]
+    assert page.maps[depth] == [f"{depth}-{c}" for c in range(len(table["values"]))]
+    path = None if depth == "classes" else depth
+
+    def scores_of(inp):                                    # what the unit or class is read from
+        return model(inp) if path is None else forward_to(model, path, inp)[0]
+
+    for c, u in ((0, 0), (len(table["values"]) - 1, 8)):
+        index = table["images"][c][u]
+        assert page.units[f"{depth}-{c}"][u][:2] == (index, table["values"][c][u])
+        x = report["inputs"].eval(torch.from_numpy(report["test"][0][index:index + 1]))
+        grads = {m: project(model, path, x, [c], method=m)[0].numpy() for m in ("deconvnet", "guided_backprop")}
+        if path is None:
+            grads["gradient"] = Saliency(model).attribute(x, target=c, abs=False)[0].detach().numpy()
+        else:
+            grads["gradient"] = NeuronGradient(model, model.f6).attribute(x, neuron_selector=c)[0].detach().numpy()
+        cam = LayerGradCam(scores_of, model.pool2).attribute(x, target=c, relu_attributions=True)
+        heat = LayerAttribution.interpolate(cam, (32, 32), "bilinear")[0, 0].detach().numpy()
+        grey = ((x[0, 0] + 0.1) / 1.275).clamp(0, 1).numpy()
+        magnitude = np.abs(grads["gradient"]).max(0)
+        expected = {m: signed_grey(grads[m])[0] for m in grads}
+        expected["guided_grad_cam"] = signed_grey(grads["guided_backprop"] * heat)[0]
+        expected["grad_cam"] = inferno_over(heat, grey)
+        expected["saliency"] = as_uint8(magnitude / magnitude.max())
+        expected["patches"] = as_uint8(grey)
+        for name, want in expected.items():
+            got = tile(report["dir"] / depth / f"{name}.png", c, u, 32)
+            assert got.shape == want.shape, name
+            assert np.abs(got - want).max() <= (3 if name == "grad_cam" else 1), (depth, c, u, name)
 
 
 def test_conv1_tiles_and_the_filters_are_the_filters_themselves(report):
@@ -260,7 +303,7 @@ def test_results_show_the_metrics_and_the_confusion_of_the_models_predictions(re
 def test_the_folder_is_self_contained_and_every_file_is_referenced(report):
     folder, page = report["dir"], report["page"]
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    sprites = [f"{layer}/{name}.png" for layer in NET.layers for name in (*METHODS, "patches")]
+    sprites = [f"{layer}/{name}.png" for layer in (*NET.layers, "classes") for name in (*METHODS, "patches")]
     assert files == sorted(["index.html", "curves.png", "filters.png", "wrong.png", *sprites])
     assert page.assets == sorted(f for f in files if f != "index.html")
     refs = {r for r in page.refs if not r.startswith("#")}
@@ -278,6 +321,29 @@ def test_a_second_run_writes_the_same_bytes(built, tmp_path):
     run([sys.executable, "stages/report.py", "--net", "lenet5"], repo, built["mirror"])
     again = {p.relative_to(repo): p.read_bytes() for p in (repo / REPORT).rglob("*") if p.is_file()}
     assert again.keys() == first.keys() and all(again[k] == first[k] for k in first)
+
+
+def test_fc_units_caps_the_fully_connected_tabs_only_and_says_so(built, tmp_path):
+    """report.lenet5.fc_units = 5: F6's tab shows its first 5 units of 84 (their sprites 5 rows),
+    the conv tabs and the classes stay whole; the stage prints the cap. Mining is untouched."""
+    repo = shutil.copytree(built["repo"], tmp_path / "repo", symlinks=True)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["report"]["lenet5"]["fc_units"] == 256
+    params["report"]["lenet5"]["fc_units"] = 5
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run([sys.executable, "stages/report.py", "--net", "lenet5"], repo, built["mirror"])
+    assert "note: report.lenet5.fc_units = 5: the first units of f6 (5 of 84) only (all are mined)" in result.stdout
+    page = Page((repo / REPORT / "index.html").read_text())
+    assert page.maps["f6"] == [f"f6-{c}" for c in range(5)]
+    assert len(page.maps["conv3"]) == 120 and len(page.maps["classes"]) == 10
+    for name in (*METHODS, "patches"):
+        with Image.open(repo / REPORT / "f6" / f"{name}.png") as img:
+            assert img.size == (9 * 32, 5 * 32)
+    before = (built["repo"] / REPORT / "f6" / "gradient.png").read_bytes()
+    with Image.open(io.BytesIO(before)) as img:                    # the first 5 rows of the full sheet
+        full = np.asarray(img)
+    with Image.open(repo / REPORT / "f6" / "gradient.png") as img:
+        assert np.array_equal(np.asarray(img), full[:5 * 32])
 
 
 @pytest.mark.parametrize("fmt,cell", [("png", 11), ("jpeg", 16)])
@@ -359,10 +425,11 @@ def test_in_chromium_every_tab_and_method_loads_its_images_without_errors(page, 
     page.goto(page.url_of())
     assert visible_section(page) == ["run"]
     assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
-    for layer in NET.layers:
+    for layer in (*NET.layers, "classes"):                     # conv maps, F6's units, the classes
         page.click(f"#tabs a[href='#{layer}']")
         assert shown_section(page, layer) == [layer]
-        assert page.locator(f"#{layer} article.map").count() == len(report["mined"]["layers"][layer]["values"])
+        table = report["mined"]["classes"] if layer == "classes" else report["mined"]["layers"][layer]
+        assert page.locator(f"#{layer} article.map").count() == len(table["values"])
         for method in METHODS:
             page.check(f"#methods input[value={method}]")
             assert first_tile_image(page).endswith(f'/{layer}/{method}.png")')
@@ -376,15 +443,16 @@ def test_in_chromium_every_tab_and_method_loads_its_images_without_errors(page, 
     assert page.problems == []
 
 
-def test_in_chromium_switching_the_method_changes_the_pictures(page):
-    page.goto(page.url_of("#conv2"))
-    units = page.locator("#conv2-0 ol")
+@pytest.mark.parametrize("anchor", ["conv2-0", "f6-0", "classes-3"])
+def test_in_chromium_switching_the_method_changes_the_pictures(page, anchor):
+    page.goto(page.url_of(f"#{anchor}"))
+    units = page.locator(f"#{anchor} ol")
     shots = {}
-    for method in ("guided_backprop", "gradient", "grad_cam"):
+    for method in ("guided_backprop", "gradient", "grad_cam", "saliency"):
         page.check(f"#methods input[value={method}]")
         page.wait_for_load_state("networkidle")
         shots[method] = units.screenshot()
-    assert len(set(shots.values())) == 3
+    assert len(set(shots.values())) == 4
     assert page.problems == []
 
 

@@ -21,7 +21,8 @@ from cnn_internals.models import NETS
 from cnn_internals.models.imagenet import IMAGENETTE_LOGITS
 from cnn_internals.models.transforms import IMAGENET_MEAN, IMAGENET_STD, ChannelNormalizedInputs
 from cnn_internals.pipeline.config import read_train, train_key
-from cnn_internals.viz.report import architecture_row, cam_layer
+from cnn_internals.viz.render import cam_layer
+from cnn_internals.viz.report import architecture_row
 
 BUILDERS = {"vgg16": vgg16, "resnet18": resnet18}
 PUBLISHED = {"vgg16": 138_357_544, "resnet18": 11_689_512}       # torchvision's docs, 1000 classes
@@ -29,7 +30,7 @@ PUBLISHED = {"vgg16": 138_357_544, "resnet18": 11_689_512}       # torchvision's
 # and 1/16 of the input; ResNet's conv1 has stride 2 and each conv<n>_x halves after conv2_x's pool.
 SHAPES = {
     "vgg16": {"conv1_2": (64, 224, 224), "conv2_2": (128, 112, 112), "conv3_3": (256, 56, 56),
-              "conv4_3": (512, 28, 28), "conv5_3": (512, 14, 14)},
+              "conv4_3": (512, 28, 28), "conv5_3": (512, 14, 14), "fc6": (4096,), "fc7": (4096,)},
     "resnet18": {"conv1": (64, 112, 112), "conv2_x": (64, 56, 56), "conv3_x": (128, 28, 28),
                  "conv4_x": (256, 14, 14), "conv5_x": (512, 7, 7)},
 }
@@ -97,7 +98,7 @@ def test_shown_layers_are_convolutions_with_the_papers_shapes_at_224(name, weigh
     shapes = {}
     for layer, path in net.layer_paths.items():
         module = model.get_submodule(path)
-        assert isinstance(module, nn.Conv2d), (layer, path)
+        assert isinstance(module, nn.Linear if layer.startswith("fc") else nn.Conv2d), (layer, path)
         module.register_forward_hook(lambda m, a, out, layer=layer: shapes.__setitem__(layer, tuple(out.shape[1:])))
     out = model(torch.zeros(2, *net.input_size, device="meta"))
     assert shapes == SHAPES[name] and out.shape == (2, 10)
@@ -108,7 +109,12 @@ def test_vgg16s_shown_layers_are_each_stacks_last_convolution():
     features = on_meta(vgg16).features
     before_pools = [f"features.{i - 2}" for i, m in enumerate(features) if isinstance(m, nn.MaxPool2d)]
     assert all(isinstance(features[int(p.split(".")[1])], nn.Conv2d) for p in before_pools)
-    assert list(NETS["vgg16"].layer_paths.values()) == before_pools
+    paths = NETS["vgg16"].layer_paths
+    assert list(paths.values())[:5] == before_pools
+    # fc6 and fc7: the classifier's two hidden Linear layers (4096 units each), before their ReLUs
+    classifier = on_meta(vgg16).classifier
+    assert [paths["fc6"], paths["fc7"]] == [f"classifier.{i}" for i, m in enumerate(classifier)
+                                             if isinstance(m, nn.Linear) and m.out_features == 4096]
     convs = [m for m in features if isinstance(m, nn.Conv2d)]
     assert len(convs) == 13 and all(c.kernel_size == (3, 3) and c.padding == (1, 1) for c in convs)
 
@@ -125,7 +131,10 @@ def test_receptive_fields_of_the_shown_layers_match_the_hand_computation(name):
     net = NETS[name]
     model = on_meta(net.build, config={**CONFIG, "weights": "scratch"})
     assert {layer: receptive_field(model, net.module_path(layer), net.input_size)
-            for layer in net.layers} == FIELDS[name]
+            for layer in net.layers if not layer.startswith("fc")} == FIELDS[name]
+    for layer in set(net.layers) - set(FIELDS[name]):      # a fully connected unit sees the whole input
+        with pytest.raises(ValueError, match="undefined"):
+            receptive_field(model, net.module_path(layer), net.input_size)
 
 
 def test_the_ten_logits_are_imagenettes_classes_in_its_order():
@@ -159,7 +168,10 @@ def test_loading_is_strict_and_keeps_torchvisions_state_dict_but_for_the_head(im
 
 def brute_force_top_k(acts: torch.Tensor, k: int) -> dict:
     """(N, C, H, W) -> values/images/rows/cols (C, k): each image's spatial maximum (first in
-    row-major order), ranked by value, ties to the lower image."""
+    row-major order), ranked by value, ties to the lower image. (N, C) units: values/images."""
+    if acts.dim() == 2:
+        table = brute_force_top_k(acts[:, :, None, None], k)
+        return {"values": table["values"], "images": table["images"]}
     n, c, h, w = acts.shape
     best, pos = acts.flatten(2).max(2)                                    # (N, C)
     rows = []
@@ -190,13 +202,15 @@ def test_mining_at_paper_named_layers_equals_brute_force_at_their_module_paths(i
     for layer in layers:
         expected = brute_force_top_k(torch.cat(acts[layer]), 3)
         for field in ("values", "images", "rows", "cols"):
+            if field not in expected:                  # a fully connected layer: no positions
+                assert getattr(got[layer], field) is None
+                continue
             assert torch.equal(getattr(got[layer], field).to(expected[field].dtype), expected[field]), (layer, field)
 
 
 def test_the_report_names_layers_by_paper_name_and_reaches_them_by_path():
     net = NETS["resnet18"]
-    shapes = {path: SHAPES["resnet18"][layer] for layer, path in net.layer_paths.items()}
-    assert cam_layer(net, shapes) == "conv5_x"
+    assert cam_layer(net, SHAPES["resnet18"]) == "conv5_x"
     row = {"layer": "layer4.1.conv2", "kind": "Conv2d", "shape": (512, 7, 7), "field": (435, 32, 217), "params": 1}
     assert architecture_row(net, row)["name"] == "conv5_x" and architecture_row(net, row)["shown"] == "conv5_x"
     conv1 = architecture_row(net, {**row, "layer": "conv1"})

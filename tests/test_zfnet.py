@@ -121,8 +121,9 @@ def test_renormalisation_off_with_zero_radius():
 
 def test_registry_entry_builds_the_net_the_params_describe():
     net = NETS["zfnet"]
-    assert (net.dataset, net.layers, net.input_size) == ("imagenette", ("conv1", "conv2", "conv3", "conv4", "conv5"),
-                                                         (3, 224, 224))
+    assert (net.dataset, net.layers, net.input_size) == ("imagenette", ("conv1", "conv2", "conv3", "conv4", "conv5",
+                                                                        "fc6", "fc7"), (3, 224, 224))
+    assert net.module_path("fc6") == "lin1" and net.module_path("fc7") == "lin2"
     p = {"weight_init": "kaiming", "normalize": "paper", "augment": True, "lighting_std": 0.0, "filter_rms": 0.05}
     model = net.build(p)
     assert isinstance(model, ZFNet) and model.filter_rms == 0.05

@@ -198,7 +198,8 @@ def alexnet_inputs(stats: dict, p: CropConfig, device: torch.device | str) -> Al
 
 register(Net(
     name="alexnet", title="AlexNet", dataset="imagenette",
-    layers=("conv1", "conv2", "conv3", "conv4", "conv5"),
+    layers=("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"),
+    module_paths={"fc6": "lin1", "fc7": "lin2"},     # Caffe's names for the paper's layers 6 and 7
     input_size=(3, 224, 224),
     config=AlexNetConfig,
     make_model=lambda c: build_alexnet(10, c.weight_init),

@@ -243,7 +243,7 @@ def input_levels(stats: dict, config: LeNet5Config) -> tuple:
 
 register(Net(
     name="lenet5", title="LeNet-5", dataset="mnist",
-    layers=("conv1", "pool1", "conv2", "pool2", "conv3"),      # C1, S2, C3, S4, C5
+    layers=("conv1", "pool1", "conv2", "pool2", "conv3", "f6"),   # C1, S2, C3, S4, C5, F6
     input_size=(1, 32, 32),
     config=LeNet5Config,
     make_model=lambda c: LeNet5(c3_table=c.c3_table, learnable_prototypes=c.prototypes == "learned"),

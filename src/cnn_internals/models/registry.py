@@ -27,6 +27,7 @@ from torch import nn
 from cnn_internals.core.config import Section
 from cnn_internals.core.errors import UserError
 from cnn_internals.data import WEIGHTS, Weights  # noqa: F401 -- WEIGHTS: the registry's public name
+from cnn_internals.engine import CLASSES
 
 
 class NetConfig(Section):
@@ -70,7 +71,10 @@ class Net:
     name: str                # params key and stage suffix: train@<name>
     title: str               # as the papers write it
     dataset: str             # a key of data.datasets.DATASETS
-    layers: tuple            # the depths mined and rendered, in forward order, by the papers' names
+    # The depths mined and rendered, in forward order, by the papers' names: conv and pooling
+    # layers (maps), then the hidden fully connected ones (units). The scores the forward
+    # returns are shown too, as ``classes``, which is therefore no layer's name.
+    layers: tuple
     input_size: tuple        # (C, H, W) the model sees
     config: type             # its NetConfig: the train.<name> keys of its own, with their defaults
     make_model: Callable     # (config) -> nn.Module, initialised (seed torch's RNG first)
@@ -85,6 +89,8 @@ class Net:
     load_imagenet: Callable | None = None
 
     def __post_init__(self):
+        if CLASSES in self.layers:
+            raise ValueError(f"{self.name}: no shown layer may be named {CLASSES!r}: that name is the net's scores")
         unknown = set(self.module_paths) - set(self.layers)
         if unknown:
             raise ValueError(f"{self.name}: module_paths names layers it does not show: {sorted(unknown)}")

@@ -31,8 +31,9 @@ from cnn_internals.models.registry import Net, register
 
 HEAD = "classifier.6"      # the last linear layer: 4096 -> classes
 # Each stack's last convolution (table 1, column D) and its index in torchvision's features.
+# Then the two hidden fully connected layers by Caffe's names, fc6 and fc7 (classifier.0, .3).
 SHOWN = {"conv1_2": "features.2", "conv2_2": "features.7", "conv3_3": "features.14", "conv4_3": "features.21",
-         "conv5_3": "features.28"}
+         "conv5_3": "features.28", "fc6": "classifier.0", "fc7": "classifier.3"}
 
 
 def build_vgg16(weights: str = "scratch") -> nn.Module:

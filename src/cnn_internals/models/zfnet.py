@@ -128,7 +128,8 @@ class ZFNetConfig(NetConfig):
 
 register(Net(
     name="zfnet", title="ZFNet", dataset="imagenette",
-    layers=CONV_LAYERS,
+    layers=(*CONV_LAYERS, "fc6", "fc7"),
+    module_paths={"fc6": "lin1", "fc7": "lin2"},     # the paper's layers 6 and 7, by Caffe's names
     input_size=(3, 224, 224),
     config=ZFNetConfig,
     make_model=lambda c: build_zfnet(10, c.weight_init, c.filter_rms),

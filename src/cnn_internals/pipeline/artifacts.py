@@ -20,8 +20,9 @@ edit of a model would fetch hundreds of MB again (tests/test_dvc_yaml.py holds i
     metrics/<net>_history.tsv          train@      one row per epoch (HISTORY_COLUMNS)
     metrics/<net>_confusion.csv        train@      one row per held-out image: actual, predicted class names
     checkpoints/<net>/                 train@      resume state while it runs (not an output)
-    data/mined/<net>.json              mine@       per shown layer, top-k values/images/rows/cols per map
-    renders/<net>/<layer>.png          render@     the pictures
+    data/mined/<net>.json              mine@       per shown layer, top-k values/images[/rows/cols] per map or
+                                                   unit; per class the same, its top-k by score
+    renders/<net>/<layer>.png          render@     the pictures (and classes.png)
     images/<net>_<layer>.png           gallery     the same pictures under flat names, in git
     reports/<net>/                     report@     index.html and its images
 """
@@ -42,7 +43,8 @@ from cnn_internals.data.datasets import DATASETS, get_dataset, open_split
 from cnn_internals.data.prepared import Split
 from cnn_internals.data.pretrained import pretrained_file, pretrained_path  # noqa: F401 -- re-exported
 from cnn_internals.data.statistics import load_statistics
-from cnn_internals.engine.hooks import forward_to
+from cnn_internals.engine import CLASSES
+from cnn_internals.engine.hooks import eval_mode, forward_to
 from cnn_internals.models import NETS, Inputs, Net, NetConfig
 from cnn_internals.models.registry import ConfigLike
 
@@ -208,6 +210,7 @@ def read_metrics(paths: dict, classes: tuple, fix: str) -> dict:
 # ---------------------------------------------------------------- mine
 
 MINED_FIELDS = ("values", "images", "rows", "cols")
+UNIT_FIELDS = MINED_FIELDS[:2]     # a unit without positions (a fully connected layer's, a class)
 
 
 def mined_path(net: Net) -> Path:
@@ -216,27 +219,36 @@ def mined_path(net: Net) -> Path:
 
 def mined_file(split: str, k: int, top: dict) -> bytes:
     """data/mined/<net>.json's bytes: {"split", "k", "layers": {layer: {values, images, rows,
-    cols}}}, each a (maps, k) table, best first (engine.mining.TopK per shown layer); a layer of
-    units without positions (fully connected) has no rows and cols."""
-    return json_bytes({"split": split, "k": k, "layers": {
-        layer: {field: getattr(t, field).tolist() for field in MINED_FIELDS if getattr(t, field) is not None}
-        for layer, t in top.items()}})
+    cols}}, "classes": {values, images}}, each a (maps or units or classes, k) table, best first
+    (engine.mining.TopK per shown layer and for CLASSES, the net's scores: one row per class, in
+    classes.json order); a layer of units without positions (fully connected) has no rows and
+    cols."""
+    def fields(t):
+        return {field: getattr(t, field).tolist() for field in MINED_FIELDS if getattr(t, field) is not None}
+
+    return json_bytes({"split": split, "k": k,
+                       "layers": {layer: fields(t) for layer, t in top.items() if layer != CLASSES},
+                       **({CLASSES: fields(top[CLASSES])} if CLASSES in top else {})})
 
 
 def layer_shapes(net: Net, model: torch.nn.Module) -> dict:
-    """{shown layer: (maps, height, width)} of ``model``'s outputs for one input of the net's size."""
+    """{shown layer: (maps, height, width) or (units,)} of ``model``'s outputs for one input of
+    the net's size, and {CLASSES: (classes,)}, the scores its forward returns."""
     device = next(model.parameters()).device
     probe = torch.zeros(1, *net.input_size, device=device)
-    with torch.no_grad():
-        return {layer: tuple(forward_to(model, net.module_path(layer), probe)[0].shape[1:]) for layer in net.layers}
+    with torch.no_grad(), eval_mode(model):
+        scores, captured = forward_to(model, None, probe, capture=tuple(net.layer_paths.values()))
+    return {**{layer: tuple(captured[path].shape[1:]) for layer, path in net.layer_paths.items()},
+            CLASSES: tuple(scores.shape[1:])}
 
 
 def load_mined(net: Net, split_size: int | None = None, shapes: dict | None = None) -> tuple:
-    """data/mined/<net>.json checked: (split, {layer: values/images/rows/cols tensors}), each
-    table (maps, k), best first. With ``split_size`` (the named split's length) and ``shapes``
-    (``layer_shapes``), also that every image is one of the split, every position inside its
-    map, every layer has all its maps and every value is finite: a file that is not is refused
-    in one line, before it draws wrong pictures."""
+    """data/mined/<net>.json checked: (split, {layer: values/images[/rows/cols] tensors, and
+    CLASSES: values/images}), each table (maps or units or classes, k), best first. With
+    ``split_size`` (the named split's length) and ``shapes`` (``layer_shapes``), also that every
+    image is one of the split, every position inside its map, every layer has all its maps or
+    units (positions exactly where it has maps) and every value is finite: a file that is not is
+    refused in one line, before it draws wrong pictures."""
     path = mined_path(net)
     if not path.is_file():
         raise UserError(f"{path} missing: run `dvc repro mine@{net.name}` first")
@@ -244,43 +256,49 @@ def load_mined(net: Net, split_size: int | None = None, shapes: dict | None = No
     try:
         mined = json.loads(path.read_text())
         mined_split = mined["split"]
-        layers = {layer: {f: torch.tensor(mined["layers"][layer][f]) for f in MINED_FIELDS} for layer in net.layers}
+        found = {**{layer: mined["layers"][layer] for layer in net.layers}, CLASSES: mined[CLASSES]}
+        tables = {name: {f: torch.tensor(top[f]) for f in MINED_FIELDS if f in top or f in UNIT_FIELDS}
+                  for name, top in found.items()}
     except (ValueError, KeyError, TypeError, RuntimeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path} is truncated or malformed ({type(err).__name__}): {fix}") from None
-    if any(t.dim() != 2 or t.shape != top["values"].shape or not len(t) for top in layers.values()
-           for t in top.values()):
+        raise UserError(f"{path} is truncated or malformed ({type(err).__name__}: {first_line(err)}): {fix}") from None
+    if any(t.dim() != 2 or t.shape != top["values"].shape or not len(t) or len(top) == 3
+           for top in tables.values() for t in top.values()):
         raise UserError(f"{path} holds tables of the wrong shape: {fix}")
     if mined_split not in get_dataset(net.dataset).splits:
         raise UserError(f"{path} names an unknown split {mined_split!r}: {fix}")
     if split_size is not None or shapes is not None:
-        check_mined(net, layers, split_size, shapes)
-    return mined_split, layers
+        check_mined(net, tables, split_size, shapes)
+    return mined_split, tables
 
 
-def check_mined(net: Net, layers: dict, split_size: int | None, shapes: dict | None) -> None:
+def check_mined(net: Net, tables: dict, split_size: int | None, shapes: dict | None) -> None:
     """``load_mined``'s tables against the split's length and the net's ``layer_shapes``: for a
     stage that learns the split from the file itself, so reads the file once and checks after."""
-    for layer, top in layers.items():
-        problem = _mined_problem(top, split_size, None if shapes is None else shapes[layer])
+    for name, top in tables.items():
+        problem = _mined_problem(top, split_size, None if shapes is None else shapes[name], name == CLASSES)
         if problem:
-            raise UserError(f"{mined_path(net)}: {layer} {problem}: rerun `dvc repro -f mine@{net.name}`")
+            raise UserError(f"{mined_path(net)}: {name} {problem}: rerun `dvc repro -f mine@{net.name}`")
 
 
-def _mined_problem(top: dict, split_size: int | None, shape: tuple | None) -> str | None:
-    """What is wrong with one layer's tables, or None."""
-    if any(top[f].is_floating_point() or top[f].dtype == torch.bool for f in ("images", "rows", "cols")):
+def _mined_problem(top: dict, split_size: int | None, shape: tuple | None, classes: bool) -> str | None:
+    """What is wrong with one layer's (or the classes') tables, or None."""
+    if any(t.is_floating_point() or t.dtype == torch.bool for f, t in top.items() if f != "values"):
         return "has image indices or positions that are not whole numbers"
     if top["values"].is_floating_point() and not bool(torch.isfinite(top["values"]).all()):
         return "has values that are not finite"
     if top["images"].min() < 0 or (split_size is not None and top["images"].max() >= split_size):
         return "names images outside its split" + (f" of {split_size}" if split_size is not None else "")
     if shape is not None:
-        maps, height, width = shape
-        if len(top["values"]) != maps:
-            return f"has {len(top['values'])} maps; the net's layer has {maps}"
-        if (top["rows"].min() < 0 or top["rows"].max() >= height or top["cols"].min() < 0
-                or top["cols"].max() >= width):
-            return f"has positions outside its {height}x{width} maps"
+        if len(top["values"]) != shape[0]:
+            what = "classes" if classes else "maps" if len(shape) == 3 else "units"
+            return f"has {len(top['values'])} {what}; the net's {'scores have' if classes else 'layer has'} {shape[0]}"
+        if ("rows" in top) != (len(shape) == 3):
+            return "has positions for units that have none" if "rows" in top else "has no positions for its maps"
+        if "rows" in top:
+            height, width = shape[1:]
+            if (top["rows"].min() < 0 or top["rows"].max() >= height or top["cols"].min() < 0
+                    or top["cols"].max() >= width):
+                return f"has positions outside its {height}x{width} maps"
     return None
 
 
@@ -293,7 +311,13 @@ def renders_dir(net: Net) -> Path:
 
 
 def render_path(net: Net, layer: str) -> Path:
+    """The picture of a shown layer, or of the classes (``layer`` CLASSES)."""
     return renders_dir(net) / f"{layer}.png"
+
+
+def rendered(net: Net) -> tuple:
+    """What render@<net> draws, in order: every shown layer, then the classes."""
+    return (*net.layers, CLASSES)
 
 
 def gallery_name(net: Net, layer: str) -> str:

@@ -45,11 +45,11 @@ from cnn_internals.data.datasets import get_dataset  # noqa: E402
 from cnn_internals.engine.hooks import forward_to  # noqa: E402
 from cnn_internals.engine.projection import grad_cam  # noqa: E402
 from cnn_internals.models import NETS, Inputs, Net, get_net  # noqa: E402
-from cnn_internals.pipeline.artifacts import load_model, load_split, net_inputs  # noqa: E402
+from cnn_internals.pipeline.artifacts import layer_shapes, load_model, load_split, net_inputs  # noqa: E402
 from cnn_internals.pipeline.cli import ArgumentParser, cli  # noqa: E402
 from cnn_internals.pipeline.stage import device_for  # noqa: E402
 from cnn_internals.viz.methods import heat_overlay, method_names  # noqa: E402
-from cnn_internals.viz.render import figure_png, unit_pictures  # noqa: E402
+from cnn_internals.viz.render import cam_layer, figure_png, unit_pictures  # noqa: E402
 
 DEFAULT_OUT = "explained"
 
@@ -143,30 +143,41 @@ def read_photo(path: Path, dataset: str, min_side: int, convert: bool) -> Photo:
 
 
 def explain_image(model: nn.Module, net: Net, layer: str, inputs: Inputs, x: torch.Tensor, classes: Sequence[str],
-                  maps: int, top: int, method: str, chunk: int | None = None) -> dict:
+                  maps: int, top: int, method: str, chunk: int | None = None, cam: str | None = None) -> dict:
     """Everything one picture shows, for one model input ``x`` (1, C, H, W): the class
     probabilities, Grad-CAM at ``layer`` of the ``top`` classes, and for the ``maps`` channels
-    whose spatial maximum is largest, that unit's projection and patch."""
+    whose spatial maximum is largest, that unit's projection and patch. A fully connected layer
+    (output (1, units)): its ``maps`` largest units, each seeing the whole image, and Grad-CAM
+    (of the classes, and of the units for that method) at ``cam``, a module path with maps."""
     path = net.module_path(layer) if layer in net.layers else layer     # a paper name, or any module path
     with torch.no_grad():
         scores, captured = forward_to(model, None, x, capture=(path,))
-    act = captured[path][0]                                   # (C, h, w)
-    if act.dim() != 3:
-        raise UserError(f"{layer} has no spatial maps (its output is {tuple(captured[path].shape)}): use a "
-                        f"convolutional or pooling layer ({', '.join(net.layers)})")
+    act = captured[path][0]                                   # (C, h, w) or (units,)
+    if act.dim() not in (1, 3):
+        raise UserError(f"{layer} outputs {tuple(captured[path].shape)}, neither maps nor units: use one of its "
+                        f"shown layers ({', '.join(net.layers)})")
+    if act.dim() == 1 and cam is None:
+        raise UserError(f"{layer} is fully connected: Grad-CAM needs a layer with maps (cam)")
     probs = scores[0].float().softmax(0)
     best = probs.argsort(descending=True, stable=True)[:top]
-    heat = grad_cam(model, path, x.expand(len(best), *x.shape[1:]), best, chunk=chunk)   # (top, H, W)
-    peak, where = act.flatten(1).max(1)                       # per channel: max and its position
-    channels = peak.argsort(descending=True, stable=True)[:maps]
-    rows, cols = where[channels] // act.shape[2], where[channels] % act.shape[2]
+    heat_at = path if act.dim() == 3 else cam
+    heat = grad_cam(model, heat_at, x.expand(len(best), *x.shape[1:]), best, chunk=chunk)   # (top, H, W)
+    if act.dim() == 3:
+        peak, where = act.flatten(1).max(1)                   # per channel: max and its position
+        channels = peak.argsort(descending=True, stable=True)[:maps]
+        rows, cols = where[channels] // act.shape[2], where[channels] % act.shape[2]
+    else:
+        peak = act
+        channels = peak.argsort(descending=True, stable=True)[:maps]
+        rows = cols = None
     shown, patches, rf = unit_pictures(model, path, x.expand(len(channels), *x.shape[1:]), channels, rows, cols,
-                                       method, net.input_size, inputs.display)
+                                       method, net.input_size, inputs.display, cam)
     view = inputs.display(x)[0].cpu()
     return {"probs": probs.cpu(), "classes": [classes[i] for i in best.tolist()], "best": best.cpu(),
             "heat": heat.cpu(), "view": view, "channels": channels.cpu(), "values": peak[channels].cpu(),
-            "rows": rows.cpu(), "cols": cols.cpu(), "shown": shown, "patches": patches, "rf": rf,
-            "map_size": tuple(act.shape[1:])}
+            "rows": None if rows is None else rows.cpu(), "cols": None if cols is None else cols.cpu(),
+            "shown": shown, "patches": patches, "rf": rf,
+            "map_size": tuple(act.shape[1:]) if act.dim() == 3 else None, "heat_at": heat_at}
 
 
 def _rgb(t: torch.Tensor) -> np.ndarray:
@@ -199,6 +210,10 @@ def figure(result: dict, title: str, method: str) -> bytes:
             ax = axes[1 + r, c]
             ax.imshow(_rgb(tiles[j]), interpolation="nearest")
             channel = int(result["channels"][j])
+            if result["rows"] is None:        # a fully connected unit: it sees the whole image
+                ax.set_title(f"unit {channel}: {what}\nvalue {float(result['values'][j]):.3g}" if k == 0 else
+                             f"unit {channel}: {'image' if what == 'patch' else what}\n", fontsize=7)
+                continue
             ax.set_title(f"map {channel}: {what}\nmax {float(result['values'][j]):.3g} at "
                          f"({int(result['rows'][j])}, {int(result['cols'][j])})" if k == 0 else
                          f"map {channel}: {what}\n", fontsize=7)
@@ -273,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"{net.title} has no layer {args.layer!r}: use one of its shown layers ({', '.join(net.layers)}) "
                         "or a module path of the model (e.g. features.26)")
     inputs = net_inputs(net, config, device)
+    cam = net.module_path(cam_layer(net, layer_shapes(net, model)))    # Grad-CAM's layer for a fully connected one
     classes = load_split(net, dataset.splits[1]).classes
     top = min(args.top, len(classes))
     files, answers = {}, []
@@ -280,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         for note in photo.notes:
             print(f"{text}: {note}")
         x = inputs.eval(torch.from_numpy(photo.pixels)[None].to(device))
-        result = explain_image(model, net, args.layer, inputs, x, classes, args.maps, top, args.method)
+        result = explain_image(model, net, args.layer, inputs, x, classes, args.maps, top, args.method, cam=cam)
         if result["map_size"] == (1, 1):
             note = f"Grad-CAM at {args.layer}, whose maps are 1x1, is one value: drawn as a flat tint"
             photo.notes.append(note)
@@ -289,8 +305,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{text}: " + ", ".join(f"{c['class']} p = {c['p']:.3f}" for c in answer["top"]))
         answers.append(answer)
         size = result["rf"][0] if isinstance(result["rf"][0], int) else "x".join(map(str, result["rf"][0]))
-        title = (f"{photo.path.name} through {net.title} {args.layer}: its {len(result['channels'])} strongest maps, "
-                 f"{args.method.replace('_', ' ')}; receptive field {size} px")
+        if result["rows"] is None:
+            title = (f"{photo.path.name} through {net.title} {args.layer}: its {len(result['channels'])} strongest "
+                     f"units, {args.method.replace('_', ' ')} over the whole image; Grad-CAM at "
+                     f"{net.shown_name(cam) or cam}")
+        else:
+            title = (f"{photo.path.name} through {net.title} {args.layer}: its {len(result['channels'])} strongest "
+                     f"maps, {args.method.replace('_', ' ')}; receptive field {size} px")
         files[args.out / output_name(photo.path, net, args.layer)] = figure(result, title, args.method)
     if args.json is not None:
         files[args.json] = (json.dumps(answers, indent=2) + "\n").encode()

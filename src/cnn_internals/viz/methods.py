@@ -8,7 +8,13 @@ guided Grad-CAM is guided backprop's picture times Grad-CAM's heat (Selvaraju et
 Adding a method is one row here, plus its rule in the engine if it needs a new pass.
 
 ``signed``: the picture holds signed values, drawn with zero at mid grey, each tile scaled by
-its own largest magnitude (its sign kept); otherwise it is a heat map over the patch.
+its own largest magnitude (its sign kept); otherwise it is a magnitude: a heat map over the
+patch (Grad-CAM), or grey levels (saliency).
+
+Saliency is Simonyan et al. 2013's class saliency map (section 3.1: the absolute gradient, its
+largest value over the colour channels) for any unit: made from the gradient pass, so it costs
+no pass of its own. For a class it is their map exactly; for a conv unit, the same magnitude of
+the unit's gradient over its receptive field.
 """
 
 from collections.abc import Callable
@@ -27,6 +33,13 @@ def signed_to_unit(x: torch.Tensor) -> torch.Tensor:
     """(B, C, h, w) signed values -> [0, 1] per tile, zero at mid grey (tiles keep their sign)."""
     scale = x.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
     return 0.5 + 0.5 * x / scale
+
+
+def saliency(gradient: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) gradients -> (B, 1, h, w) in [0, 1]: the largest |gradient| over the
+    channels, each tile scaled to its own largest value (white = most salient)."""
+    magnitude = gradient.abs().amax(dim=1, keepdim=True)
+    return magnitude / magnitude.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
 
 
 def heat_overlay(heat: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
@@ -57,6 +70,8 @@ METHODS = (
            lambda done, patches: heat_overlay(done[GRAD_CAM_PASS], patches)),
     Method("guided_grad_cam", "guided Grad-CAM", True, ("guided_backprop", GRAD_CAM_PASS),
            lambda done, patches: signed_to_unit(done["guided_backprop"] * done[GRAD_CAM_PASS])),
+    Method("saliency", "saliency", False, ("gradient",),
+           lambda done, patches: saliency(done["gradient"])),
 )
 
 

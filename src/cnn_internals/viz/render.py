@@ -1,6 +1,7 @@
 """Pictures: per layer, each feature map's top-k projections beside the input patches they
-came from (the layout of Zeiler & Fergus 2014, fig. 2). PNGs carry no metadata, so equal
-inputs give equal bytes."""
+came from (the layout of Zeiler & Fergus 2014, fig. 2); per fully connected layer the same for
+its units, whose patch is the whole image; per class its top images, their class saliency
+(Simonyan et al. 2013) and Grad-CAM. PNGs carry no metadata, so equal inputs give equal bytes."""
 
 import io
 import math
@@ -44,35 +45,63 @@ def render_params(params: Mapping, net: "Net") -> RenderConfig:
     return read_section(params, f"render.{net.name}", RenderConfig)
 
 
-def unit_pictures(model: nn.Module, layer: str, inputs: torch.Tensor, channels: Indices, rows: Indices, cols: Indices,
-                  method: str, input_size: tuple[int, int, int],
-                  to_display: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+def whole_input(input_size: tuple[int, int, int]) -> tuple:
+    """The receptive field of a unit without positions (a fully connected layer's, a class
+    score): the whole input, as crop_patches reads a field, with the one unit at (0, 0)."""
+    return (tuple(input_size[1:]), (1, 1), (0, 0))
+
+
+def cam_layer(net: "Net", shapes: Mapping[str, tuple]) -> str:
+    """Grad-CAM's layer (its paper name) for a unit without a map of its own and for the
+    classes: the deepest layer the net shows whose maps are larger than 1x1 (at 1x1 the heat is
+    one value spread over the image). ``shapes``: artifacts.layer_shapes, by paper name."""
+    spatial = [layer for layer in net.layers if len(shapes[layer]) == 3 and math.prod(shapes[layer][1:]) > 1]
+    if not spatial:
+        raise ValueError(f"{net.title} shows no layer with maps larger than 1x1 for Grad-CAM")
+    return spatial[-1]
+
+
+def unit_pictures(model: nn.Module, layer: str | None, inputs: torch.Tensor, channels: Indices,
+                  rows: Indices | None, cols: Indices | None, method: str, input_size: tuple[int, int, int],
+                  to_display: Callable[[torch.Tensor], torch.Tensor],
+                  cam_layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor, tuple]:
     """(pictures, patches, receptive field): for each unit, what ``method`` shows of it and
     the input patch it sees, both cropped to its receptive field, (B, C', size, size) on the
     CPU in [0, 1]. ``to_display`` maps whole model inputs to [0, 1] pixels (AlexNet's adds the
     mean image back, so it needs the whole view); patches are cut from that, black where the
-    field leaves the image."""
+    field leaves the image. A unit without positions (``rows``/``cols`` None: a fully connected
+    layer's, or a class of the scores, ``layer`` None) sees the whole input: its patch is the
+    whole image; its Grad-CAM is taken at ``cam_layer`` (a module path)."""
     pictures, patches, rf = unit_pictures_by_method(model, layer, inputs, channels, rows, cols, (method,),
-                                                    input_size, to_display)
+                                                    input_size, to_display, cam_layer)
     return pictures[method], patches, rf
 
 
-def unit_pictures_by_method(model: nn.Module, layer: str, inputs: torch.Tensor, channels: Indices, rows: Indices,
-                            cols: Indices, methods: Iterable[str], input_size: tuple[int, int, int],
-                            to_display: Callable[[torch.Tensor], torch.Tensor]
-                            ) -> tuple[dict[str, torch.Tensor], torch.Tensor, tuple]:
+def unit_pictures_by_method(model: nn.Module, layer: str | None, inputs: torch.Tensor, channels: Indices,
+                            rows: Indices | None, cols: Indices | None, methods: Iterable[str],
+                            input_size: tuple[int, int, int], to_display: Callable[[torch.Tensor], torch.Tensor],
+                            cam_layer: str | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor, tuple]:
     """``unit_pictures`` for several methods at once: ({method: pictures}, patches, receptive
     field). Each of the engine's passes runs once for all the methods made from it (the table
-    in methods.py): the five methods cost four passes instead of six."""
-    rf = receptive_field(model, layer, input_size)
+    in methods.py): the six methods cost four passes instead of seven."""
+    if rows is None:
+        rf = whole_input(input_size)
+        rows = cols = torch.zeros(inputs.shape[0], dtype=torch.long, device=inputs.device)
+        positions = {}
+    else:
+        rf = receptive_field(model, layer, input_size)
+        positions = {"rows": rows, "cols": cols}
     patches = crop_patches(to_display(inputs), rf, rows, cols).cpu()
     table = [get_method(name) for name in methods]
     done = {}
     for name in sorted({p for method in table for p in method.passes}):
         if name == GRAD_CAM_PASS:
-            result = unit_grad_cam(model, layer, inputs, channels, rows, cols).unsqueeze(1)
+            # a map's Grad-CAM is its own layer's (the unit's map, rectified); ``cam_layer`` is
+            # for units that have no map
+            at = cam_layer if not positions else None
+            result = unit_grad_cam(model, layer, inputs, channels, **positions, cam_layer=at).unsqueeze(1)
         else:
-            result = project(model, layer, inputs, channels, rows, cols, name)
+            result = project(model, layer, inputs, channels, **positions, method=name)
         done[name] = crop_patches(result, rf, rows, cols).cpu()
     return {method.name: method.compose(done, patches) for method in table}, patches, rf
 
@@ -89,8 +118,10 @@ def mosaic(tiles: torch.Tensor, side: int) -> np.ndarray:
 
 
 def layer_figure(pictures: torch.Tensor, patches: torch.Tensor, channel_ids: Sequence[int], values: Sequence[float],
-                 title: str) -> bytes:
-    """PNG bytes. ``pictures``/``patches``: (N, k, C, h, w) in [0, 1] for N channels."""
+                 title: str, unit: str = "map", seen: str = "patches") -> bytes:
+    """PNG bytes. ``pictures``/``patches``: (N, k, C, h, w) in [0, 1] for N channels, each
+    called ``unit`` (map; unit for a fully connected layer), its inputs ``seen`` (patches; the
+    whole images for a unit that sees the whole input)."""
     n, k = pictures.shape[:2]
     side = math.ceil(math.sqrt(k))
     per_row = 1 if n == 1 else 2
@@ -100,11 +131,34 @@ def layer_figure(pictures: torch.Tensor, patches: torch.Tensor, channel_ids: Seq
         ax.set_axis_off()
     for i in range(n):
         r, c = divmod(i, per_row)
-        for j, (what, tiles) in enumerate((("projections", pictures[i]), ("patches", patches[i]))):
+        for j, (what, tiles) in enumerate((("projections", pictures[i]), (seen, patches[i]))):
             ax = axes[r, 2 * c + j]
             ax.imshow(mosaic(tiles, side), interpolation="nearest")
-            ax.set_title(f"map {channel_ids[i]} {what}" + (f"\nmax {values[i]:.3g}" if j == 0 else "\n"),
+            ax.set_title(f"{unit} {channel_ids[i]} {what}" + (f"\nmax {values[i]:.3g}" if j == 0 else "\n"),
                          fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def classes_figure(images: torch.Tensor, saliency: torch.Tensor, heat: torch.Tensor, classes: Sequence[str],
+                   values: Sequence[float], title: str) -> bytes:
+    """PNG bytes, for each class (two a row): its top images, their class saliency maps, their
+    Grad-CAM for the class. Each argument (N, k, C, h, w) in [0, 1] for N classes."""
+    n, k = images.shape[:2]
+    side = math.ceil(math.sqrt(k))
+    per_row = 1 if n == 1 else 2
+    nrows = math.ceil(n / per_row)
+    fig, axes = plt.subplots(nrows, 3 * per_row, figsize=(6.6 * per_row, 2.5 * nrows + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i in range(n):
+        r, c = divmod(i, per_row)
+        for j, (what, tiles) in enumerate((("top images", images[i]), ("saliency", saliency[i]),
+                                           ("Grad-CAM", heat[i]))):
+            ax = axes[r, 3 * c + j]
+            ax.imshow(mosaic(tiles, side), interpolation="nearest")
+            ax.set_title(f"{classes[i]}: {what}" + (f"\nbest score {values[i]:.3g}" if j == 0 else "\n"), fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return figure_png(fig)

@@ -2,13 +2,15 @@
 It opens from disk (no server, no network): every image is referenced relatively, so the folder
 can be copied or published as it is.
 
-    index.html             the page (report_page.TEMPLATE): the run, one tab per layer, the
-                           held-out images the net gets most wrong
+    index.html             the page (report_page.TEMPLATE): the run, one tab per shown layer
+                           (conv maps; fully connected units, the first report.<net>.fc_units),
+                           one for the classes, the held-out images the net gets most wrong
     curves.png             loss and accuracy per epoch
     filters.<ext>          the first convolution's filters themselves
-    <layer>/<method>.<ext> one sprite sheet per layer and method: row = map, column = unit
-                           (its top-k order), each tile the unit's projection cropped to its
-                           receptive field
+    <layer>/<method>.<ext> one sprite sheet per layer (and classes/) and method: row = map,
+                           column = unit (its top-k order), each tile the unit's projection
+                           cropped to its receptive field (a fully connected unit's and a
+                           class's: the whole image)
     <layer>/patches.<ext>  the input patches those units see, in the same grid
     wrong.<ext>            per most-wrong image: the image, Grad-CAM of the predicted class, of
                            the true class
@@ -41,10 +43,11 @@ from tqdm import tqdm  # noqa: E402
 
 from cnn_internals.core.config import Count, Natural, Section, read_section  # noqa: E402
 from cnn_internals.data.loader import batches, gather  # noqa: E402
+from cnn_internals.engine import CLASSES  # noqa: E402
 from cnn_internals.engine.hooks import eval_mode  # noqa: E402
 from cnn_internals.engine.projection import grad_cam, receptive_field  # noqa: E402
 from cnn_internals.viz.methods import all_methods, get_method, heat_overlay, method_names, signed_to_unit  # noqa: E402
-from cnn_internals.viz.render import figure_png, unit_pictures_by_method  # noqa: E402
+from cnn_internals.viz.render import cam_layer, figure_png, unit_pictures_by_method  # noqa: E402
 from cnn_internals.viz.report_page import TEMPLATE  # noqa: E402
 
 if TYPE_CHECKING:
@@ -69,13 +72,17 @@ def _maps(maps):
 
 class ReportConfig(Section):
     """``report.<net>``: units per map (k), the largest tile side (thumb), how many most-wrong
-    images, which maps ("all", or the first N of each layer) and the sprites' format."""
+    images, which maps ("all", or the first N of each layer), the sprites' format, and how many
+    units of each fully connected layer (``fc_units``, also capped by ``maps``)."""
 
     k: Count
     thumb: Annotated[int, Field(ge=4)]
     wrong: Natural
     maps: Annotated[int | str, BeforeValidator(_maps)]
     format: Literal[FORMATS]
+    # The first N units of each fully connected layer ("all": every one). A 4096-unit layer at
+    # 9 tiles and seven sheets is about 164 MB of JPEG; mining covers every unit regardless.
+    fc_units: Annotated[int | str, BeforeValidator(_maps)] = 256
 
 
 def report_params(params: Mapping, net: "Net") -> ReportConfig:
@@ -217,13 +224,6 @@ def most_wrong(probs: torch.Tensor, labels: npt.ArrayLike, count: int) -> list:
     return wrong[order][:count].tolist()
 
 
-def cam_layer(net: "Net", shapes: dict) -> str:
-    """Grad-CAM's layer (its paper name): the deepest layer the net shows whose maps are larger
-    than 1x1 (at 1x1 the heat is one value spread over the image). ``shapes``: by module path."""
-    spatial = [layer for layer in net.layers if math.prod(shapes[net.module_path(layer)][1:]) > 1]
-    return spatial[-1] if spatial else net.layers[-1]
-
-
 def wrong_tiles(model: nn.Module, layer: str, x: torch.Tensor, display: Callable[[torch.Tensor], torch.Tensor],
                 labels: torch.Tensor, predicted: torch.Tensor) -> np.ndarray:
     """(B, 3, h, w, C) uint8: each image, its Grad-CAM for the predicted class, for the true."""
@@ -239,13 +239,17 @@ def wrong_tiles(model: nn.Module, layer: str, x: torch.Tensor, display: Callable
 
 def layer_sprites(model: nn.Module, net: "Net", layer: str, split: "Split", inputs: "Inputs", device: torch.device,
                   top: dict[str, torch.Tensor], maps: int, k: int, thumb: int, fmt: str,
-                  progress: tqdm | None = None) -> tuple[dict[str, bytes], tuple, int]:
+                  progress: tqdm | None = None, cam: str | None = None) -> tuple[dict[str, bytes], tuple, int]:
     """({file name: bytes}, receptive field, tile side) for the first ``maps`` maps of
-    ``layer`` (a paper name of ``net``; the files are named after it), ``k`` units each: a
-    sprite per method and one of patches. The units go through the engine ROWS_PER_CALL bytes
-    of inputs at a time."""
+    ``layer`` (a paper name of ``net``, or CLASSES; the files are named after it), ``k`` units
+    each: a sprite per method and one of patches. The units go through the engine ROWS_PER_CALL
+    bytes of inputs at a time. Units without positions (a fully connected layer's, the classes:
+    tables without rows/cols) see the whole image, their patch; their Grad-CAM is taken at
+    ``cam``, a module path."""
     channels = torch.arange(maps).repeat_interleave(k)
-    images, rows, cols = (top[f][:maps, :k].reshape(-1) for f in ("images", "rows", "cols"))
+    images = top["images"][:maps, :k].reshape(-1)
+    rows, cols = ((top[f][:maps, :k].reshape(-1) for f in ("rows", "cols")) if "rows" in top else (None, None))
+    path = None if layer == CLASSES else net.module_path(layer)
     per_call = max(1, ROWS_PER_CALL // (4 * math.prod(net.input_size)))
     methods = method_names()
     parts = {name: [] for name in (*methods, "patches")}
@@ -253,9 +257,9 @@ def layer_sprites(model: nn.Module, net: "Net", layer: str, split: "Split", inpu
     for start in range(0, len(channels), per_call):
         part = slice(start, start + per_call)
         x = inputs.eval(gather(split.images, images[part].numpy()).to(device))
+        positions = (None, None) if rows is None else (rows[part].to(device), cols[part].to(device))
         pictures, patches, rf = unit_pictures_by_method(
-            model, net.module_path(layer), x, channels[part].to(device), rows[part].to(device),
-            cols[part].to(device), methods, net.input_size, inputs.display)
+            model, path, x, channels[part].to(device), *positions, methods, net.input_size, inputs.display, cam)
         for name, tiles in (*pictures.items(), ("patches", patches)):
             parts[name].append(to_tiles(tiles, thumb, signed=name != "patches" and get_method(name).signed))
         if progress is not None:
@@ -324,20 +328,36 @@ def build_report(net: "Net", model: nn.Module, inputs: "Inputs", device: torch.d
     rows = architecture(model, net.input_size)
     shapes = {row["layer"]: row["shape"] for row in rows}          # by module path
 
-    counts = {layer: len(top["values"]) if p.maps == "all" else min(p.maps, len(top["values"]))
-              for layer, top in tables.items()}
+    shapes_by_name = {layer: shapes[net.module_path(layer)] for layer in net.layers}
+    cam = cam_layer(net, shapes_by_name)
+    cam_path = net.module_path(cam)
+    shown = (*net.layers, CLASSES)
+
+    def count(name):
+        total = len(tables[name]["values"])
+        if name == CLASSES:
+            return total
+        caps = [p.maps] + ([p.fc_units] if len(shapes_by_name[name]) == 1 else [])
+        return min([total] + [cap for cap in caps if cap != "all"])
+
+    counts = {name: count(name) for name in shown}
     progress = tqdm(total=sum(counts.values()) * k, desc=f"report {net.name}", unit="unit", disable=None,
                     leave=False)
     layers = []
-    for layer in net.layers:
-        top, count = tables[layer], counts[layer]
-        sprites, rf, side = layer_sprites(model, net, layer, mined["split_data"], inputs, device, top, count, k,
-                                          p.thumb, fmt, progress)
+    for layer in shown:
+        top, n = tables[layer], counts[layer]
+        sprites, rf, side = layer_sprites(model, net, layer, mined["split_data"], inputs, device, top, n, k,
+                                          p.thumb, fmt, progress, cam_path)
         files.update(sprites)
-        values, images = top["values"][:count, :k].tolist(), top["images"][:count, :k].tolist()
-        layers.append({"name": layer, "id": slug(layer), "maps": count, "total": len(top["values"]), "k": k,
-                       "shape": shape_text(shapes[net.module_path(layer)]), "field": field_text(rf),
-                       "ratio": cell_size(side, fmt) / side,
+        values, images = top["values"][:n, :k].tolist(), top["images"][:n, :k].tolist()
+        kind = "classes" if layer == CLASSES else "maps" if "rows" in top else "units"
+        titles = (list(held_out.classes[:n]) if kind == "classes"
+                  else [f"{'map' if kind == 'maps' else 'unit'} {i}" for i in range(n)])
+        layers.append({"name": layer, "id": slug(layer), "kind": kind, "maps": n, "total": len(top["values"]),
+                       "k": k, "shape": shape_text(shapes[net.module_path(layer)] if kind != "classes"
+                                                   else top["values"].shape[:1]),
+                       "field": field_text(rf) if kind == "maps" else "the whole input",
+                       "cam": cam, "titles": titles, "ratio": cell_size(side, fmt) / side,
                        "units": [[{"image": i, "value": repr(v), "text": f"{v:.3g}"} for i, v in zip(im, va)]
                                  for im, va in zip(images, values)],
                        "sprites": {m: f"{slug(layer)}/{m}.{ext(fmt)}" for m in method_names()},
@@ -345,6 +365,11 @@ def build_report(net: "Net", model: nn.Module, inputs: "Inputs", device: torch.d
     progress.close()
     if p.maps != "all":
         notes.append(f"report.{net.name}.maps = {p.maps}: the first {p.maps} maps of each layer only")
+    capped = [f"{layer} ({counts[layer]} of {len(tables[layer]['values'])})" for layer in net.layers
+              if len(shapes_by_name[layer]) == 1 and counts[layer] < len(tables[layer]["values"])]
+    if capped and p.fc_units != "all":
+        notes.append(f"report.{net.name}.fc_units = {p.fc_units}: the first units of " + ", ".join(capped)
+                     + " only (all are mined)")
 
     conv_name, conv = first_conv(model)
     tiles = filter_tiles(conv)
@@ -357,13 +382,12 @@ def build_report(net: "Net", model: nn.Module, inputs: "Inputs", device: torch.d
     probs = class_probabilities(model, inputs, held_out, device)
     picked = most_wrong(probs, held_out.labels, p.wrong)
     predicted = probs.argmax(1)
-    cam = cam_layer(net, shapes)
     wrong = {"layer": cam, "split": data["held_out"], "rows": [], "file": f"wrong.{ext(fmt)}", "ratio": 1.0,
              "errors": int((predicted != torch.as_tensor(np.asarray(held_out.labels))).sum())}
     if picked:
         labels = torch.as_tensor(held_out.labels[picked])
         x = inputs.eval(gather(held_out.images, picked).to(device))
-        tiles = wrong_tiles(model, net.module_path(cam), x, inputs.display, labels.to(device),
+        tiles = wrong_tiles(model, cam_path, x, inputs.display, labels.to(device),
                             predicted[picked].to(device))
         files[wrong["file"]] = sprite(tiles, fmt)
         wrong["ratio"] = cell_size(tiles.shape[2], fmt) / tiles.shape[2]

@@ -3,8 +3,10 @@ nothing but the images beside it (report.py fills it in).
 
 Tiles are CSS sprites: an ``<i>`` per tile shows cell (--r, --c) of its layer's sheet, the
 sheet chosen by the method on ``<body data-method>``; a hidden tab's sheets are not fetched.
-Navigation: tabs (``#run``, ``#<layer>``, ``#wrong``), a map index per layer (``#<layer>-<map>``
-anchors), and keys: left/right arrows change the tab, 1-5 the method, j/k the map.
+Navigation: tabs (``#run``, ``#<layer>`` for every shown layer, conv and fully connected, then
+``#classes``, ``#wrong``), a map index per layer (``#<layer>-<map>`` anchors; a unit's or a
+class's row for the others), and keys: left/right arrows change the tab, 1-6 the method, j/k the
+map.
 """
 
 TEMPLATE = r"""<!DOCTYPE html>
@@ -125,8 +127,16 @@ body[data-method="{{ method }}"] #{{ layer.id }} i.x { background-image: url("{{
 </section>
 {% for layer in layers %}
 <section id="{{ layer.id }}" class="layer" hidden style="--n: {{ layer.maps }}; --k: {{ layer.k }}; --g: {{ layer.ratio }};">
+{% if layer.kind == "maps" %}
 <h2>{{ net.title }} {{ layer.name }}: {{ layer.maps }}{% if layer.maps < layer.total %} of {{ layer.total }}{% endif %} maps, output {{ layer.shape }}, receptive field {{ layer.field }}</h2>
 <p>Each map's top {{ layer.k }} {{ mined.split }} images: above, the unit's activation projected into pixel space by the method chosen at the top, cropped to its receptive field; below, the input patch it sees. Under each: the image's index in the {{ mined.split }} split and the unit's activation.</p>
+{% elif layer.kind == "units" %}
+<h2>{{ net.title }} {{ layer.name }}: {{ layer.maps }}{% if layer.maps < layer.total %} of {{ layer.total }}{% endif %} units (fully connected), output {{ layer.shape }}, receptive field: {{ layer.field }}</h2>
+<p>Each unit's top {{ layer.k }} {{ mined.split }} images (its value: the layer's output, before its nonlinearity): above, the unit projected into pixel space by the method chosen at the top over the whole image it sees (Grad-CAM at {{ layer.cam }}); below, the image. Under each: the image's index in the {{ mined.split }} split and the unit's value.</p>
+{% else %}
+<h2>{{ net.title }} classes: {{ layer.maps }} classes, each by the score the net's forward returns</h2>
+<p>Each class's top {{ layer.k }} {{ mined.split }} images by its score (higher = more the class): above, the score projected into pixel space by the method chosen at the top (saliency: Simonyan et al. 2013, section 3.1; Grad-CAM at {{ layer.cam }}); below, the image. Under each: the image's index in the {{ mined.split }} split and its score.</p>
+{% endif %}
 {% if filters.tab == layer.id %}
 <h3>{{ filters.layer }}'s {{ filters.count }} filters ({{ filters.shape }}), each scaled to its largest weight, grey = 0</h3>
 <div class="filters" style="--n: 1; --k: {{ filters.count }}; --g: {{ filters.ratio }}; --r: 0;">
@@ -135,11 +145,11 @@ body[data-method="{{ method }}"] #{{ layer.id }} i.x { background-image: url("{{
 {% endfor %}
 </div>
 {% endif %}
-<nav class="index">maps: {% for c in range(layer.maps) %}<a href="#{{ layer.id }}-{{ c }}">{{ c }}</a>{% endfor %}</nav>
+<nav class="index">{{ layer.kind }}: {% for c in range(layer.maps) %}<a href="#{{ layer.id }}-{{ c }}">{{ layer.titles[c] if layer.kind == "classes" else c }}</a>{% endfor %}</nav>
 <div class="maps">
 {% for units in layer.units %}
 <article class="map" id="{{ layer.id }}-{{ loop.index0 }}" style="--r: {{ loop.index0 }};">
-<h3>map {{ loop.index0 }} <small>max {{ units[0].text }}</small></h3>
+<h3>{{ layer.titles[loop.index0] }} <small>max {{ units[0].text }}</small></h3>
 <ol>
 {% for unit in units %}
 <li style="--c: {{ loop.index0 }};"><i class="x"></i><i class="p"></i><span data-image="{{ unit.image }}" data-value="{{ unit.value }}">#{{ unit.image }}<br>{{ unit.text }}</span></li>
