@@ -6,13 +6,14 @@ classes, renders/<net>/classes.png.
 
 For the first ``render.<net>.channels`` maps of each of those layers: the top-k units found by
 the mine stage projected into pixel space with ``render.<net>.method`` (gradient, deconvnet,
-guided_backprop, grad_cam, guided_grad_cam, saliency) and cropped to their receptive field (zero where
-the field leaves the image), beside the input patch each unit sees; a fully connected layer's
+guided_backprop, grad_cam, guided_grad_cam, saliency) and cropped to their receptive field
+(zero where the field leaves the image), beside the input patch each unit sees; a fully connected layer's
 units see the whole image, which is their patch. All rows of a layer go through the projection
 engine together. The classes: each class's top-k images by score, their class saliency
 (Simonyan et al. 2013) and their Grad-CAM at the deepest shown layer with maps larger than 1x1.
-The gallery stage copies the pictures to images/<net>_<layer>.png and images/<net>_classes.png,
-the names the README shows.
+And for each of them <layer>_optimized.png and classes_optimized.png: the images the visualize
+stage optimized for those maps (units, classes), each beside its top mined patches or images.
+The gallery stage copies the pictures to images/<net>_<name>.png, the names the README shows.
 """
 
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
@@ -24,11 +25,13 @@ from cnn_internals.core.atomic import atomic_dir
 from cnn_internals.data.loader import gather
 from cnn_internals.engine import CLASSES
 from cnn_internals.pipeline.artifacts import (
+    OPTIMIZED,
     check_mined,
     layer_shapes,
     load_mined,
     load_model,
     load_split,
+    load_visualized,
     net_inputs,
     render_path,
     rendered,
@@ -36,7 +39,15 @@ from cnn_internals.pipeline.artifacts import (
 )
 from cnn_internals.pipeline.cli import cli
 from cnn_internals.pipeline.stage import device_for, net_stage_args
-from cnn_internals.viz.render import cam_layer, classes_figure, layer_figure, render_params, unit_pictures, unit_pictures_by_method
+from cnn_internals.viz.render import (
+    cam_layer,
+    classes_figure,
+    layer_figure,
+    optimized_figure,
+    render_params,
+    unit_pictures,
+    unit_pictures_by_method,
+)
 
 
 @cli
@@ -74,7 +85,16 @@ def main(argv=None):
                  f"{method.replace('_', ' ')}; {what}")
         pictures[layer] = layer_figure(shown, patches, list(range(n)), top["values"][:n, 0].tolist(), title,
                                        unit="map" if maps else "unit", seen="patches" if maps else "images")
-    pictures[CLASSES] = classes_picture(net, model, tables[CLASSES], split, split_name, inputs, device, cam)
+        word = "map" if maps else "unit"
+        pictures[f"{layer}{OPTIMIZED}"] = optimized_picture(
+            net, layer, patches, [f"{word} {i}" for i in range(n)],
+            f"{net.title} {layer}: what {word}s 0-{n - 1} want (optimized, visualize@{net.name}) beside their "
+            f"top {k} {split_name} {'patches' if maps else 'images'}")
+    pictures[CLASSES], images = classes_picture(net, model, tables[CLASSES], split, split_name, inputs, device, cam)
+    pictures[f"{CLASSES}{OPTIMIZED}"] = optimized_picture(
+        net, CLASSES, images, list(split.classes[:len(images)]),
+        f"{net.title} classes: what each class's score wants (optimized, visualize@{net.name}) beside its top "
+        f"{images.shape[1]} {split_name} images")
     if capped:
         print(f"note: render.{net.name}.channels = {channels} is more than some layers have; showing all maps of "
               + ", ".join(capped))
@@ -85,9 +105,18 @@ def main(argv=None):
     print(f"{net.title}: wrote " + ", ".join(str(render_path(net, name)) for name in rendered(net)))
 
 
-def classes_picture(net, model, top, split, split_name, inputs, device, cam) -> bytes:
+def optimized_picture(net, name, mined, labels, title) -> bytes:
+    """The visualize stage's images of the first units of ``name`` (a shown layer or CLASSES)
+    beside ``mined`` (N, k, C, h, w), their mined patches or images; as many rows as both have."""
+    optimized = torch.from_numpy(load_visualized(net, name)).float() / 255
+    n = min(len(optimized), len(mined))
+    return optimized_figure(optimized[:n], mined[:n], labels[:n], title,
+                            seen="top patches" if mined.shape[-1] < net.input_size[-1] else "top images")
+
+
+def classes_picture(net, model, top, split, split_name, inputs, device, cam) -> tuple:
     """Every class: its top-k images by score, their class saliency and their Grad-CAM at the
-    layer ``cam`` (a module path), one row per class."""
+    layer ``cam`` (a module path), one row per class; and those images (classes, k, C, H, W)."""
     n, k = top["values"].shape
     classes = torch.arange(n).repeat_interleave(k)
     x = inputs.eval(gather(split.images, top["images"].reshape(-1).numpy()).to(device))
@@ -96,7 +125,7 @@ def classes_picture(net, model, top, split, split_name, inputs, device, cam) -> 
     grid = [t.reshape(n, k, *t.shape[1:]) for t in (images, shown["saliency"], shown["grad_cam"])]
     title = (f"{net.title} classes: top {k} {split_name} images by score; class saliency (Simonyan et al. 2013), "
              f"Grad-CAM at {net.shown_name(cam)}")
-    return classes_figure(*grid, list(split.classes), top["values"][:, 0].tolist(), title)
+    return classes_figure(*grid, list(split.classes), top["values"][:, 0].tolist(), title), grid[0]
 
 
 if __name__ == "__main__":

@@ -5,11 +5,12 @@
 One page, its images beside it, that opens from disk with no server and no network: the run
 (architecture with output shapes, receptive fields and parameter counts; the metrics, the
 loss and accuracy curves and the confusion matrix; the data and the params), then for every
-depth the net shows and every map of it the top-k units of the mine stage, projected into
-pixel space by each of the five methods (switchable on the page) beside the input patches
-they see, with each unit's image and activation; the first convolution's filters; and the
-held-out images the net gets most wrong with their Grad-CAM for the predicted and the true
-class. Reads ``report.<net>`` and ``train.<net>`` (shown on the page; its device is where the
+depth the net shows (conv, fully connected) and for the classes, every map (unit, class) with
+the top-k units of the mine stage, projected into pixel space by each of the six methods
+(switchable on the page) beside the input patches they see, with each unit's image and
+activation, and the image optimized to excite the map (visualize@<net>); the first
+convolution's filters; and the held-out images the net gets most wrong with their Grad-CAM for
+the predicted and the true class. Reads ``report.<net>`` and ``train.<net>`` (shown on the page; its device is where the
 projections run); the folder is replaced in one rename.
 """
 
@@ -18,12 +19,14 @@ import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 from cnn_internals.core.atomic import atomic_dir
 from cnn_internals.data.datasets import get_dataset
 from cnn_internals.data.prepared import fingerprint
+from cnn_internals.engine import CLASSES
 from cnn_internals.pipeline.artifacts import (
     check_mined,
     layer_shapes,
     load_mined,
     load_model,
     load_split,
+    load_visualized,
     metrics_paths,
     net_inputs,
     prepared_dir,
@@ -53,9 +56,10 @@ def main(argv=None):
     data = {"splits": [(train_name, len(load_split(net, train_name))), (held_out_name, len(held_out))],
             "held_out": held_out_name, "classes": list(held_out.classes),
             "fingerprint": fingerprint(prepared_dir(net.dataset))}
+    optimized = {name: load_visualized(net, name) for name in (*net.layers, CLASSES)}
     files, notes = build_report(net, model, inputs, device, p, run,
                                 {"split": split_name, "split_data": mined_split, "tables": tables},
-                                held_out, settings, data)
+                                held_out, settings, data, optimized)
     for note in notes:
         print(f"note: {note}")
     out = reports_dir(net)

@@ -11,7 +11,7 @@ output's bytes never change, so a valid edit reruns only the stages that declare
 
 Checked: no unknown section or block (the closest known key named), ``pipeline`` (known nets
 and datasets, each net's dataset listed), ``data.<dataset>``, ``train``, ``mine``, ``render``,
-``report`` and ``weights.<net>`` of every dataset and net: required for the listed ones, checked
+``report``, ``visualize`` and ``weights.<net>`` of every dataset and net: required for the listed ones, checked
 where present for the others; for a listed net also that ``train.<net>.device`` exists here,
 with a GPU for each of ``train.<net>.nproc`` processes when it is CUDA, and that
 ``weights.<net>`` is given when ``train.<net>.weights`` is imagenet.
@@ -31,7 +31,7 @@ from cnn_internals.data.pretrained import weights_entry
 from cnn_internals.models import NETS
 from cnn_internals.pipeline.artifacts import PARAMS_OK
 from cnn_internals.pipeline.cli import ArgumentParser, cli
-from cnn_internals.pipeline.config import check_layout, read_mine, read_pipeline, read_train
+from cnn_internals.pipeline.config import check_layout, read_mine, read_pipeline, read_train, read_visualize
 from cnn_internals.pipeline.stage import train_device
 from cnn_internals.viz.render import render_params
 from cnn_internals.viz.report import report_params
@@ -55,7 +55,8 @@ def validate(params) -> list:
             checked.append(f"data.{name}")
     for net in NETS.values():
         listed = net.name in pipeline.nets
-        readers = {"train": read_train, "mine": read_mine, "render": render_params, "report": report_params}
+        readers = {"train": read_train, "mine": read_mine, "render": render_params, "report": report_params,
+                   "visualize": read_visualize}
         read = {}
         for section, reader in readers.items():
             if listed or node(params, f"{section}.{net.name}", None) is not None:

@@ -37,7 +37,7 @@ from repo_copy import copy_repo, edit_params, run
 EPOCHS_TO_LEARN = 6       # 100 % from epoch 3 on (AdamW 3e-5, kaiming init): a margin of three
 NETS_BUILT = ("alexnet", "zfnet", "resnet18")
 STAGES = ("validate", "download@imagenette", "prepare@imagenette", "stats@imagenette",
-          *(f"{stage}@{net}" for net in NETS_BUILT for stage in ("weights", "train", "mine", "render", "report")),
+          *(f"{stage}@{net}" for net in NETS_BUILT for stage in ("weights", "train", "mine", "visualize", "render", "report")),
           "gallery")
 # Written out here, not read from the registry, so that a slip there cannot hide in both.
 RESNET18_LAYERS = {"conv1": 64, "conv2_x": 64, "conv3_x": 128, "conv4_x": 256, "conv5_x": 512}   # name: maps
@@ -118,7 +118,8 @@ def alexnet_params(refused, md5, **changes):
     return {"pipeline.nets": ["alexnet"], "pipeline.datasets": ["imagenette"],
             "data.imagenette.files": [{"url": f"{refused}/imagenette2-320.tgz", "md5": md5}],
             "train.alexnet.epochs": 1, "train.alexnet.batch_size": 10, "train.alexnet.device": "cpu",
-            "mine.alexnet.k": 3, "render.alexnet.channels": 2, "report.alexnet.maps": 2, **changes}
+            "mine.alexnet.k": 3, "render.alexnet.channels": 2, "report.alexnet.maps": 2,
+            "visualize.alexnet.maps": 1, "visualize.alexnet.steps": 2, **changes}
 
 
 def resnet18_params(refused, weights):
@@ -131,6 +132,8 @@ def resnet18_params(refused, weights):
             "train.resnet18.weights": "imagenet", "train.resnet18.epochs": 0, "train.resnet18.batch_size": 10,
             "train.resnet18.device": "cpu", "mine.resnet18.k": 3, "render.resnet18.channels": 2,
             "report.resnet18.maps": 1, "report.resnet18.k": 1, "report.resnet18.wrong": 1,
+            "visualize.resnet18.maps": 1, "visualize.resnet18.steps": 2, "visualize.zfnet.maps": 1,
+            "visualize.zfnet.steps": 2,
             # ZFNet from scratch as AlexNet, its report as small as ResNet-18's
             "train.zfnet.epochs": 1, "train.zfnet.batch_size": 10, "train.zfnet.device": "cpu",
             "mine.zfnet.k": 3, "render.zfnet.channels": 2, "report.zfnet.maps": 1, "report.zfnet.k": 1,

@@ -44,7 +44,7 @@ def declared_outputs() -> dict:
 def test_dvc_yaml_declares_exactly_the_outputs_the_artifacts_module_names():
     declared = declared_outputs()
     assert {stage for stage, _ in declared} == {"validate", "weights", "download", "prepare", "stats", "train", "mine",
-                                               "render", "gallery", "report"}
+                                               "visualize", "render", "gallery", "report"}
     for (stage, item), paths in declared.items():
         assert sorted(paths) == sorted(p.as_posix() for p in artifacts.stage_outputs(stage, item)), (stage, item)
 

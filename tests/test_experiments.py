@@ -21,7 +21,7 @@ import yaml
 from repo_copy import copy_repo, edit_params, run
 from test_pipeline import refused, server, set_params, stages_run  # noqa: F401 -- fixtures too
 
-AFTER_TRAIN = ["validate", "train@lenet5", "mine@lenet5", "render@lenet5", "gallery", "report@lenet5"]
+AFTER_TRAIN = ["validate", "train@lenet5", "mine@lenet5", "visualize@lenet5", "render@lenet5", "gallery", "report@lenet5"]
 EVERY_STAGE = ["validate", "weights@lenet5", "download@mnist", "prepare@mnist", "stats@mnist", *AFTER_TRAIN[1:]]
 QUEUE_TIMEOUT_S = 900
 # Appended to the temporary repo's src/cnn_internals/viz/render.py in the queued sweep: prints

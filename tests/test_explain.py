@@ -246,7 +246,7 @@ def test_a_fully_connected_layer_shows_its_strongest_units_over_the_whole_image(
             model.tanh2(model.pool1(model.tanh1(model.conv1(x)))))))))).flatten(1))[0]
     assert result["channels"].tolist() == f6.argsort(descending=True, stable=True)[:4].tolist()
     assert torch.equal(result["values"], f6[result["channels"]]) and result["rows"] is None
-    assert result["rf"] == ((32, 32), (1, 1), (0, 0)) and result["heat_at"] == "pool2"
+    assert result["rf"] == (32, 1, 0) and result["heat_at"] == "pool2"
     for j, c in enumerate(result["channels"].tolist()):
         ref = NeuronGradient(model, model.f6).attribute(x.clone(), neuron_selector=c)
         assert torch.allclose(result["shown"][j], signed_to_unit(ref)[0], atol=1e-5)
@@ -259,6 +259,33 @@ def test_a_fully_connected_layer_shows_its_strongest_units_over_the_whole_image(
     done = explain(["--net", "lenet5", "--layer", "f6", "--out", tmp_path / "out", photo], project["root"])
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "one_lenet5_f6.png").is_file() and "p = " in done.stdout
+
+
+def test_the_classes_are_a_layer_their_scores_projected_as_captums_saliency_gives_them(project, tmp_path):
+    """--layer classes: the top classes by the net's score, each projected (the gradient of its
+    score: Captum's Saliency without abs) over the whole image, named by class."""
+    from captum.attr import Saliency
+
+    from cnn_internals.viz.methods import signed_to_unit
+
+    model = lenet5()
+    inputs = net_inputs(LENET, CONFIG, torch.device("cpu"), project["stats"])
+    x = inputs.eval(torch.from_numpy(digit_images(1, seed=4)))
+    names = [str(d) for d in range(10)]
+    result = explain_image(model, LENET, "classes", inputs, x, names, 3, 2, "gradient", cam="pool2")
+    with torch.no_grad():
+        scores = model(x)[0]
+    assert result["channels"].tolist() == scores.argsort(descending=True, stable=True)[:3].tolist()
+    assert result["channels"][:2].tolist() == result["best"].tolist()
+    assert result["unit_names"] == [f"class {names[c]}" for c in result["channels"].tolist()]
+    for j, c in enumerate(result["channels"].tolist()):
+        ref = Saliency(model).attribute(x.clone(), target=c, abs=False)
+        assert torch.allclose(result["shown"][j], signed_to_unit(ref)[0], atol=1e-5)
+    photo = photo_of_a_one(tmp_path / "one.png")
+    done = explain(["--net", "lenet5", "--layer", "classes", "--out", tmp_path / "out", photo], project["root"])
+    assert done.returncode == 0, done.stderr
+    wrong = explain(["--net", "lenet5", "--layer", "fc6", photo], project["root"])
+    assert wrong.returncode == 2 and "(e.g. rbf)" in wrong.stderr and "classes" in wrong.stderr
 
 
 def test_a_photo_taken_as_it_is_prints_no_warning(project, tmp_path):

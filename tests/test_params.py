@@ -253,3 +253,38 @@ def test_a_binary_params_file_is_refused_in_one_line(tmp_path):
     path.write_bytes(b"\xff\xfe\x00garbage\x89PNG")
     with pytest.raises(UserError, match="is not UTF-8 text"):
         load_params(path)
+
+
+@pytest.mark.parametrize("edit, expected", [
+    ({"maps": 0}, "visualize.lenet5.maps must be all or an int >= 1, got 0"),
+    ({"steps": 0}, "visualize.lenet5.steps must be >= 1, got 0"),
+    ({"scale": [1.1, 0.9]}, "visualize.lenet5.scale must be [low, high] with low <= high, got [1.1, 0.9]"),
+    ({"rotate": 200}, "visualize.lenet5.rotate must be <= 180, got 200"),
+    ({"stepz": 8}, "unknown key 'visualize.lenet5.stepz'; did you mean 'visualize.lenet5.steps'?"),
+])
+def test_a_bad_visualize_key_is_one_line_with_its_line(tmp_path, edit, expected):
+    from cnn_internals.pipeline.config import read_visualize
+
+    params = committed()
+    params["visualize"]["lenet5"].update(edit)
+    loaded = written(tmp_path, params)
+    with pytest.raises(UserError) as err:
+        read_visualize(loaded, LENET)
+    text = str(err.value)
+    assert text.startswith(f"{loaded.name}: {expected}") and "\n" not in text, text
+    line = int(re.search(r"\(line (\d+)\)$", text).group(1))
+    assert (tmp_path / "params.yaml").read_text().splitlines()[line - 1].strip().startswith(f"{next(iter(edit))}:")
+
+
+def test_visualize_defaults_are_the_committed_lenet5_block_and_the_recipe_of_lucid():
+    from cnn_internals.engine.feature_vis import Recipe
+    from cnn_internals.pipeline.config import VisualizeConfig, read_visualize
+
+    committed_block = read_visualize(committed(), LENET)
+    assert committed_block == VisualizeConfig()
+    lucid = Recipe()
+    assert (lucid.steps, lucid.lr, lucid.pad, lucid.jitter, lucid.scale, lucid.rotate, lucid.jitter2) == (
+        512, 0.05, 12.0, 8.0, (0.9, 1.1), 10.0, 4.0)
+    assert (committed_block.steps, committed_block.lr, committed_block.pad, committed_block.jitter,
+            tuple(committed_block.scale), committed_block.rotate, committed_block.jitter2) == (
+        lucid.steps, lucid.lr, lucid.pad, lucid.jitter, lucid.scale, lucid.rotate, lucid.jitter2)

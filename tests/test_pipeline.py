@@ -47,7 +47,7 @@ def set_params(repo, refused, md5s, **changes):
         "data.mnist.files": [{"url": f"{refused}/mnist/{name}", "md5": md5s[name]}
                              for pair in mnist.FILES.values() for name in pair],
         "train.lenet5.epochs": EPOCHS, "train.lenet5.batch_size": 16, "train.lenet5.device": "cpu",
-        "render.lenet5.channels": 2, **changes})
+        "render.lenet5.channels": 2, "visualize.lenet5.maps": 2, "visualize.lenet5.steps": 8, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,10 @@ def built(tmp_path_factory, server, refused, mnist_files):
 
 def outputs(repo):
     names = ["models/lenet5.pt", "data/mined/lenet5.json", "metrics/lenet5.json", "metrics/lenet5_history.tsv",
-             "metrics/lenet5_confusion.csv"] + [f"images/lenet5_{layer}.png" for layer in (*NETS["lenet5"].layers, "classes")]
+             "metrics/lenet5_confusion.csv", "metrics/lenet5_visualize.json"]
+    shown = (*NETS["lenet5"].layers, "classes")
+    names += [f"data/visualized/lenet5/{name}.npy" for name in shown]
+    names += [f"images/lenet5_{name}{suffix}.png" for name in shown for suffix in ("", "_optimized")]
     report = sorted(p.relative_to(repo).as_posix() for p in (repo / "reports/lenet5").rglob("*") if p.is_file())
     return {name: (repo / name).read_bytes() for name in names + report}
 
@@ -141,10 +144,61 @@ def test_mined_top_k_are_the_real_spatial_maxima_of_the_trained_model(built, mni
         assert torch.equal(picked, entry["values"])
 
 
+def test_visualized_images_are_uint8_at_the_input_size_and_their_metrics_recompute(built):
+    """visualize@lenet5 (visualize.lenet5.maps 2, steps 8 here): per shown layer and for the
+    classes, the first 2 maps' images, uint8 (2, 1, 32, 32); metrics/lenet5_visualize.json's
+    figures recomputed here from those stored images and the mined file through forward hooks:
+    the objective (a map's mean over its positions, F6's value, a class's score), the best of
+    each map's 9 mined images on it, the fraction beaten and the median gain."""
+    repo = built["repo"]
+    net = NETS["lenet5"]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    model = net.build(params["train"]["lenet5"])
+    model.load_state_dict(torch.load(repo / "models/lenet5.pt", weights_only=True)["state_dict"])
+    model.eval()
+    inputs = net.inputs(None, params["train"]["lenet5"], "cpu")
+    mined = json.loads((repo / "data/mined/lenet5.json").read_text())
+    metrics = json.loads((repo / "metrics/lenet5_visualize.json").read_text())
+    test_images = np.load(repo / "data/prepared/mnist/test_images.npy")
+    assert sorted(p.name for p in (repo / "data/visualized/lenet5").iterdir()) == sorted(
+        f"{name}.npy" for name in (*net.layers, "classes"))
+    assert list(metrics["layers"]) == sorted([*net.layers, "classes"]) and metrics["steps"] == 8
+
+    def objectives(x, name, units):
+        acts = {}
+        handle = None
+        if name != "classes":
+            handle = getattr(model, name).register_forward_hook(lambda m, a, out: acts.setdefault("a", out.detach()))
+        with torch.no_grad():
+            scores = model(x)
+        if handle:
+            handle.remove()
+        out = scores if name == "classes" else acts["a"]
+        picked = out[torch.arange(len(x)), torch.as_tensor(units)]
+        return picked.flatten(1).mean(1) if picked.dim() > 1 else picked
+
+    for name in (*net.layers, "classes"):
+        images = np.load(repo / f"data/visualized/lenet5/{name}.npy")
+        assert images.dtype == np.uint8 and images.shape == (2, 1, 32, 32)
+        assert images.std() > 0
+        ours = objectives(inputs.from_pixels(torch.from_numpy(images).float() / 255), name, [0, 1])
+        table = mined["classes"] if name == "classes" else mined["layers"][name]
+        best = []
+        for unit in (0, 1):
+            x = inputs.eval(torch.from_numpy(test_images[table["images"][unit]]))
+            best.append(objectives(x, name, [unit] * len(x)).max())
+        gain = ours - torch.stack(best)
+        m = metrics["layers"][name]
+        assert m["maps"] == 2 and m["beats_best_mined"] == pytest.approx(float((gain > 0).float().mean()))
+        assert m["median_gain"] == pytest.approx(float(gain.median()), abs=1e-5)
+        assert m["median_objective"] == pytest.approx(float(ours.median()), abs=1e-5)
+
+
 def test_every_picture_is_a_non_blank_png_without_metadata(built):
+    shown = ("conv1", "pool1", "conv2", "pool2", "conv3", "f6", "classes")
     assert {p.name for p in (built["repo"] / "images").iterdir()} == {
-        f"lenet5_{layer}.png" for layer in ("conv1", "pool1", "conv2", "pool2", "conv3", "f6", "classes")}
-    for layer in (*NETS["lenet5"].layers, "classes"):
+        f"lenet5_{name}{suffix}.png" for name in shown for suffix in ("", "_optimized")}
+    for layer in (*shown, *(f"{name}_optimized" for name in shown)):
         path = built["repo"] / f"images/lenet5_{layer}.png"
         with Image.open(path) as img:
             assert img.format == "PNG" and img.size[0] > 400 and img.size[1] > 200
@@ -258,14 +312,14 @@ def test_render_says_once_when_a_layer_has_fewer_maps_than_asked(built, tmp_path
                      "conv1 (6), pool1 (6)"]
 
 
-@pytest.mark.parametrize("stage", ["validate", "download", "prepare", "stats", "train", "mine", "render", "report",
-                                   "weights"])
+@pytest.mark.parametrize("stage", ["validate", "download", "prepare", "stats", "train", "mine", "visualize", "render",
+                                   "report", "weights"])
 def test_every_stage_explains_itself_with_help(stage):
     result = subprocess.run([sys.executable, f"stages/{stage}.py", "--help"], cwd=REPO, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("usage:"), result.stderr
-    flag = {"train": "--net", "mine": "--net", "render": "--net", "report": "--net", "weights": "--net",
-            "validate": "--params"}.get(stage, "--dataset")
+    flag = {"train": "--net", "mine": "--net", "visualize": "--net", "render": "--net", "report": "--net",
+            "weights": "--net", "validate": "--params"}.get(stage, "--dataset")
     assert flag in result.stdout and f"`{stage}" in result.stdout
 
 

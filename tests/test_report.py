@@ -222,6 +222,21 @@ def test_f6_and_class_tiles_are_whole_image_projections_of_those_units(report, d
             assert np.abs(got - want).max() <= (3 if name == "grad_cam" else 1), (depth, c, u, name)
 
 
+@pytest.mark.parametrize("layer", ["conv2", "f6", "classes"])
+def test_each_maps_optimized_image_is_the_visualize_stages_beside_its_tiles(report, layer):
+    """visualize.lenet5.maps = 2 in the build: the first two maps (units, classes) show their
+    optimized image, the tile of their row in <layer>/optimized.png, the stored uint8 image
+    itself (32 px at thumb 32); the others show none."""
+    stored = np.load(report["repo"] / f"data/visualized/lenet5/{layer}.npy")
+    assert stored.shape[0] == 2
+    for row in range(2):
+        assert np.array_equal(tile(report["dir"] / layer / "optimized.png", row, 0, 32), stored[row, 0].astype(int))
+    html = (report["dir"] / "index.html").read_text()
+    section = html.split(f'<section id="{layer}"')[1].split("</section>")[0]
+    articles = section.split('<article class="map"')[1:]
+    assert [('class="v"' in a) for a in articles[:3]] == [True, True, False]
+
+
 def test_conv1_tiles_and_the_filters_are_the_filters_themselves(report):
     weight = report["model"].conv1.weight.detach().numpy()         # (6, 1, 5, 5)
     for c in range(6):
@@ -303,7 +318,8 @@ def test_results_show_the_metrics_and_the_confusion_of_the_models_predictions(re
 def test_the_folder_is_self_contained_and_every_file_is_referenced(report):
     folder, page = report["dir"], report["page"]
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    sprites = [f"{layer}/{name}.png" for layer in (*NET.layers, "classes") for name in (*METHODS, "patches")]
+    sprites = [f"{layer}/{name}.png" for layer in (*NET.layers, "classes")
+               for name in (*METHODS, "patches", "optimized")]
     assert files == sorted(["index.html", "curves.png", "filters.png", "wrong.png", *sprites])
     assert page.assets == sorted(f for f in files if f != "index.html")
     refs = {r for r in page.refs if not r.startswith("#")}

@@ -221,6 +221,10 @@ class LeNetInputs:
     def display(self, x: torch.Tensor) -> torch.Tensor:
         return ((x - self.background) / (self.foreground - self.background)).clamp(0, 1)
 
+    def from_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 32, 32) pixels (0 background, 1 ink) of the padded frame -> inputs; display's inverse."""
+        return self.background + (self.foreground - self.background) * pixels
+
 
 class LeNet5Config(NetConfig):
     """``train.lenet5``'s own keys; the defaults are the paper's."""

@@ -5,7 +5,7 @@ with ``register(Net(...))``. Its own ``train.<net>`` keys (what shapes the net, 
 its loss) are its config class, a ``NetConfig`` declared in the same file, each key with the
 paper's value as its default; pipeline/config.py adds the training recipe's keys to make the
 schema of ``train.<net>``. Adding a net on a dataset we already have: that model file, its
-import in ``models/__init__.py``, its ``train/mine/render/report.<net>`` params blocks, its
+import in ``models/__init__.py``, its ``train/mine/visualize/render/report.<net>`` params blocks, its
 ``weights.<net>`` entry (null where torchvision publishes no ImageNet weights for it), and its
 name in ``pipeline.nets``.
 
@@ -64,6 +64,10 @@ class Inputs(Protocol):
 
     def display(self, inputs: torch.Tensor) -> torch.Tensor:
         """Eval inputs back to [0, 1] pixels, for the patches in the pictures."""
+
+    def from_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[0, 1] pixels (B, C, h, w) at the input size -> eval inputs, differentiably: the
+        inverse of ``display`` (before any clamp); feature visualization optimizes pixels."""
 
 
 @dataclass(frozen=True)

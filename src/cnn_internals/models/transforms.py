@@ -198,6 +198,13 @@ class AlexNetInputs:
         mean = self.mean_image[top:top + self.crop, left:left + self.crop].permute(2, 0, 1)  # (3, crop, crop)
         return (x / self.scale + mean.to(x.device)).clamp_(0.0, 1.0)
 
+    def from_pixels(self, pixels: Tensor) -> Tensor:
+        """(B, 3, crop, crop) [0, 1] RGB -> eval's inputs, differentiably: the inverse of
+        ``display`` (before its clamp), for images made in pixel space (feature visualization)."""
+        top, left = self._centre()
+        mean = self.mean_image[top:top + self.crop, left:left + self.crop].permute(2, 0, 1)
+        return (pixels - mean.to(pixels.device, pixels.dtype)) * self.scale
+
     def lighting(self, alphas: Tensor) -> Tensor:
         """(B, 3) colour added to every pixel of each image, in [0, 1] units:
         eigvecs @ (alphas * eigvals) per image (section 4.1)."""
@@ -304,6 +311,9 @@ class ChannelNormalizedInputs(AlexNetInputs):
 
     def display(self, x: Tensor) -> Tensor:
         return super().display(x * self.std.to(x.device))
+
+    def from_pixels(self, pixels: Tensor) -> Tensor:
+        return super().from_pixels(pixels) / self.std.to(pixels.device, pixels.dtype)
 
     def _combine(self, target: Tensor, pixels: Tensor, mean: Tensor) -> None:
         super()._combine(target, pixels, mean)          # x / 255 + lighting - mean (scale 1)

@@ -22,6 +22,8 @@ edit of a model would fetch hundreds of MB again (tests/test_dvc_yaml.py holds i
     checkpoints/<net>/                 train@      resume state while it runs (not an output)
     data/mined/<net>.json              mine@       per shown layer, top-k values/images[/rows/cols] per map or
                                                    unit; per class the same, its top-k by score
+    data/visualized/<net>/<layer>.npy  visualize@  per shown layer (and classes.npy), each map's optimized image
+    metrics/<net>_visualize.json       visualize@  per layer: how often it beats the best mined image
     renders/<net>/<layer>.png          render@     the pictures (and classes.png)
     images/<net>_<layer>.png           gallery     the same pictures under flat names, in git
     reports/<net>/                     report@     index.html and its images
@@ -302,6 +304,48 @@ def _mined_problem(top: dict, split_size: int | None, shape: tuple | None, class
     return None
 
 
+# ---------------------------------------------------------------- visualize
+
+def visualized_dir(net: Net) -> Path:
+    """visualize@<net>'s images: data/visualized/<net>/<layer>.npy and classes.npy, DVC-cached."""
+    return Path("data/visualized") / net.name
+
+
+def visualized_path(net: Net, name: str) -> Path:
+    """One shown layer's (or the classes') optimized images: uint8 (maps, C, H, W) at the net's
+    input size, pixels as the net's ``display`` gives them."""
+    return visualized_dir(net) / f"{name}.npy"
+
+
+def visualize_metrics_path(net: Net) -> Path:
+    return Path("metrics") / f"{net.name}_visualize.json"
+
+
+def visualized_file(images: np.ndarray) -> bytes:
+    """A .npy of uint8 (maps, C, H, W), its header fixed by numpy: equal images, equal bytes."""
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"visualized images are uint8 (maps, C, H, W), got {images.dtype} {images.shape}")
+    buf = io.BytesIO()
+    np.save(buf, images, allow_pickle=False)
+    return buf.getvalue()
+
+
+def load_visualized(net: Net, name: str) -> np.ndarray:
+    """One layer's optimized images, checked against the net's input size."""
+    path = visualized_path(net, name)
+    if not path.is_file():
+        raise UserError(f"{path} missing: run `dvc repro visualize@{net.name}` first")
+    try:
+        images = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise UserError(f"{path} is truncated or malformed ({first_line(err)}): "
+                        f"rerun `dvc repro -f visualize@{net.name}`") from None
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != tuple(net.input_size):
+        raise UserError(f"{path} holds {images.dtype} {images.shape}, not uint8 (maps, {', '.join(map(str, net.input_size))}): "
+                        f"rerun `dvc repro -f visualize@{net.name}`")
+    return images
+
+
 # ---------------------------------------------------------------- pictures and report
 
 def renders_dir(net: Net) -> Path:
@@ -315,9 +359,14 @@ def render_path(net: Net, layer: str) -> Path:
     return renders_dir(net) / f"{layer}.png"
 
 
+OPTIMIZED = "_optimized"      # a picture's suffix for the feature visualizations: conv3_optimized.png
+
+
 def rendered(net: Net) -> tuple:
-    """What render@<net> draws, in order: every shown layer, then the classes."""
-    return (*net.layers, CLASSES)
+    """What render@<net> draws, in order: every shown layer, then the classes, then the same
+    with their optimized images (feature visualization) beside their mined ones."""
+    shown = (*net.layers, CLASSES)
+    return (*shown, *(f"{name}{OPTIMIZED}" for name in shown))
 
 
 def gallery_name(net: Net, layer: str) -> str:
@@ -347,7 +396,8 @@ def stage_outputs(stage: str, item: str | None = None) -> list:
     net = NETS[item]
     outputs = {"weights": [pretrained_file(item)],
                "train": [weights_path(net), *metrics_paths(net).values()],
-               "mine": [mined_path(net)], "render": [renders_dir(net)], "report": [reports_dir(net)]}
+               "mine": [mined_path(net)], "render": [renders_dir(net)], "report": [reports_dir(net)],
+               "visualize": [visualized_dir(net), visualize_metrics_path(net)]}
     if stage not in outputs:
         raise ValueError(f"unknown stage {stage!r}")
     return outputs[stage]

@@ -2,7 +2,8 @@
 
 ``train.<net>`` is a net's own config class (its model file) plus the training recipe
 (training/recipe.py): one pydantic class per net, made here once. ``pipeline`` says what
-`dvc repro` builds; ``mine.<net>`` how many images per map and from which split. The others:
+`dvc repro` builds; ``mine.<net>`` how many images per map and from which split;
+``visualize.<net>`` the feature-visualization recipe. The others:
 ``data.<dataset>`` (data/mnist.py, data/imagenette.py), ``weights.<net>`` (data/pretrained.py),
 ``render.<net>`` (viz/render.py), ``report.<net>`` (viz/report.py). The validate stage reads
 them all.
@@ -10,11 +11,11 @@ them all.
 
 import functools
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
-from cnn_internals.core.config import Count, Section, check_keys, read_key, read_section
+from cnn_internals.core.config import Count, Natural, NonNegative, Positive, Section, check_keys, read_key, read_section
 from cnn_internals.data.datasets import DATASETS, get_dataset
 from cnn_internals.models import NETS, Net, NetConfig
 from cnn_internals.training.recipe import Recipe
@@ -105,9 +106,47 @@ def read_mine(params: Mapping, net: Net) -> MineConfig:
     return read_section(params, f"mine.{net.name}", MineConfig, context={"dataset": net.dataset})
 
 
+def _all_or_count(value: Any) -> Any:
+    if value != "all" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ValueError(f"must be all or an int >= 1, got {value!r}")
+    return value
+
+
+class VisualizeConfig(Section):
+    """``visualize.<net>``: feature visualization by optimization (engine/feature_vis.py), the
+    recipe of Distill's article and Lucid/Lucent as defaults. ``maps``: all, or the first N maps
+    (units, classes) of each shown layer; ``batch``: images optimized together (memory only: an
+    image does not depend on its batch-mates); the transforms in pixels of a 128-px image."""
+
+    maps: Annotated[int | str, BeforeValidator(_all_or_count)] = "all"
+    steps: Count = 512
+    lr: Positive = 0.05
+    seed: Natural = 0
+    batch: Count = 256
+    decorrelate: bool = True           # colour decorrelated by the dataset's RGB PCA (grey nets: nothing to do)
+    decay_power: NonNegative = 1.0     # the Fourier spectrum scaled by 1 / frequency ** decay_power
+    init_std: Positive = 0.01
+    pad: NonNegative = 12.0
+    jitter: NonNegative = 8.0
+    scale: Annotated[list[Positive], Field(min_length=2, max_length=2)] = [0.9, 1.1]     # [low, high]
+    rotate: Annotated[int, Field(ge=0, le=180)] = 10      # degrees either way, whole degrees as Lucid's list
+    jitter2: NonNegative = 4.0
+
+    @field_validator("scale")
+    @classmethod
+    def _low_to_high(cls, scale: list) -> list:
+        if scale[0] > scale[1]:
+            raise ValueError(f"must be [low, high] with low <= high, got {list(scale)}")
+        return scale
+
+
+def read_visualize(params: Mapping, net: Net) -> VisualizeConfig:
+    return read_section(params, f"visualize.{net.name}", VisualizeConfig)
+
+
 # The params file's sections, and what each holds: a dataset's or a net's block.
 SECTIONS = {"pipeline": None, "data": DATASETS, "weights": NETS, "train": NETS, "mine": NETS, "render": NETS,
-            "report": NETS}
+            "report": NETS, "visualize": NETS}
 
 
 def check_layout(params: Mapping) -> None:

@@ -42,13 +42,14 @@ from cnn_internals.core.errors import UserError, first_line  # noqa: E402
 from cnn_internals.core.params import load_params  # noqa: E402
 from cnn_internals.core.project import user_path  # noqa: E402
 from cnn_internals.data.datasets import get_dataset  # noqa: E402
+from cnn_internals.engine import CLASSES  # noqa: E402
 from cnn_internals.engine.hooks import forward_to  # noqa: E402
 from cnn_internals.engine.projection import grad_cam  # noqa: E402
 from cnn_internals.models import NETS, Inputs, Net, get_net  # noqa: E402
 from cnn_internals.pipeline.artifacts import layer_shapes, load_model, load_split, net_inputs  # noqa: E402
 from cnn_internals.pipeline.cli import ArgumentParser, cli  # noqa: E402
 from cnn_internals.pipeline.stage import device_for  # noqa: E402
-from cnn_internals.viz.methods import heat_overlay, method_names  # noqa: E402
+from cnn_internals.viz.methods import get_method, heat_overlay, method_names  # noqa: E402
 from cnn_internals.viz.render import cam_layer, figure_png, unit_pictures  # noqa: E402
 
 DEFAULT_OUT = "explained"
@@ -149,13 +150,13 @@ def explain_image(model: nn.Module, net: Net, layer: str, inputs: Inputs, x: tor
     whose spatial maximum is largest, that unit's projection and patch. A fully connected layer
     (output (1, units)): its ``maps`` largest units, each seeing the whole image, and Grad-CAM
     (of the classes, and of the units for that method) at ``cam``, a module path with maps."""
-    path = net.module_path(layer) if layer in net.layers else layer     # a paper name, or any module path
+    path = None if layer == CLASSES else net.module_path(layer) if layer in net.layers else layer
     with torch.no_grad():
-        scores, captured = forward_to(model, None, x, capture=(path,))
-    act = captured[path][0]                                   # (C, h, w) or (units,)
+        scores, captured = forward_to(model, None, x, capture=() if path is None else (path,))
+    act = scores[0] if path is None else captured[path][0]   # (C, h, w) or (units,); the scores (classes,)
     if act.dim() not in (1, 3):
-        raise UserError(f"{layer} outputs {tuple(captured[path].shape)}, neither maps nor units: use one of its "
-                        f"shown layers ({', '.join(net.layers)})")
+        raise UserError(f"{layer} outputs {tuple(act.shape)} an image, neither maps nor units: use one of its "
+                        f"shown layers ({', '.join(net.layers)}) or classes")
     if act.dim() == 1 and cam is None:
         raise UserError(f"{layer} is fully connected: Grad-CAM needs a layer with maps (cam)")
     probs = scores[0].float().softmax(0)
@@ -177,7 +178,8 @@ def explain_image(model: nn.Module, net: Net, layer: str, inputs: Inputs, x: tor
             "heat": heat.cpu(), "view": view, "channels": channels.cpu(), "values": peak[channels].cpu(),
             "rows": None if rows is None else rows.cpu(), "cols": None if cols is None else cols.cpu(),
             "shown": shown, "patches": patches, "rf": rf,
-            "map_size": tuple(act.shape[1:]) if act.dim() == 3 else None, "heat_at": heat_at}
+            "map_size": tuple(act.shape[1:]) if act.dim() == 3 else None, "heat_at": heat_at,
+            "unit_names": [(f"class {classes[c]}" if path is None else f"unit {c}") for c in channels.tolist()]}
 
 
 def _rgb(t: torch.Tensor) -> np.ndarray:
@@ -205,14 +207,15 @@ def figure(result: dict, title: str, method: str) -> bytes:
         axes[0, i + 1].set_title(f"Grad-CAM: {result['classes'][i]}\np = {result['probs'][result['best'][i]]:.3f}",
                                  fontsize=8)
     for j in range(maps):
-        for k, (what, tiles) in enumerate(((method.replace("_", " "), result["shown"]), ("patch", result["patches"]))):
+        for k, (what, tiles) in enumerate(((get_method(method).label, result["shown"]), ("patch", result["patches"]))):
             r, c = divmod(2 * j + k, per_row)
             ax = axes[1 + r, c]
             ax.imshow(_rgb(tiles[j]), interpolation="nearest")
             channel = int(result["channels"][j])
-            if result["rows"] is None:        # a fully connected unit: it sees the whole image
-                ax.set_title(f"unit {channel}: {what}\nvalue {float(result['values'][j]):.3g}" if k == 0 else
-                             f"unit {channel}: {'image' if what == 'patch' else what}\n", fontsize=7)
+            if result["rows"] is None:        # a fully connected unit or a class: it sees the whole image
+                name = result["unit_names"][j]
+                ax.set_title(f"{name}: {what}\nvalue {float(result['values'][j]):.3g}" if k == 0 else
+                             f"{name}: {'image' if what == 'patch' else what}\n", fontsize=7)
                 continue
             ax.set_title(f"map {channel}: {what}\nmax {float(result['values'][j]):.3g} at "
                          f"({int(result['rows'][j])}, {int(result['cols'][j])})" if k == 0 else
@@ -247,10 +250,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="python -m cnn_internals.explain",
                             description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2])
     parser.add_argument("--net", required=True, choices=sorted(NETS))
-    parser.add_argument("--layer", required=True, help="a shown layer by its paper name (conv5_3, conv4_x, conv2), "
-                        "or any module path of the model (features.26)")
+    parser.add_argument("--layer", required=True, help="a shown layer by its paper name (conv5_3, conv4_x, conv2, "
+                        "fc6), classes (the scores), or any module path of the model (features.26)")
     parser.add_argument("images", nargs="+", metavar="IMAGE")
-    parser.add_argument("--maps", type=int, default=6, help="the maps shown per image, strongest first (default 6)")
+    parser.add_argument("--maps", type=int, default=6,
+                        help="the maps (units, classes) shown per image, strongest first (default 6)")
     parser.add_argument("--top", type=int, default=3, help="classes given Grad-CAM, likeliest first (default 3)")
     parser.add_argument("--method", default="guided_backprop", choices=method_names(),
                         help="how a unit is projected into pixel space (default guided_backprop)")
@@ -284,9 +288,10 @@ def main(argv: list[str] | None = None) -> None:
 
     device = device_for(net, load_params(args.params))
     model, config = load_model(net, device)
-    if args.layer not in net.layers and (not args.layer or not _is_module(model, args.layer)):
-        raise UserError(f"{net.title} has no layer {args.layer!r}: use one of its shown layers ({', '.join(net.layers)}) "
-                        "or a module path of the model (e.g. features.26)")
+    if args.layer not in (*net.layers, CLASSES) and (not args.layer or not _is_module(model, args.layer)):
+        example = [name for name, m in model.named_modules() if name and not list(m.children())][-1]
+        raise UserError(f"{net.title} has no layer {args.layer!r}: use one of its shown layers ({', '.join(net.layers)}), "
+                        f"classes, or a module path of the model (e.g. {example})")
     inputs = net_inputs(net, config, device)
     cam = net.module_path(cam_layer(net, layer_shapes(net, model)))    # Grad-CAM's layer for a fully connected one
     classes = load_split(net, dataset.splits[1]).classes
@@ -305,13 +310,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{text}: " + ", ".join(f"{c['class']} p = {c['p']:.3f}" for c in answer["top"]))
         answers.append(answer)
         size = result["rf"][0] if isinstance(result["rf"][0], int) else "x".join(map(str, result["rf"][0]))
+        label = get_method(args.method).label
         if result["rows"] is None:
+            what = "classes by score" if args.layer == CLASSES else "units"
             title = (f"{photo.path.name} through {net.title} {args.layer}: its {len(result['channels'])} strongest "
-                     f"units, {args.method.replace('_', ' ')} over the whole image; Grad-CAM at "
-                     f"{net.shown_name(cam) or cam}")
+                     f"{what}, {label} over the whole image; the heat maps at {net.shown_name(cam) or cam}")
         else:
             title = (f"{photo.path.name} through {net.title} {args.layer}: its {len(result['channels'])} strongest "
-                     f"maps, {args.method.replace('_', ' ')}; receptive field {size} px")
+                     f"maps, {label}; receptive field {size} px")
         files[args.out / output_name(photo.path, net, args.layer)] = figure(result, title, args.method)
     if args.json is not None:
         files[args.json] = (json.dumps(answers, indent=2) + "\n").encode()

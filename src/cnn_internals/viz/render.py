@@ -48,7 +48,8 @@ def render_params(params: Mapping, net: "Net") -> RenderConfig:
 def whole_input(input_size: tuple[int, int, int]) -> tuple:
     """The receptive field of a unit without positions (a fully connected layer's, a class
     score): the whole input, as crop_patches reads a field, with the one unit at (0, 0)."""
-    return (tuple(input_size[1:]), (1, 1), (0, 0))
+    height, width = input_size[1:]
+    return (height, 1, 0) if height == width else ((height, width), (1, 1), (0, 0))
 
 
 def cam_layer(net: "Net", shapes: Mapping[str, tuple]) -> str:
@@ -159,6 +160,30 @@ def classes_figure(images: torch.Tensor, saliency: torch.Tensor, heat: torch.Ten
             ax = axes[r, 3 * c + j]
             ax.imshow(mosaic(tiles, side), interpolation="nearest")
             ax.set_title(f"{classes[i]}: {what}" + (f"\nbest score {values[i]:.3g}" if j == 0 else "\n"), fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def optimized_figure(optimized: torch.Tensor, patches: torch.Tensor, labels: Sequence[str], title: str,
+                     seen: str = "top patches") -> bytes:
+    """PNG bytes, two units a row: each unit's optimized image (feature visualization, the
+    visualize stage's) beside its mined patches. ``optimized`` (N, C, H, W) and ``patches``
+    (N, k, C, h, w) in [0, 1]; ``labels`` name the N units (map 3, unit 3, a class)."""
+    n, k = patches.shape[:2]
+    side = math.ceil(math.sqrt(k))
+    per_row = 1 if n == 1 else 2
+    nrows = math.ceil(n / per_row)
+    fig, axes = plt.subplots(nrows, 2 * per_row, figsize=(4.4 * per_row, 2.5 * nrows + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i in range(n):
+        r, c = divmod(i, per_row)
+        for j, (what, picture) in enumerate((("optimized", mosaic(optimized[i][None], 1)),
+                                             (seen, mosaic(patches[i], side)))):
+            ax = axes[r, 2 * c + j]
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_title(f"{labels[i]}: {what}", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return figure_png(fig)

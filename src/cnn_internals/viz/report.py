@@ -312,12 +312,16 @@ def render_page(context: dict) -> bytes:
 
 
 def build_report(net: "Net", model: nn.Module, inputs: "Inputs", device: torch.device, p: ReportConfig, run: dict,
-                 mined: dict, held_out: "Split", settings: dict, data: dict) -> tuple[dict[str, bytes], list[str]]:
+                 mined: dict, held_out: "Split", settings: dict, data: dict,
+                 optimized: dict | None = None) -> tuple[dict[str, bytes], list[str]]:
     """({relative path: bytes}, notes): every file of reports/<net>/.
 
     ``run``: read_metrics' dict; ``mined``: {"split": name, "split_data": Split, "tables":
     load_mined's tables}; ``held_out``: the held-out Split (the most-wrong images come from
-    it); ``settings``: train_settings; ``data``: what the page says of the data."""
+    it); ``settings``: train_settings; ``data``: what the page says of the data; ``optimized``:
+    {shown layer or CLASSES: uint8 (maps, C, H, W)}, the visualize stage's images, each shown
+    beside its map's top-k tiles (its first maps: as many as it has)."""
+    optimized = optimized or {}
     fmt, notes = p.format, []
     tables = mined["tables"]
     mined_k = int(next(iter(tables.values()))["values"].shape[1])
@@ -351,6 +355,13 @@ def build_report(net: "Net", model: nn.Module, inputs: "Inputs", device: torch.d
         files.update(sprites)
         values, images = top["values"][:n, :k].tolist(), top["images"][:n, :k].tolist()
         kind = "classes" if layer == CLASSES else "maps" if "rows" in top else "units"
+        vis = optimized.get(layer)
+        vis_count = 0 if vis is None else min(len(vis), n)
+        vis_ratio = 1.0
+        if vis_count:
+            vis_tiles = to_tiles(torch.from_numpy(vis[:vis_count]).float() / 255, p.thumb)
+            files[f"{slug(layer)}/optimized.{ext(fmt)}"] = sprite(vis_tiles[:, None], fmt)
+            vis_ratio = cell_size(vis_tiles.shape[1], fmt) / vis_tiles.shape[1]
         titles = (list(held_out.classes[:n]) if kind == "classes"
                   else [f"{'map' if kind == 'maps' else 'unit'} {i}" for i in range(n)])
         layers.append({"name": layer, "id": slug(layer), "kind": kind, "maps": n, "total": len(top["values"]),
@@ -358,6 +369,8 @@ def build_report(net: "Net", model: nn.Module, inputs: "Inputs", device: torch.d
                                                    else top["values"].shape[:1]),
                        "field": field_text(rf) if kind == "maps" else "the whole input",
                        "cam": cam, "titles": titles, "ratio": cell_size(side, fmt) / side,
+                       "optimized": vis_count, "optimized_file": f"{slug(layer)}/optimized.{ext(fmt)}",
+                       "optimized_ratio": vis_ratio,
                        "units": [[{"image": i, "value": repr(v), "text": f"{v:.3g}"} for i, v in zip(im, va)]
                                  for im, va in zip(images, values)],
                        "sprites": {m: f"{slug(layer)}/{m}.{ext(fmt)}" for m in method_names()},

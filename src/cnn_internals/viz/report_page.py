@@ -14,7 +14,7 @@ TEMPLATE = r"""<!DOCTYPE html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ net.title }}: what each feature map learned</title>
+<title>{{ net.title }}: what each unit learned</title>
 <style>
 :root { --t: 44px; font-family: system-ui, sans-serif; color: #222; }
 body { margin: 0; background: #fafafa; }
@@ -44,7 +44,9 @@ article.map:target { outline: 3px solid #e80; }
 article.map ol { display: flex; list-style: none; margin: 0; padding: 0; gap: 3px; }
 article.map li { display: flex; flex-direction: column; align-items: center; gap: 1px; font-size: 10px;
                  line-height: 1.15; text-align: center; }
-i.x, i.p, i.f, i.w { display: block; width: var(--t); height: var(--t); image-rendering: pixelated;
+.unit-row { display: flex; gap: 6px; align-items: flex-start; }
+figure.opt { margin: 0; font-size: 10px; text-align: center; }
+i.x, i.p, i.f, i.w, i.v { display: block; width: var(--t); height: var(--t); image-rendering: pixelated;
   background-repeat: no-repeat; background-color: #888;
   background-size: calc(var(--k) * var(--g) * var(--t)) calc(var(--n) * var(--g) * var(--t));
   background-position: calc(var(--c) * var(--g) * -1 * var(--t)) calc(var(--r) * var(--g) * -1 * var(--t)); }
@@ -60,12 +62,15 @@ i.x, i.p, i.f, i.w { display: block; width: var(--t); height: var(--t); image-re
 body[data-method="{{ method }}"] #{{ layer.id }} i.x { background-image: url("{{ layer.sprites[method] }}"); }
 {% endfor %}
 #{{ layer.id }} i.p { background-image: url("{{ layer.patches }}"); }
+{% if layer.optimized %}
+#{{ layer.id }} i.v { background-image: url("{{ layer.optimized_file }}"); }
+{% endif %}
 {% endfor %}
 </style>
 </head>
 <body data-method="{{ default_method }}">
 <header>
-<h1>{{ net.title }} on {{ net.dataset }}: what each feature map learned</h1>
+<h1>{{ net.title }} on {{ net.dataset }}: what each unit learned</h1>
 <nav id="tabs">
 <a href="#run">Run</a>
 {% for layer in layers %}
@@ -137,6 +142,9 @@ body[data-method="{{ method }}"] #{{ layer.id }} i.x { background-image: url("{{
 <h2>{{ net.title }} classes: {{ layer.maps }} classes, each by the score the net's forward returns</h2>
 <p>Each class's top {{ layer.k }} {{ mined.split }} images by its score (higher = more the class): above, the score projected into pixel space by the method chosen at the top (saliency: Simonyan et al. 2013, section 3.1; Grad-CAM at {{ layer.cam }}); below, the image. Under each: the image's index in the {{ mined.split }} split and its score.</p>
 {% endif %}
+{% if layer.optimized %}
+<p>Left of each of the first {{ layer.optimized }}: the image optimized to excite it (feature visualization, the visualize stage; at the whole input's size, not its receptive field's).</p>
+{% endif %}
 {% if filters.tab == layer.id %}
 <h3>{{ filters.layer }}'s {{ filters.count }} filters ({{ filters.shape }}), each scaled to its largest weight, grey = 0</h3>
 <div class="filters" style="--n: 1; --k: {{ filters.count }}; --g: {{ filters.ratio }}; --r: 0;">
@@ -150,11 +158,16 @@ body[data-method="{{ method }}"] #{{ layer.id }} i.x { background-image: url("{{
 {% for units in layer.units %}
 <article class="map" id="{{ layer.id }}-{{ loop.index0 }}" style="--r: {{ loop.index0 }};">
 <h3>{{ layer.titles[loop.index0] }} <small>max {{ units[0].text }}</small></h3>
+<div class="unit-row">
+{% if loop.index0 < layer.optimized %}
+<figure class="opt"><i class="v" style="--k: 1; --n: {{ layer.optimized }}; --g: {{ layer.optimized_ratio }}; --c: 0;"></i>optimized</figure>
+{% endif %}
 <ol>
 {% for unit in units %}
 <li style="--c: {{ loop.index0 }};"><i class="x"></i><i class="p"></i><span data-image="{{ unit.image }}" data-value="{{ unit.value }}">#{{ unit.image }}<br>{{ unit.text }}</span></li>
 {% endfor %}
 </ol>
+</div>
 </article>
 {% endfor %}
 </div>
