@@ -52,7 +52,7 @@ def table(header: tuple, rows: list) -> str:
 def speed() -> str:
     a, ag = load("alexnet_input"), load("alexnet_input_cuda")
     t, tg = load("training")["nets"], load("training_cuda")["nets"]
-    p, pg, pf = load("projection"), load("projection_cuda"), load("projection_fc")
+    p, pg, pf, fv = load("projection"), load("projection_cuda"), load("projection_fc"), load("feature_vis")
     m, mg, mv, mf = load("mining"), load("mining_cuda"), load("mining_vgg16"), load("mining_fc")
     rf, prep, pre = load("receptive_field"), load("imagenette_prepare"), load("pretrained_load")
     mem = load("stage_memory")
@@ -139,6 +139,16 @@ def speed() -> str:
         row("same, CPU", "Captum `NeuronGuidedBackprop` (classes: `GuidedBackprop`), batched in the same chunks",
             s(pf["total_s"]["captum"]), s(pf["total_s"]["ours"]), x(pf["ratios"]["ours_over_captum"]),
             f"<= {pf['goals']['ours_over_captum']}x"),
+        row(f"`feature_vis.py`, CPU: feature visualization of {fv['config']['maps']} maps of AlexNet's conv5, "
+            f"{fv['config']['steps']} steps (random weights)", "Lucent's recipe, all maps in one batch",
+            f"{fv['seconds_per_map']['lucent_batched']:.2f} s a map",
+            f"{fv['seconds_per_map']['ours']:.2f} s a map; objective {fv['median_ours_over_lucent_batched_objective']:.2f}x "
+            "Lucent's (median over the maps)", x(fv["time_ours_over_lucent_batched"]),
+            f"<= {fv['goals']['time_ours_over_batched_at_most']}x; objective >= "
+            f"{fv['goals']['objective_ratio_at_least']}x"),
+        row("same, CPU", "Lucent's recipe, one map a call", f"{fv['seconds_per_map']['lucent_one_unit']:.2f} s a map",
+            f"{fv['seconds_per_map']['ours']:.2f} s a map", f"**{fv['speedup_over_one_unit']:.2f}x faster** (not met: "
+            "2 cores are busy at batch 1 already)", f">= {fv['goals']['speedup_over_one_unit_at_least']}x faster"),
         row(f"`mining.py`, CPU: top-{m['config']['k']} of every map of conv1-conv5 over {n(m['config']['images'])} "
             "images", "bare `torch.no_grad()` forward to conv5", s(m["time_s"]["bare"]), s(m["time_s"]["ours"]),
             x(m["ours_over_bare_time"]), f"<= {m['goal_ours_over_bare_time']}x"),

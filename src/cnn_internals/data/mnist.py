@@ -221,9 +221,10 @@ def _frame(pixels: np.ndarray, width: int) -> np.ndarray:
 
 def fit_photo(image: "Image.Image") -> tuple[np.ndarray, list[str]]:
     """A user's photo of a digit (a PIL image) as MNIST stores one: grey, the central square
-    resized to 28x28 (antialiased), light ink on a dark ground; and notes for the user. A photo
-    of dark ink on a light page, the usual kind, is inverted (its border, where MNIST is black,
-    is then dark too), and says so; a picture unlike MNIST's digits (MNIST_FRAME_MEAN_MAX,
+    resized to 28x28 (antialiased), light ink on a dark ground, its levels stretched so the
+    ground (the border's median) is 0 and the brightest ink 255, as in MNIST; and notes for the
+    user. A photo of dark ink on a light page, the usual kind, is inverted (its border, where
+    MNIST is black, is then dark too), and says so; a picture unlike MNIST's digits (MNIST_FRAME_MEAN_MAX,
     MNIST_INK_SHARE) is said to be, since LeNet-5's answer for it means little."""
     from PIL import Image
 
@@ -237,6 +238,14 @@ def fit_photo(image: "Image.Image") -> tuple[np.ndarray, list[str]]:
     if _frame(pixels, 1).mean() > 127:
         pixels = 255 - pixels
         notes.append("dark ink on a light page: inverted to MNIST's light ink on black")
+    # MNIST's ground is 0 and its ink reaches 255: a page that is not quite white (or a ground
+    # not quite black) and ink that is not quite black would otherwise reach LeNet-5 as a grey
+    # frame around a faint digit, which it reads with confidence as another digit (a 7 on paper
+    # of level 245 read as a 2). The frame's median goes to 0, the brightest pixel to 255.
+    ground, peak = float(np.median(_frame(pixels, 1))), float(pixels.max())
+    if peak - ground >= 1 and (ground > 0 or peak < 255):
+        stretched = (pixels.astype(np.float64) - ground) * (255.0 / (peak - ground))
+        pixels = np.clip(np.rint(stretched), 0, 255).astype(np.uint8)
     ink = float((pixels > 127).mean())
     if _frame(pixels, 3).mean() > MNIST_FRAME_MEAN_MAX or not MNIST_INK_SHARE[0] <= ink <= MNIST_INK_SHARE[1]:
         notes.append(f"unlike MNIST's digits (a plain dark border, {MNIST_INK_SHARE[0]:.0%}-{MNIST_INK_SHARE[1]:.0%} "
