@@ -118,51 +118,47 @@ def mosaic(tiles: torch.Tensor, side: int) -> np.ndarray:
     return grid
 
 
+def unit_grid(units: Sequence[Sequence[tuple[np.ndarray, str]]], title: str) -> bytes:
+    """PNG bytes: one block of panels per unit, two units a row, each panel a picture (H, W, 3)
+    with its caption; the layout every picture of the render stage shares."""
+    n, panels = len(units), len(units[0])
+    per_row = 1 if n == 1 else 2
+    nrows = math.ceil(n / per_row)
+    fig, axes = plt.subplots(nrows, panels * per_row, figsize=(2.2 * panels * per_row, 2.5 * nrows + 0.6),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i, unit in enumerate(units):
+        r, c = divmod(i, per_row)
+        for j, (picture, caption) in enumerate(unit):
+            ax = axes[r, panels * c + j]
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_title(caption, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
 def layer_figure(pictures: torch.Tensor, patches: torch.Tensor, channel_ids: Sequence[int], values: Sequence[float],
                  title: str, unit: str = "map", seen: str = "patches") -> bytes:
     """PNG bytes. ``pictures``/``patches``: (N, k, C, h, w) in [0, 1] for N channels, each
     called ``unit`` (map; unit for a fully connected layer), its inputs ``seen`` (patches; the
     whole images for a unit that sees the whole input)."""
-    n, k = pictures.shape[:2]
-    side = math.ceil(math.sqrt(k))
-    per_row = 1 if n == 1 else 2
-    nrows = math.ceil(n / per_row)
-    fig, axes = plt.subplots(nrows, 2 * per_row, figsize=(4.4 * per_row, 2.5 * nrows + 0.6), squeeze=False)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    for i in range(n):
-        r, c = divmod(i, per_row)
-        for j, (what, tiles) in enumerate((("projections", pictures[i]), (seen, patches[i]))):
-            ax = axes[r, 2 * c + j]
-            ax.imshow(mosaic(tiles, side), interpolation="nearest")
-            ax.set_title(f"{unit} {channel_ids[i]} {what}" + (f"\nmax {values[i]:.3g}" if j == 0 else "\n"),
-                         fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return figure_png(fig)
+    side = math.ceil(math.sqrt(pictures.shape[1]))
+    return unit_grid([[(mosaic(pictures[i], side), f"{unit} {channel_ids[i]} projections\nmax {values[i]:.3g}"),
+                       (mosaic(patches[i], side), f"{unit} {channel_ids[i]} {seen}\n")]
+                      for i in range(len(pictures))], title)
 
 
 def classes_figure(images: torch.Tensor, saliency: torch.Tensor, heat: torch.Tensor, classes: Sequence[str],
                    values: Sequence[float], title: str) -> bytes:
     """PNG bytes, for each class (two a row): its top images, their class saliency maps, their
     Grad-CAM for the class. Each argument (N, k, C, h, w) in [0, 1] for N classes."""
-    n, k = images.shape[:2]
-    side = math.ceil(math.sqrt(k))
-    per_row = 1 if n == 1 else 2
-    nrows = math.ceil(n / per_row)
-    fig, axes = plt.subplots(nrows, 3 * per_row, figsize=(6.6 * per_row, 2.5 * nrows + 0.6), squeeze=False)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    for i in range(n):
-        r, c = divmod(i, per_row)
-        for j, (what, tiles) in enumerate((("top images", images[i]), ("saliency", saliency[i]),
-                                           ("Grad-CAM", heat[i]))):
-            ax = axes[r, 3 * c + j]
-            ax.imshow(mosaic(tiles, side), interpolation="nearest")
-            ax.set_title(f"{classes[i]}: {what}" + (f"\nbest score {values[i]:.3g}" if j == 0 else "\n"), fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return figure_png(fig)
+    side = math.ceil(math.sqrt(images.shape[1]))
+    return unit_grid([[(mosaic(images[i], side), f"{classes[i]}: top images\nbest score {values[i]:.3g}"),
+                       (mosaic(saliency[i], side), f"{classes[i]}: saliency\n"),
+                       (mosaic(heat[i], side), f"{classes[i]}: Grad-CAM\n")]
+                      for i in range(len(images))], title)
 
 
 def optimized_figure(optimized: torch.Tensor, patches: torch.Tensor, labels: Sequence[str], title: str,
@@ -170,23 +166,10 @@ def optimized_figure(optimized: torch.Tensor, patches: torch.Tensor, labels: Seq
     """PNG bytes, two units a row: each unit's optimized image (feature visualization, the
     visualize stage's) beside its mined patches. ``optimized`` (N, C, H, W) and ``patches``
     (N, k, C, h, w) in [0, 1]; ``labels`` name the N units (map 3, unit 3, a class)."""
-    n, k = patches.shape[:2]
-    side = math.ceil(math.sqrt(k))
-    per_row = 1 if n == 1 else 2
-    nrows = math.ceil(n / per_row)
-    fig, axes = plt.subplots(nrows, 2 * per_row, figsize=(4.4 * per_row, 2.5 * nrows + 0.6), squeeze=False)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    for i in range(n):
-        r, c = divmod(i, per_row)
-        for j, (what, picture) in enumerate((("optimized", mosaic(optimized[i][None], 1)),
-                                             (seen, mosaic(patches[i], side)))):
-            ax = axes[r, 2 * c + j]
-            ax.imshow(picture, interpolation="nearest")
-            ax.set_title(f"{labels[i]}: {what}", fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return figure_png(fig)
+    side = math.ceil(math.sqrt(patches.shape[1]))
+    return unit_grid([[(mosaic(optimized[i][None], 1), f"{labels[i]}: optimized"),
+                       (mosaic(patches[i], side), f"{labels[i]}: {seen}")]
+                      for i in range(len(patches))], title)
 
 
 def figure_png(fig: Figure) -> bytes:
