@@ -1,7 +1,7 @@
 """Feature visualization on AlexNet conv5: ours against Lucent's recipe, batched and one unit a
 call, at equal steps (issue 21's peer comparison).
 
-    python benchmarks/feature_vis.py [--maps 8] [--steps 64] [--device auto|cpu|cuda] [--out FILE]
+    python benchmarks/feature_vis.py [--maps 8] [--steps 64] [--device auto|cpu|cuda] [--amp] [--out FILE]
 
 torch-lucent (PyPI 0.1.8) pins kornia <= 0.4.1, which predates the torch here, so Lucent's
 recipe is written out below as Lucent runs it (lucent/optvis/param, transform.py, render.py),
@@ -23,6 +23,11 @@ Figures: seconds per map, and each map's objective on its final image untransfor
 net sees it (Lucent's: the 128-px image upsampled to 224). Goals (issue 21): ours' objective at
 least Lucent's (within noise: the median ratio of ours to batched Lucent's >= 0.95), time per
 map no more than batched Lucent's, and at least 2x less than one unit a call.
+``--amp`` (CUDA): ours again under bfloat16 autocast (visualize.<net>.amp), its objectives
+against ours in float32, map by map: the rule for switching it on is every map within 1 %.
+Ours runs with the redirected ReLU gradient, our default and Lucid's; Lucent's ``render_vis``
+takes ``relu_gradient_override`` but does nothing with it, so its recipe here has none, and ours
+is timed once more without it (``ours_no_redirect``: the same recipe as Lucent's).
 Figures go to benchmarks/results/feature_vis.json, or --out.
 """
 
@@ -108,6 +113,7 @@ def main(argv=None) -> int:
     parser.add_argument("--maps", type=int, default=8)
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", action="store_true", help="CUDA: also ours under bfloat16 autocast")
     parser.add_argument("--out", default=RESULTS / "feature_vis.json")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
@@ -122,17 +128,22 @@ def main(argv=None) -> int:
 
     ours_s, (_, ours) = timed(lambda: visualize(model, LAYER, units, (3, 224, 224), to_input, gens(),
                                                 Recipe(steps=args.steps), colour), 1, device)
+    plain_s, (_, plain) = timed(lambda: visualize(model, LAYER, units, (3, 224, 224), to_input, gens(),
+                                                  Recipe(steps=args.steps, redirected_relu=False), colour), 1, device)
     batched_s, batched = timed(lambda: lucent_run(model, units, args.steps, 0, device), 1, device)
     one_s, one = timed(lambda: torch.cat([lucent_run(model, [u], args.steps, u, device) for u in units]), 1, device)
     ratio = (ours / batched).median().item()
     result = {
         "config": {"layer": LAYER, "maps": args.maps, "steps": args.steps, "net": "AlexNet, random kaiming weights"},
         "machine": info,
-        "seconds_per_map": {"ours": ours_s / args.maps, "lucent_batched": batched_s / args.maps,
+        "seconds_per_map": {"ours": ours_s / args.maps, "ours_no_redirect": plain_s / args.maps,
+                            "lucent_batched": batched_s / args.maps,
                             "lucent_one_unit": one_s / args.maps},
         "objective": {"ours": ours.tolist(), "lucent_batched": batched.tolist(), "lucent_one_unit": one.tolist()},
         "median_ours_over_lucent_batched_objective": ratio,
         "time_ours_over_lucent_batched": ours_s / batched_s,
+        "time_ours_no_redirect_over_lucent_batched": plain_s / batched_s,
+        "objective_no_redirect": plain.tolist(),
         "speedup_over_one_unit": one_s / ours_s,
         "goals": {"objective_ratio_at_least": 0.95, "time_ours_over_batched_at_most": 1.0,
                   "speedup_over_one_unit_at_least": 2.0},
@@ -140,6 +151,17 @@ def main(argv=None) -> int:
     print(f"{args.maps} maps of {LAYER}, {args.steps} steps: ours {ours_s:.1f} s, Lucent batched {batched_s:.1f} s, "
           f"one unit a call {one_s:.1f} s; objective median ours/Lucent batched {ratio:.2f}; "
           f"time ours/batched {ours_s / batched_s:.2f}, one-unit/ours {one_s / ours_s:.2f}")
+    if args.amp:
+        if device.type != "cuda":
+            parser.error("--amp needs --device cuda")
+        amp_s, (_, amp) = timed(lambda: visualize(model, LAYER, units, (3, 224, 224), to_input, gens(),
+                                                  Recipe(steps=args.steps), colour, autocast=torch.bfloat16), 1, device)
+        change = ((amp - ours).abs() / ours.abs().clamp_min(1e-12))
+        result["amp"] = {"seconds_per_map": amp_s / args.maps, "objective": amp.tolist(),
+                         "relative_change": change.tolist(), "worst_relative_change": change.max().item(),
+                         "within_1_percent": bool((change <= 0.01).all()), "speedup": ours_s / amp_s}
+        print(f"bfloat16 autocast: {amp_s:.1f} s ({ours_s / amp_s:.2f}x), objective change worst "
+              f"{100 * change.max().item():.2f} % (rule: every map within 1 %)")
     write_json(args.out, result)
     return 0
 

@@ -11,6 +11,9 @@
 #   projection.py    54 units per conv layer: ours vs Captum per-neuron and the autograd
 #                    floor, and the chunk the engine picks vs the best of a sweep
 #   mining.py        top-k mining vs a bare forward
+#   feature_vis.py   AlexNet conv5 feature visualization: ours vs Lucent's recipe (batched, one
+#                    unit a call), and ours under bfloat16 autocast against float32 (the 1 % rule)
+#   feature_vis_cost.py a whole AlexNet and GoogLeNet visualization, estimated from timed steps
 #
 #   bash benchmarks/gpu.sh [OUT_DIR]     # default benchmarks/results; needs captum for projection.py
 #
@@ -34,4 +37,6 @@ run benchmarks/determinism.py --device cuda --out "$out/determinism_cuda.json"
 run benchmarks/alexnet_input.py --device cuda --out "$out/alexnet_input_cuda.json"
 run benchmarks/projection.py --device cuda --out "$out/projection_cuda.json"
 run benchmarks/mining.py --device cuda --out "$out/mining_cuda.json"
+run benchmarks/feature_vis.py --device cuda --amp --out "$out/feature_vis_cuda.json"
+run benchmarks/feature_vis_cost.py --device cuda --out "$out/feature_vis_cost_cuda.json"
 exit $status

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from cnn_internals.core.atomic import atomic_dir
 from cnn_internals.data.loader import gather
 from cnn_internals.engine import CLASSES
+from cnn_internals.engine.projection import field_sizes
 from cnn_internals.pipeline.artifacts import (
     OPTIMIZED,
     check_mined,
@@ -80,21 +81,26 @@ def main(argv=None):
         shown = shown.reshape(n, k, *shown.shape[1:])
         patches = patches.reshape(n, k, *patches.shape[1:])
         size = rf[0] if isinstance(rf[0], int) else "x".join(map(str, rf[0]))
-        what = f"receptive field {size} px" if maps else "each unit sees the whole image"
+        whole = not maps or sees_whole_input(rf, shapes[layer][1:], net.input_size[1:])
+        sizes = field_sizes(model, net.module_path(layer), net.input_size) if maps else []
+        branches = f" (union of branches: {', '.join(map(str, sizes))} px)" if len(sizes) > 1 else ""
+        what = ("each unit sees the whole image" if not maps else f"receptive field {size} px{branches}"
+                + (": each unit sees the whole image" if whole else ""))
         title = (f"{net.title} {layer}: top {k} {split_name} images of {'maps' if maps else 'units'} 0-{n - 1}, "
                  f"{method.replace('_', ' ')}; {what}")
         pictures[layer] = layer_figure(shown, patches, list(range(n)), top["values"][:n, 0].tolist(), title,
-                                       unit="map" if maps else "unit", seen="patches" if maps else "images")
+                                       unit="map" if maps else "unit", seen="images" if whole else "patches")
         word = "map" if maps else "unit"
         pictures[f"{layer}{OPTIMIZED}"] = optimized_picture(
             net, layer, patches, [f"{word} {i}" for i in range(n)],
-            f"{net.title} {layer}: what {word}s 0-{n - 1} want (optimized, visualize@{net.name}) beside their "
-            f"top {k} {split_name} {'patches' if maps else 'images'}")
+            lambda shown: f"{net.title} {layer}: what {word}{'s 0-' if shown > 1 else ' '}{shown - 1} "
+                          f"want{'s' if shown == 1 else ''} (optimized, visualize@{net.name}) beside "
+                          f"{'their' if shown > 1 else 'its'} top {k} {split_name} {'images' if whole else 'patches'}")
     pictures[CLASSES], images = classes_picture(net, model, tables[CLASSES], split, split_name, inputs, device, cam)
     pictures[f"{CLASSES}{OPTIMIZED}"] = optimized_picture(
         net, CLASSES, images, list(split.classes[:len(images)]),
-        f"{net.title} classes: what each class's score wants (optimized, visualize@{net.name}) beside its top "
-        f"{images.shape[1]} {split_name} images")
+        lambda shown: f"{net.title} classes: what each class's score wants (optimized, visualize@{net.name}) "
+                      f"beside its top {images.shape[1]} {split_name} images")
     if capped:
         print(f"note: render.{net.name}.channels = {channels} is more than some layers have; showing all maps of "
               + ", ".join(capped))
@@ -105,12 +111,23 @@ def main(argv=None):
     print(f"{net.title}: wrote " + ", ".join(str(render_path(net, name)) for name in rendered(net)))
 
 
-def optimized_picture(net, name, mined, labels, title) -> bytes:
+def sees_whole_input(rf, map_size, input_size) -> bool:
+    """Whether every unit of maps of ``map_size`` (h, w) with receptive field ``rf`` ((size,
+    stride, padding) per axis, or one triple for both) reads the whole input (LeNet-5's C5: 1x1
+    maps, a 32-px field): the last unit's window starts at or before the first pixel and the
+    first unit's ends at or after the last."""
+    fields = rf if isinstance(rf[0], (tuple, list)) else (rf, rf)
+    return all((n - 1) * stride - pad <= 0 and size - 1 - pad >= side - 1
+               for (size, stride, pad), n, side in zip(fields, map_size, input_size))
+
+
+def optimized_picture(net, name, mined, labels, title_of) -> bytes:
     """The visualize stage's images of the first units of ``name`` (a shown layer or CLASSES)
-    beside ``mined`` (N, k, C, h, w), their mined patches or images; as many rows as both have."""
+    beside ``mined`` (N, k, C, h, w), their mined patches or images; as many rows as both have,
+    ``title_of(rows)`` its title."""
     optimized = torch.from_numpy(load_visualized(net, name)).float() / 255
     n = min(len(optimized), len(mined))
-    return optimized_figure(optimized[:n], mined[:n], labels[:n], title,
+    return optimized_figure(optimized[:n], mined[:n], labels[:n], title_of(n),
                             seen="top patches" if mined.shape[-1] < net.input_size[-1] else "top images")
 
 

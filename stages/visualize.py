@@ -60,7 +60,8 @@ def seed_of(seed: int, layer: str, unit: int) -> int:
 
 def recipe_of(p) -> Recipe:
     return Recipe(steps=p.steps, lr=p.lr, decay_power=p.decay_power, init_std=p.init_std, pad=p.pad,
-                  jitter=p.jitter, scale=tuple(p.scale), rotate=float(p.rotate), jitter2=p.jitter2)
+                  jitter=p.jitter, scale=tuple(p.scale), rotate=float(p.rotate), jitter2=p.jitter2,
+                  redirected_relu=p.redirected_relu)
 
 
 @torch.no_grad()
@@ -87,6 +88,9 @@ def main(argv=None):
     shapes = layer_shapes(net, model)
     check_mined(net, tables, len(split), shapes)
     recipe = recipe_of(p)
+    # bfloat16 autocast on CUDA only (visualize.<net>.amp); the CPU runs float32 whatever it says,
+    # so the committed CPU bytes do not depend on it
+    autocast = torch.bfloat16 if p.amp and torch.device(device).type == "cuda" else None
     colour = None
     if p.decorrelate and net.input_size[0] > 1:
         colour = colour_matrix(torch.as_tensor(stats["pca_eigvecs"]), torch.as_tensor(stats["pca_eigvals"]))
@@ -103,7 +107,7 @@ def main(argv=None):
                 chunk = units[start:start + p.batch]
                 generators = [torch.Generator().manual_seed(seed_of(p.seed, name, u)) for u in chunk]
                 got, _ = visualize(model, path, chunk, net.input_size, inputs.from_pixels, generators, recipe, colour,
-                                   progress=bar.update)
+                                   progress=bar.update, autocast=autocast)
                 pixels.append(got)
             stored = torch.cat(pixels).mul(255).round_().clamp_(0, 255).to(torch.uint8)
             images[name] = stored.numpy()

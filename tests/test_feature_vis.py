@@ -3,6 +3,7 @@ computations: a linear unit's optimum under a fixed L2 norm is the direction of 
 images do not depend on their batch-mates, the Fourier scale and the colour matrix are Lucid's
 formulas computed here by hand, the transforms are drawn from Lucid's lists."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -16,6 +17,7 @@ from cnn_internals.engine.feature_vis import (
     colour_matrix,
     draw_transforms,
     objective,
+    redirected_relus,
     spectrum_scale,
     transform,
     visualize,
@@ -165,12 +167,18 @@ def test_transforms_are_drawn_from_lucids_lists_per_image():
     assert torch.equal(one[0], among[1])
 
 
-@pytest.mark.parametrize("name, size", [("alexnet", 224), ("zfnet", 224), ("vgg16", 64), ("resnet18", 64)])
+@pytest.mark.parametrize("name, size", [("alexnet", 224), ("zfnet", 224), ("vgg16", 64), ("resnet18", 64),
+                                        ("googlenet", 64)])
 def test_on_random_relu_nets_every_visualization_beats_the_best_fixture_image(name, size):
     """The registry's ReLU nets, random weights (scratch), the first and the last shown layer,
     2 maps each, 64 steps of the default recipe (Fourier, decorrelated colour, transforms):
     each image beats the best of 16 fixture photos (smoothed noise) on the map's objective.
-    VGG-16 and ResNet-18 (adaptive pools) at 64 px to keep the test short."""
+    Batch norm's statistics are those of the photos (as a trained net's would be of its data).
+    VGG-16, ResNet-18 and GoogLeNet (adaptive pools) at 64 px to keep the test short.
+    GoogLeNet's random units are so sensitive to position that under the transforms its
+    objective jumps tenfold from one step to the next (inception5b, 64 and 224 px: no climb in
+    256 steps), so it runs without them, the rest of the recipe as it is; there its inception5b
+    map 1 is dead on the grey start and only the redirected ReLU gradient gets it going."""
     from cnn_internals.models import NETS
 
     net = NETS[name]
@@ -184,14 +192,64 @@ def test_on_random_relu_nets_every_visualization_beats_the_best_fixture_image(na
 
     noise = torch.rand(16, 3, size // 8, size // 8, generator=torch.Generator().manual_seed(1))
     photos = torch.nn.functional.interpolate(noise, size=(size, size), mode="bilinear", align_corners=False)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    if norms:       # batch norm's running statistics from the photos, not the identity: GoogLeNet's
+        for m in norms:                    # std-0.01 init otherwise fades to ~1e-12 by inception5b
+            m.reset_running_stats()
+            m.momentum = None              # a cumulative average: one batch sets them
+        with torch.no_grad():
+            model.train()(to_input(photos))
+        model.eval()
     colour = colour_matrix(torch.tensor([[0.58, -0.71, 0.40], [0.58, 0.02, -0.81], [0.57, 0.70, 0.43]]),
                            torch.tensor([0.064, 0.0061, 0.0009]))
+    recipe = Recipe(steps=64)
+    if name == "googlenet":
+        recipe = Recipe(steps=64, pad=0.0, jitter=0.0, jitter2=0.0, rotate=0.0, scale=(1.0, 1.0))
+        _, stuck = visualize(model, net.layers[-1], [0, 1], (3, size, size), to_input, generators([11, 12]),
+                             dataclasses.replace(recipe, redirected_relu=False), colour)
+        assert stuck[1] == 0
     for layer in (net.layers[0], net.layers[-1]):
         path = net.module_path(layer)
         pixels, values = visualize(model, path, [0, 1], (3, size, size), to_input, generators([11, 12]),
-                                   Recipe(steps=64), colour)
+                                   recipe, colour)
         with torch.no_grad():
             for i, unit in enumerate((0, 1)):
                 acts = forward_to(model, path, to_input(photos))[0]
                 best = objective(acts, torch.full((16,), unit)).max()
                 assert values[i] > best, (name, layer, unit, float(values[i]), float(best))
+
+
+def test_redirected_relu_gradient_by_hand():
+    """Lucid's redirected_relu_grad, image by image: image 0 has a live input, so the ReLU's own
+    gradient; image 1's inputs are all negative, so the incoming gradient where it would raise
+    them (negative: the loss is minimized) and 0 where it would push them lower."""
+    relu = nn.ReLU(inplace=True)
+    x = torch.tensor([[-1.0, 2.0, -3.0], [-1.0, -2.0, -3.0]], requires_grad=True)
+    incoming = torch.tensor([[0.5, -0.5, -1.0], [0.5, -0.5, -1.0]])
+    with redirected_relus(nn.Sequential(relu)):
+        out = relu(x)
+    out.backward(incoming)
+    assert torch.equal(out, torch.tensor([[0.0, 2.0, 0.0], [0.0, 0.0, 0.0]]))
+    assert torch.equal(x.grad, torch.tensor([[0.0, -0.5, 0.0], [0.0, -0.5, -1.0]]))
+    assert "forward" not in relu.__dict__                   # the module's own forward is back
+
+
+def test_autocast_is_refused_off_cuda():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    with pytest.raises(ValueError, match="autocast is for CUDA"):
+        visualize(net, "1", [0], (1, 8, 8), lambda p: p, generators([1]), Recipe(steps=1), autocast=torch.bfloat16)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bfloat16_autocast_on_cuda_stays_near_float32():
+    """The stage's amp path: the images optimized under autocast, the objectives returned in
+    float32; on a small ReLU net within 5 % of float32's (benchmarks/feature_vis.py --amp holds
+    AlexNet to the 1 % rule)."""
+    from nets import relu_net
+
+    net = relu_net().float().cuda().eval()
+    args = (net, "conv3", [0, 1, 2], (3, 32, 32), lambda p: p)
+    _, full = visualize(*args, generators([1, 2, 3]), Recipe(steps=32))
+    _, half = visualize(*args, generators([1, 2, 3]), Recipe(steps=32), autocast=torch.bfloat16)
+    assert half.dtype == torch.float32
+    assert ((half - full).abs() / full.abs()).max() < 0.05

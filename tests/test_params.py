@@ -260,6 +260,7 @@ def test_a_binary_params_file_is_refused_in_one_line(tmp_path):
     ({"steps": 0}, "visualize.lenet5.steps must be >= 1, got 0"),
     ({"scale": [1.1, 0.9]}, "visualize.lenet5.scale must be [low, high] with low <= high, got [1.1, 0.9]"),
     ({"rotate": 200}, "visualize.lenet5.rotate must be <= 180, got 200"),
+    ({"amp": "yes"}, "visualize.lenet5.amp must be bool (true or false), got 'yes'"),
     ({"stepz": 8}, "unknown key 'visualize.lenet5.stepz'; did you mean 'visualize.lenet5.steps'?"),
 ])
 def test_a_bad_visualize_key_is_one_line_with_its_line(tmp_path, edit, expected):
@@ -285,6 +286,7 @@ def test_visualize_defaults_are_the_committed_lenet5_block_and_the_recipe_of_luc
     lucid = Recipe()
     assert (lucid.steps, lucid.lr, lucid.pad, lucid.jitter, lucid.scale, lucid.rotate, lucid.jitter2) == (
         512, 0.05, 12.0, 8.0, (0.9, 1.1), 10.0, 4.0)
+    assert lucid.redirected_relu and committed_block.redirected_relu and not committed_block.amp
     assert (committed_block.steps, committed_block.lr, committed_block.pad, committed_block.jitter,
             tuple(committed_block.scale), committed_block.rotate, committed_block.jitter2) == (
         lucid.steps, lucid.lr, lucid.pad, lucid.jitter, lucid.scale, lucid.rotate, lucid.jitter2)

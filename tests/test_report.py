@@ -235,6 +235,22 @@ def test_each_maps_optimized_image_is_the_visualize_stages_beside_its_tiles(repo
     section = html.split(f'<section id="{layer}"')[1].split("</section>")[0]
     articles = section.split('<article class="map"')[1:]
     assert [('class="v"' in a) for a in articles[:3]] == [True, True, False]
+    # Under each, its objective: the map's mean over positions, the unit's value, the class score,
+    # recomputed through a forward hook from the paper's input levels (-0.1 page, 1.175 ink).
+    model = report["model"]
+    x = torch.from_numpy(stored).double() / 255 * 1.275 - 0.1
+    acts = {}
+    hook = (None if layer == "classes" else model.get_submodule(NET.module_path(layer)).register_forward_hook(
+        lambda m, a, out: acts.setdefault("a", out.detach())))
+    with torch.no_grad():
+        scores = model.double()(x)
+    model.float()
+    if hook:
+        hook.remove()
+    values = scores if layer == "classes" else acts["a"]
+    expected = [values[row, row].mean().item() for row in range(2)]
+    shown = [float(a.split("optimized<br>")[1].split("<")[0]) for a in articles[:2]]
+    assert shown == pytest.approx(expected, rel=5.1e-3, abs=1e-6)      # printed to 3 significant digits
 
 
 def test_conv1_tiles_and_the_filters_are_the_filters_themselves(report):

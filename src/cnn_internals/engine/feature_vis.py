@@ -25,7 +25,12 @@ The recipe, as Distill's article and Lucid/Lucent have it (every number a field 
   image (bilinear, grey outside) at the input size: the frame is what the chain leaves at scale
   1 (the padded image less both jitters, so the image has Lucid's grey margins), moved by the
   jitters and rotated, and zoomed by the drawn scale, which so keeps its effect;
-- Adam, lr 0.05, 512 steps.
+- Adam, lr 0.05, 512 steps;
+- the redirected ReLU gradient (Lucid's ``render_vis`` default, ``relu_gradient_override``):
+  where a ReLU passes no gradient at all for an image (every unit it feeds is off), the
+  gradient goes through where it would raise a negative input, so an image that starts where a
+  unit is dead everywhere (a grey start and an unbiased net) can still climb. It changes
+  nothing where any gradient gets through, and nothing for nets without ReLU modules (LeNet-5).
 ``Recipe(param="pixel", l2=...)`` is the plain alternative: the pixels themselves, rescaled to
 a fixed L2 norm, no sigmoid; with the transforms off it is the textbook problem whose optimum
 for a linear unit is its filter's direction (the tests hold the plumbing to that).
@@ -40,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnn_internals.engine.hooks import eval_mode, forward_to
+from cnn_internals.engine.hooks import eval_mode, forward_to, replaced_forwards
 
 MAGIC = 4.0            # Lucid's fft_image divides the inverse transform by this
 
@@ -59,6 +64,7 @@ class Recipe:
     rotate: float = 10.0              # degrees, either way
     jitter2: float = 4.0
     reference: int = 128
+    redirected_relu: bool = True      # Lucid's relu_gradient_override
 
     def __post_init__(self):
         if self.param not in ("fourier", "pixel"):
@@ -179,6 +185,33 @@ def unit_objective(model: nn.Module, layer: str | None, x: torch.Tensor, units: 
     return objective(acts, units)
 
 
+class _RedirectedReLU(torch.autograd.Function):
+    """ReLU forward; backward (Lucid's ``redirected_relu_grad``): the ReLU's gradient for each
+    image where any of it is nonzero, else the incoming gradient with the parts that would push
+    an already negative input lower (positive: the loss is minimized) zeroed."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        negative = x < 0
+        relu_grad = grad.masked_fill(negative, 0)
+        passes = relu_grad.flatten(1).ne(0).any(1)
+        if bool(passes.all()):          # the usual case: nothing to redirect
+            return relu_grad
+        redirected = grad.masked_fill(negative & (grad > 0), 0)
+        return torch.where(passes.view(-1, *([1] * (grad.dim() - 1))), relu_grad, redirected)
+
+
+def redirected_relus(model: nn.Module) -> contextlib.AbstractContextManager:
+    """Inside the block every ``nn.ReLU`` module of ``model`` has the redirected gradient."""
+    return replaced_forwards(model, lambda m: _RedirectedReLU.apply if isinstance(m, nn.ReLU) else None)
+
+
 @contextlib.contextmanager
 def frozen(model: nn.Module) -> Iterator[None]:
     """The model's parameters without gradients while the images are optimized (autograd then
@@ -196,13 +229,16 @@ def frozen(model: nn.Module) -> Iterator[None]:
 def visualize(model: nn.Module, layer: str | None, units: Iterable[int], input_size: tuple[int, int, int],
               to_input: Callable[[torch.Tensor], torch.Tensor], generators: Sequence[torch.Generator],
               recipe: Recipe = Recipe(), colour: torch.Tensor | None = None, dtype: torch.dtype = torch.float32,
-              progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              progress: Callable[[int], None] | None = None,
+              autocast: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(pixels (B, C, H, W) on the CPU, objectives (B,)): for each units[b] of module ``layer``
     (None: the model's scores, units are classes) the image the recipe makes of it, and its
     objective on that image untransformed (``to_input`` of the pixels, model in eval mode).
     ``generators[b]`` draws image b's initial values and every step's transforms; ``to_input``
     maps pixels (B, C, H, W) to model inputs, differentiably (the net's normalization).
-    ``progress(n)`` is called after each step with 1."""
+    ``progress(n)`` is called after each step with 1. ``autocast`` (CUDA only, e.g. bfloat16):
+    the net's forward and backward of every step in that precision (torch.autocast; the image,
+    its gradient and Adam stay in ``dtype``); the returned objectives are computed without it."""
     units = torch.as_tensor(list(units), dtype=torch.long)
     if len(units) != len(generators):
         raise ValueError("one generator per unit")
@@ -211,18 +247,31 @@ def visualize(model: nn.Module, layer: str | None, units: Iterable[int], input_s
     channels, height, width = input_size
     images = Images(channels, height, width, generators, recipe, colour, dtype, device)
     optimizer = torch.optim.Adam(images.parameters(), lr=recipe.lr)
+    redirect = redirected_relus(model) if recipe.redirected_relu else contextlib.nullcontext()
     with eval_mode(model), frozen(model), torch.enable_grad():
-        for _ in range(recipe.steps):
-            optimizer.zero_grad(set_to_none=True)
-            pixels = images()
-            if recipe.transforms:
-                pixels = transform(pixels, draw_transforms(generators, (height, width), recipe, dtype))
-            loss = -unit_objective(model, layer, to_input(pixels.to(param.dtype)), units).sum()
-            loss.backward()
-            optimizer.step()
-            if progress is not None:
-                progress(1)
+        with redirect:
+            _optimize(model, layer, units, images, optimizer, to_input, generators, recipe, progress, autocast)
         with torch.no_grad():
             pixels = images()
             final = unit_objective(model, layer, to_input(pixels.to(param.dtype)), units)
     return pixels.detach().cpu(), final.detach().cpu()
+
+
+def _optimize(model, layer, units, images, optimizer, to_input, generators, recipe, progress, autocast=None):
+    """``recipe.steps`` Adam steps of ``images`` on the units' summed objective."""
+    dtype = images.values.dtype
+    height, width = images.size
+    param = next(model.parameters())
+    if autocast is not None and param.device.type != "cuda":
+        raise ValueError(f"autocast is for CUDA; the model is on {param.device}")
+    for _ in range(recipe.steps):
+        optimizer.zero_grad(set_to_none=True)
+        pixels = images()
+        if recipe.transforms:
+            pixels = transform(pixels, draw_transforms(generators, (height, width), recipe, dtype))
+        with (torch.autocast("cuda", dtype=autocast) if autocast is not None else contextlib.nullcontext()):
+            loss = -unit_objective(model, layer, to_input(pixels.to(param.dtype)), units).float().sum()
+        loss.backward()
+        optimizer.step()
+        if progress is not None:
+            progress(1)

@@ -1,7 +1,7 @@
 """Running a model only as far as a layer, and hooks that are always removed."""
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -20,6 +20,26 @@ def get_module(model: nn.Module, layer: str) -> nn.Module:
         names = ", ".join(n for n in modules if n)
         raise ValueError(f"unknown layer {layer!r}; the model has: {names}")
     return modules[layer]
+
+
+@contextlib.contextmanager
+def replaced_forwards(model: nn.Module, rule: Callable[[nn.Module], Callable | None]) -> Iterator[None]:
+    """Each module m of ``model`` for which ``rule(m)`` gives a function runs that function as
+    its ``forward`` inside the block (an instance attribute, so ``m(x)`` and its hooks call it);
+    the modules' own forwards are restored on exit, whatever happens."""
+    patched = []
+    try:
+        for module in model.modules():
+            forward = rule(module)
+            if forward is not None:
+                patched.append((module, module.__dict__.get("forward")))
+                module.forward = forward
+        yield
+    finally:
+        for module, previous in patched:
+            del module.forward
+            if previous is not None:
+                module.forward = previous
 
 
 @contextlib.contextmanager

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnn_internals.engine.activations import ScaledTanh
-from cnn_internals.engine.hooks import eval_mode, forward_to
-from cnn_internals.engine.receptive_fields import FieldTrace, Undefined
+from cnn_internals.engine.hooks import eval_mode, forward_to, replaced_forwards
+from cnn_internals.engine.receptive_fields import ChannelFields, FieldTrace, Undefined
 
 METHODS = ("gradient", "deconvnet", "guided_backprop")
 
@@ -106,20 +106,11 @@ def backward_rules(model: nn.Module, method: str) -> Iterator[None]:
     """Install ``method``'s backward rule on every activation module, restore on exit."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    patched = []
-    try:
-        if method != "gradient":
-            for module in model.modules():
-                forward = _rule_forward(module, method)
-                if forward is not None:
-                    patched.append((module, module.__dict__.get("forward")))
-                    module.forward = forward
+    if method == "gradient":
         yield
-    finally:
-        for module, previous in patched:
-            del module.forward
-            if previous is not None:
-                module.forward = previous
+        return
+    with replaced_forwards(model, lambda module: _rule_forward(module, method)):
+        yield
 
 
 def default_chunk(images: torch.Tensor, rows: int) -> int:
@@ -221,6 +212,19 @@ def _trace_fields(model, layer, probe):
     with eval_mode(model), torch.no_grad(), trace.naming(model), trace:
         output, _ = forward_to(model, layer, probe)
     return trace, output
+
+
+def field_sizes(model: nn.Module, layer: str, input_size: tuple) -> list[int]:
+    """The distinct receptive field sizes (rows) of ``layer``'s channels, smallest first: one
+    size for a plain conv layer, one per kind of branch after a concatenation (GoogLeNet's
+    inception3a: [27, 43]); [] where the layer has no spatial field."""
+    param = next(model.parameters())
+    trace, output = _trace_fields(model, layer, torch.zeros(1, *input_size, dtype=param.dtype, device="meta"))
+    fields = trace.fields(output) if isinstance(output, torch.Tensor) else None
+    if not isinstance(fields, ChannelFields):
+        return []
+    sizes = (fields.hi - fields.lo + 1)[:, 0]
+    return sorted({int(v) for v in sizes[torch.isfinite(sizes)].tolist()})
 
 
 def receptive_field(model: nn.Module, layer: str, input_size: tuple, channel: int | None = None) -> tuple:

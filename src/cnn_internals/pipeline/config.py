@@ -131,6 +131,8 @@ class VisualizeConfig(Section):
     scale: Annotated[list[Positive], Field(min_length=2, max_length=2)] = [0.9, 1.1]     # [low, high]
     rotate: Annotated[int, Field(ge=0, le=180)] = 10      # degrees either way, whole degrees as Lucid's list
     jitter2: NonNegative = 4.0
+    redirected_relu: bool = True       # Lucid's relu_gradient_override: a dead ReLU still passes a rising gradient
+    amp: bool = False                  # CUDA only: the net in bfloat16 autocast (benchmarks/feature_vis.py --amp checks 1 %)
 
     @field_validator("scale")
     @classmethod

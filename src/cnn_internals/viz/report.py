@@ -44,8 +44,9 @@ from tqdm import tqdm  # noqa: E402
 from cnn_internals.core.config import Count, Natural, Section, read_section  # noqa: E402
 from cnn_internals.data.loader import batches, gather  # noqa: E402
 from cnn_internals.engine import CLASSES  # noqa: E402
+from cnn_internals.engine.feature_vis import unit_objective  # noqa: E402
 from cnn_internals.engine.hooks import eval_mode  # noqa: E402
-from cnn_internals.engine.projection import grad_cam, receptive_field  # noqa: E402
+from cnn_internals.engine.projection import field_sizes, grad_cam, receptive_field  # noqa: E402
 from cnn_internals.viz.methods import all_methods, get_method, heat_overlay, method_names, signed_to_unit  # noqa: E402
 from cnn_internals.viz.render import cam_layer, figure_png, unit_pictures_by_method  # noqa: E402
 from cnn_internals.viz.report_page import TEMPLATE  # noqa: E402
@@ -145,12 +146,16 @@ def sprite(tiles: np.ndarray, fmt: str) -> bytes:
 
 # ---------------------------------------------------------------- the run
 
-def architecture(model: nn.Module, input_size: tuple) -> list:
-    """One row per leaf module in the order the forward pass runs them: name, type, output
-    shape (C, H, W) or (features,), receptive field (size, stride, padding) of a unit of a
-    spatial output (None past flatten or a global pool: a unit sees the whole input), and
-    its parameter count."""
-    leaves = [(name, m) for name, m in model.named_modules() if name and not list(m.children())]
+def architecture(model: nn.Module, input_size: tuple, shown: Iterable[str] = ()) -> list:
+    """One row per leaf module, and per module named in ``shown`` (a shown layer may be a block:
+    GoogLeNet's inception3a, whose row then follows its children's), in the order the forward
+    pass finishes them: name, type, output shape (C, H, W) or (features,), receptive field
+    (size, stride, padding) of a unit of a spatial output (the union over its channels; None
+    past flatten or a global pool: a unit sees the whole input), and its parameter count (a
+    block's: all of its children's)."""
+    shown = set(shown)
+    leaves = [(name, m) for name, m in model.named_modules()
+              if name and (not list(m.children()) or name in shown)]
     calls = []
     handles = [m.register_forward_hook(lambda m, a, out, name=name: calls.append((name, m, tuple(out.shape[1:]))))
                for name, m in leaves]
@@ -164,6 +169,13 @@ def architecture(model: nn.Module, input_size: tuple) -> list:
     return [{"layer": name, "kind": type(module).__name__, "shape": shape,
              "field": spatial_field(model, name, input_size) if len(shape) == 3 else None,
              "params": sum(p.numel() for p in module.parameters())} for name, module, shape in calls]
+
+
+def branch_note(model: nn.Module, path: str, input_size: tuple) -> str:
+    """'' for a layer whose maps share one field; else which sizes its branches' maps see (the
+    field shown, and the patches cut, are their union)."""
+    sizes = field_sizes(model, path, input_size)
+    return f" (the union of its branches' fields: its maps see {', '.join(map(str, sizes))} px)" if len(sizes) > 1 else ""
 
 
 def spatial_field(model: nn.Module, layer: str, input_size: tuple) -> tuple | None:
@@ -311,6 +323,21 @@ def render_page(context: dict) -> bytes:
     return env.from_string(TEMPLATE).render(**context).encode("utf-8")
 
 
+@torch.no_grad()
+def optimized_objectives(model: nn.Module, inputs: "Inputs", path: str | None, images: np.ndarray,
+                         device: torch.device, chunk: int = 64) -> list[float]:
+    """The objective of each stored optimized image (uint8 (maps, C, H, W), map i's image first):
+    map i's mean over positions at module ``path`` (a unit's value; None: class i's score), as
+    the visualize stage's metrics take it."""
+    values = []
+    with eval_mode(model):
+        for start in range(0, len(images), chunk):
+            pixels = torch.from_numpy(images[start:start + chunk]).to(device).float() / 255
+            units = torch.arange(start, start + len(pixels), device=device)
+            values += unit_objective(model, path, inputs.from_pixels(pixels), units).cpu().tolist()
+    return values
+
+
 def build_report(net: "Net", model: nn.Module, inputs: "Inputs", device: torch.device, p: ReportConfig, run: dict,
                  mined: dict, held_out: "Split", settings: dict, data: dict,
                  optimized: dict | None = None) -> tuple[dict[str, bytes], list[str]]:
@@ -329,7 +356,7 @@ def build_report(net: "Net", model: nn.Module, inputs: "Inputs", device: torch.d
     if k < p.k:
         notes.append(f"report.{net.name}.k = {p.k} is more than the {mined_k} units mined per map; showing {k}")
     files = {}
-    rows = architecture(model, net.input_size)
+    rows = architecture(model, net.input_size, net.layer_paths.values())
     shapes = {row["layer"]: row["shape"] for row in rows}          # by module path
 
     shapes_by_name = {layer: shapes[net.module_path(layer)] for layer in net.layers}
@@ -357,8 +384,10 @@ def build_report(net: "Net", model: nn.Module, inputs: "Inputs", device: torch.d
         kind = "classes" if layer == CLASSES else "maps" if "rows" in top else "units"
         vis = optimized.get(layer)
         vis_count = 0 if vis is None else min(len(vis), n)
-        vis_ratio = 1.0
+        vis_ratio, vis_values = 1.0, []
         if vis_count:
+            vis_values = optimized_objectives(model, inputs, None if layer == CLASSES else net.module_path(layer),
+                                              vis[:vis_count], device)
             vis_tiles = to_tiles(torch.from_numpy(vis[:vis_count]).float() / 255, p.thumb)
             files[f"{slug(layer)}/optimized.{ext(fmt)}"] = sprite(vis_tiles[:, None], fmt)
             vis_ratio = cell_size(vis_tiles.shape[1], fmt) / vis_tiles.shape[1]
@@ -367,10 +396,12 @@ def build_report(net: "Net", model: nn.Module, inputs: "Inputs", device: torch.d
         layers.append({"name": layer, "id": slug(layer), "kind": kind, "maps": n, "total": len(top["values"]),
                        "k": k, "shape": shape_text(shapes[net.module_path(layer)] if kind != "classes"
                                                    else top["values"].shape[:1]),
-                       "field": field_text(rf) if kind == "maps" else "the whole input",
+                       "field": (field_text(rf) + branch_note(model, net.module_path(layer), net.input_size)
+                                 if kind == "maps" else "the whole input"),
                        "cam": cam, "titles": titles, "ratio": cell_size(side, fmt) / side,
                        "optimized": vis_count, "optimized_file": f"{slug(layer)}/optimized.{ext(fmt)}",
                        "optimized_ratio": vis_ratio,
+                       "optimized_values": [f"{v:.3g}" for v in vis_values],
                        "units": [[{"image": i, "value": repr(v), "text": f"{v:.3g}"} for i, v in zip(im, va)]
                                  for im, va in zip(images, values)],
                        "sprites": {m: f"{slug(layer)}/{m}.{ext(fmt)}" for m in method_names()},

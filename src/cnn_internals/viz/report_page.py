@@ -143,7 +143,7 @@ body[data-method="{{ method }}"] #{{ layer.id }} i.x { background-image: url("{{
 <p>Each class's top {{ layer.k }} {{ mined.split }} images by its score (higher = more the class): above, the score projected into pixel space by the method chosen at the top (saliency: Simonyan et al. 2013, section 3.1; Grad-CAM at {{ layer.cam }}); below, the image. Under each: the image's index in the {{ mined.split }} split and its score.</p>
 {% endif %}
 {% if layer.optimized %}
-<p>Left of each of the first {{ layer.optimized }}: the image optimized to excite it (feature visualization, the visualize stage; at the whole input's size, not its receptive field's).</p>
+<p>Left of each of the first {{ layer.optimized }}: the image optimized to excite it (feature visualization, the visualize stage; at the whole input's size, not its receptive field's), with its objective ({{ 'the class score' if layer.kind == 'classes' else "the unit's value" if layer.kind == 'units' else "the map's mean over its positions, where the tiles' values are its maximum" }}).</p>
 {% endif %}
 {% if filters.tab == layer.id %}
 <h3>{{ filters.layer }}'s {{ filters.count }} filters ({{ filters.shape }}), each scaled to its largest weight, grey = 0</h3>
@@ -160,7 +160,7 @@ body[data-method="{{ method }}"] #{{ layer.id }} i.x { background-image: url("{{
 <h3>{{ layer.titles[loop.index0] }} <small>max {{ units[0].text }}</small></h3>
 <div class="unit-row">
 {% if loop.index0 < layer.optimized %}
-<figure class="opt"><i class="v" style="--k: 1; --n: {{ layer.optimized }}; --g: {{ layer.optimized_ratio }}; --c: 0;"></i>optimized</figure>
+<figure class="opt" title="the objective on this image: {{ 'the class score' if layer.kind == 'classes' else 'the unit' if layer.kind == 'units' else 'the mean over the positions of the map' }}"><i class="v" style="--k: 1; --n: {{ layer.optimized }}; --g: {{ layer.optimized_ratio }}; --c: 0;"></i>optimized<br>{{ layer.optimized_values[loop.index0] }}</figure>
 {% endif %}
 <ol>
 {% for unit in units %}
