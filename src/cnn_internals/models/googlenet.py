@@ -48,6 +48,7 @@ patches at the union and say which sizes its maps see (docs/nets.md).
 """
 
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -70,7 +71,7 @@ class ConvBNReLU(nn.Module):
     """torchvision's BasicConv2d (conv without bias, batch norm with eps 0.001, ReLU) with the
     ReLU as a module the projection rules can replace; the same state dict keys."""
 
-    def __init__(self, in_channels: int, out_channels: int, **kwargs) -> None:
+    def __init__(self, in_channels: int, out_channels: int, **kwargs: Any) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, bias=False, **kwargs)
         self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
