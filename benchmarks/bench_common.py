@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from cnn_internals.models.alexnet import build_alexnet
+from cnn_internals.models.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -37,6 +38,18 @@ def truncated(model, layer):
     children = list(model.named_children())
     names = [name for name, _ in children]
     return nn.Sequential(OrderedDict(children[: names.index(layer) + 1]))
+
+
+def imagenet_normalized(pixels):
+    """[0, 1] pixels (B, 3, H, W) -> ImageNet-normalised inputs (torchvision's), differentiably."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels - mean) / std
+
+
+def rel_err(ours, ref):
+    """||ours - ref|| / ||ref||, a float."""
+    return float((ours - ref).norm() / ref.norm().clamp_min(1e-30))
 
 
 def pick_device(choice):

@@ -41,19 +41,15 @@ import torch.nn.functional as F
 from cnn_internals.engine.feature_vis import Recipe, objective, visualize
 from cnn_internals.engine.hooks import forward_to
 
-from bench_common import RESULTS, alexnet, describe, machine, pick_device, timed, write_json
+from bench_common import RESULTS, alexnet, describe, imagenet_normalized, machine, pick_device, timed, write_json
 
 LAYER = "conv5"
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 # Lucid's (and Lucent's) colour_correlation_svd_sqrt, measured on ImageNet
 LUCID_COLOUR = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 SCALES = [1 + (i - 5) / 50.0 for i in range(11)]
 ANGLES = list(range(-10, 11)) + 5 * [0]
 
-
-def to_input(pixels):
-    return (pixels - MEAN.to(pixels)) / STD.to(pixels)
+to_input = imagenet_normalized
 
 
 def lucent_image(batch, size, generator, device):
@@ -119,7 +115,7 @@ def main(argv=None) -> int:
     device = pick_device(args.device)
     model = alexnet(device=device)
     for p in model.parameters():
-        p.requires_grad_(False)          # as ours does: no weight gradients for anyone
+        p.requires_grad_(False)          # no weight gradients for Lucent's runs either (ours asks for the image's only)
     info = machine(device)
     print(describe(info))
     units = list(range(args.maps))

@@ -24,28 +24,14 @@ import time
 import torch
 
 from cnn_internals.engine.feature_vis import Recipe, visualize
-from cnn_internals.engine.hooks import forward_to
 from cnn_internals.models import NETS
+from cnn_internals.pipeline.artifacts import layer_shapes
 
-from bench_common import RESULTS, describe, machine, pick_device, synchronize, write_json
+from bench_common import RESULTS, describe, imagenet_normalized, machine, pick_device, synchronize, write_json
 
 FULL_STEPS = 512
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
-
-def to_input(pixels):
-    return (pixels - MEAN.to(pixels)) / STD.to(pixels)
-
-
-def layer_sizes(model, net, device) -> dict:
-    """{layer: maps or units} of every shown layer, and the classes, from one forward."""
-    with torch.no_grad():
-        scores, outs = forward_to(model, None, torch.zeros(1, *net.input_size, device=device),
-                                  capture=[net.module_path(layer) for layer in net.layers])
-    sizes = {layer: outs[net.module_path(layer)].shape[1] for layer in net.layers}
-    sizes["classes"] = scores.shape[1]
-    return sizes
+to_input = imagenet_normalized
 
 
 def seconds_per_image_step(model, path, batch, steps, input_size, device) -> float:
@@ -77,7 +63,7 @@ def main(argv=None) -> int:
         net = NETS[name]
         torch.manual_seed(0)
         model = net.build({"weights": "scratch"}).to(device).eval()
-        sizes = layer_sizes(model, net, device)
+        sizes = {name: shape[0] for name, shape in layer_shapes(net, model).items()}   # maps, units, classes
         layers = {}
         for layer, maps in sizes.items():
             path = None if layer == "classes" else net.module_path(layer)

@@ -53,7 +53,19 @@ from captum.attr import NeuronGuidedBackprop
 
 from cnn_internals.engine.projection import default_chunk, project
 
-from bench_common import CONV_LAYERS, INPUT_SHAPE, RESULTS, alexnet, describe, machine, pick_device, timed, truncated, write_json
+from bench_common import (
+    CONV_LAYERS,
+    INPUT_SHAPE,
+    RESULTS,
+    alexnet,
+    describe,
+    machine,
+    pick_device,
+    rel_err,
+    timed,
+    truncated,
+    write_json,
+)
 
 CHANNELS, IMAGES_PER_CHANNEL = 6, 9
 ROWS = CHANNELS * IMAGES_PER_CHANNEL
@@ -105,10 +117,6 @@ def captum_batched(attribution, images, channels, rows, cols, chunk):
 def captum_per_neuron(attribution, images, units, which):
     """One attribute call per row, the unit as a (channel, row, col) tuple."""
     return torch.cat([attribution.attribute(images[b:b + 1], neuron_selector=units[b]) for b in which])
-
-
-def rel_err(ours, ref):
-    return ((ours - ref).norm() / ref.norm()).item()
 
 
 def bench_layer(layer, seed, model, chunks, per_neuron_rows, repeats, device):

@@ -32,7 +32,7 @@ from captum.attr import GuidedBackprop, NeuronGuidedBackprop
 from cnn_internals.engine.hooks import eval_mode
 from cnn_internals.engine.projection import default_chunk, project
 
-from bench_common import INPUT_SHAPE, RESULTS, alexnet, describe, machine, timed, write_json
+from bench_common import INPUT_SHAPE, RESULTS, alexnet, describe, machine, rel_err, timed, write_json
 
 DEPTHS = {"fc6": "lin1", "fc7": "lin2", "classes": None}     # the deep visualization toolbox's names
 # Parity with Captum, within the noise of these shared cores (runs of the same call differ by
@@ -78,10 +78,6 @@ def floor(model, path, images, units, chunk):
             acts = model(x) if path is None else _output(model, path, x)
             (out[part],) = torch.autograd.grad(acts[torch.arange(len(x)), units[part]].sum(), x)
     return out
-
-
-def rel_err(a, b):
-    return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
 def main(argv=None) -> int:

@@ -146,12 +146,15 @@ def speed() -> str:
             f"({fv['seconds_per_map']['ours_no_redirect']:.2f} s without it, "
             f"{fv['time_ours_no_redirect_over_lucent_batched']:.2f}x); objective "
             f"{fv['median_ours_over_lucent_batched_objective']:.2f}x Lucent's (median over the maps)",
-            x(fv["time_ours_over_lucent_batched"]) + " (not met)",
+            x(fv["time_ours_over_lucent_batched"])
+            + ("" if fv["time_ours_over_lucent_batched"] <= fv["goals"]["time_ours_over_batched_at_most"] else " (not met)"),
             f"<= {fv['goals']['time_ours_over_batched_at_most']}x; objective >= "
             f"{fv['goals']['objective_ratio_at_least']}x"),
         row("same, CPU", "Lucent's recipe, one map a call", f"{fv['seconds_per_map']['lucent_one_unit']:.2f} s a map",
-            f"{fv['seconds_per_map']['ours']:.2f} s a map", f"**{fv['speedup_over_one_unit']:.2f}x faster** (not met: "
-            "2 cores are busy at batch 1 already)", f">= {fv['goals']['speedup_over_one_unit_at_least']}x faster"),
+            f"{fv['seconds_per_map']['ours']:.2f} s a map", f"**{fv['speedup_over_one_unit']:.2f}x faster**"
+            + ("" if fv["speedup_over_one_unit"] >= fv["goals"]["speedup_over_one_unit_at_least"]
+               else " (not met: 2 cores are busy at batch 1 already)"),
+            f">= {fv['goals']['speedup_over_one_unit_at_least']}x faster"),
         row(f"`mining.py`, CPU: top-{m['config']['k']} of every map of conv1-conv5 over {n(m['config']['images'])} "
             "images", "bare `torch.no_grad()` forward to conv5", s(m["time_s"]["bare"]), s(m["time_s"]["ours"]),
             x(m["ours_over_bare_time"]), f"<= {m['goal_ours_over_bare_time']}x"),

@@ -22,7 +22,8 @@ from cnn_internals.core.atomic import write_bytes
 from cnn_internals.core.errors import UserError
 from cnn_internals.core.params import params_name
 from cnn_internals.data.loader import batches
-from cnn_internals.engine.mining import CLASSES, top_k_activations
+from cnn_internals.engine import CLASSES
+from cnn_internals.engine.mining import top_k_activations
 from cnn_internals.pipeline.artifacts import load_model, load_split, mined_file, mined_path, net_inputs
 from cnn_internals.pipeline.cli import cli
 from cnn_internals.pipeline.config import read_mine

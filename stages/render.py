@@ -24,7 +24,6 @@ from tqdm import tqdm
 from cnn_internals.core.atomic import atomic_dir
 from cnn_internals.data.loader import gather
 from cnn_internals.engine import CLASSES
-from cnn_internals.engine.projection import field_sizes
 from cnn_internals.pipeline.artifacts import (
     OPTIMIZED,
     check_mined,
@@ -40,12 +39,15 @@ from cnn_internals.pipeline.artifacts import (
 )
 from cnn_internals.pipeline.cli import cli
 from cnn_internals.pipeline.stage import device_for, net_stage_args
+from cnn_internals.viz.methods import get_method
 from cnn_internals.viz.render import (
+    branch_note,
     cam_layer,
     classes_figure,
     layer_figure,
     optimized_figure,
     render_params,
+    sees_whole_input,
     unit_pictures,
     unit_pictures_by_method,
 )
@@ -82,25 +84,26 @@ def main(argv=None):
         patches = patches.reshape(n, k, *patches.shape[1:])
         size = rf[0] if isinstance(rf[0], int) else "x".join(map(str, rf[0]))
         whole = not maps or sees_whole_input(rf, shapes[layer][1:], net.input_size[1:])
-        sizes = field_sizes(model, net.module_path(layer), net.input_size) if maps else []
-        branches = f" (union of branches: {', '.join(map(str, sizes))} px)" if len(sizes) > 1 else ""
+        branches = branch_note(model, net.module_path(layer), net.input_size) if maps else ""
         what = ("each unit sees the whole image" if not maps else f"receptive field {size} px{branches}"
                 + (": each unit sees the whole image" if whole else ""))
         title = (f"{net.title} {layer}: top {k} {split_name} images of {'maps' if maps else 'units'} 0-{n - 1}, "
-                 f"{method.replace('_', ' ')}; {what}")
+                 f"{get_method(method).label}; {what}")
+        word, seen = ("map" if maps else "unit"), ("images" if whole else "patches")
         pictures[layer] = layer_figure(shown, patches, list(range(n)), top["values"][:n, 0].tolist(), title,
-                                       unit="map" if maps else "unit", seen="images" if whole else "patches")
-        word = "map" if maps else "unit"
-        pictures[f"{layer}{OPTIMIZED}"] = optimized_picture(
-            net, layer, patches, [f"{word} {i}" for i in range(n)],
-            lambda shown: f"{net.title} {layer}: what {word}{'s 0-' if shown > 1 else ' '}{shown - 1} "
-                          f"want{'s' if shown == 1 else ''} (optimized, visualize@{net.name}) beside "
-                          f"{'their' if shown > 1 else 'its'} top {k} {split_name} {'images' if whole else 'patches'}")
+                                       unit=word, seen=seen)
+        vis = visualized(net, layer, n)
+        which = f"{word}s 0-{len(vis) - 1} want" if len(vis) > 1 else f"{word} 0 wants"
+        pictures[f"{layer}{OPTIMIZED}"] = optimized_figure(
+            vis, patches[:len(vis)], [f"{word} {i}" for i in range(len(vis))],
+            f"{net.title} {layer}: what {which} (optimized, visualize@{net.name}) beside "
+            f"{'their' if len(vis) > 1 else 'its'} top {k} {split_name} {seen}", seen=f"top {seen}")
     pictures[CLASSES], images = classes_picture(net, model, tables[CLASSES], split, split_name, inputs, device, cam)
-    pictures[f"{CLASSES}{OPTIMIZED}"] = optimized_picture(
-        net, CLASSES, images, list(split.classes[:len(images)]),
-        lambda shown: f"{net.title} classes: what each class's score wants (optimized, visualize@{net.name}) "
-                      f"beside its top {images.shape[1]} {split_name} images")
+    vis = visualized(net, CLASSES, len(images))
+    pictures[f"{CLASSES}{OPTIMIZED}"] = optimized_figure(
+        vis, images[:len(vis)], list(split.classes[:len(vis)]),
+        f"{net.title} classes: what each class's score wants (optimized, visualize@{net.name}) beside its top "
+        f"{images.shape[1]} {split_name} images", seen="top images")
     if capped:
         print(f"note: render.{net.name}.channels = {channels} is more than some layers have; showing all maps of "
               + ", ".join(capped))
@@ -111,24 +114,10 @@ def main(argv=None):
     print(f"{net.title}: wrote " + ", ".join(str(render_path(net, name)) for name in rendered(net)))
 
 
-def sees_whole_input(rf, map_size, input_size) -> bool:
-    """Whether every unit of maps of ``map_size`` (h, w) with receptive field ``rf`` ((size,
-    stride, padding) per axis, or one triple for both) reads the whole input (LeNet-5's C5: 1x1
-    maps, a 32-px field): the last unit's window starts at or before the first pixel and the
-    first unit's ends at or after the last."""
-    fields = rf if isinstance(rf[0], (tuple, list)) else (rf, rf)
-    return all((n - 1) * stride - pad <= 0 and size - 1 - pad >= side - 1
-               for (size, stride, pad), n, side in zip(fields, map_size, input_size))
-
-
-def optimized_picture(net, name, mined, labels, title_of) -> bytes:
-    """The visualize stage's images of the first units of ``name`` (a shown layer or CLASSES)
-    beside ``mined`` (N, k, C, h, w), their mined patches or images; as many rows as both have,
-    ``title_of(rows)`` its title."""
-    optimized = torch.from_numpy(load_visualized(net, name)).float() / 255
-    n = min(len(optimized), len(mined))
-    return optimized_figure(optimized[:n], mined[:n], labels[:n], title_of(n),
-                            seen="top patches" if mined.shape[-1] < net.input_size[-1] else "top images")
+def visualized(net, name, n) -> torch.Tensor:
+    """The visualize stage's images of the first ``n`` units of ``name`` (a shown layer or
+    CLASSES), or as many as it made, in [0, 1]."""
+    return torch.from_numpy(load_visualized(net, name)[:n]).float() / 255
 
 
 def classes_picture(net, model, top, split, split_name, inputs, device, cam) -> tuple:

@@ -19,7 +19,6 @@ import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 from cnn_internals.core.atomic import atomic_dir
 from cnn_internals.data.datasets import get_dataset
 from cnn_internals.data.prepared import fingerprint
-from cnn_internals.engine import CLASSES
 from cnn_internals.pipeline.artifacts import (
     check_mined,
     layer_shapes,
@@ -27,6 +26,7 @@ from cnn_internals.pipeline.artifacts import (
     load_model,
     load_split,
     load_visualized,
+    load_visualized_objectives,
     metrics_paths,
     net_inputs,
     prepared_dir,
@@ -56,10 +56,10 @@ def main(argv=None):
     data = {"splits": [(train_name, len(load_split(net, train_name))), (held_out_name, len(held_out))],
             "held_out": held_out_name, "classes": list(held_out.classes),
             "fingerprint": fingerprint(prepared_dir(net.dataset))}
-    optimized = {name: load_visualized(net, name) for name in (*net.layers, CLASSES)}
+    optimized = {name: load_visualized(net, name) for name in net.shown}
     files, notes = build_report(net, model, inputs, device, p, run,
                                 {"split": split_name, "split_data": mined_split, "tables": tables},
-                                held_out, settings, data, optimized)
+                                held_out, settings, data, optimized, load_visualized_objectives(net))
     for note in notes:
         print(f"note: {note}")
     out = reports_dir(net)

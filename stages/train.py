@@ -140,7 +140,8 @@ def train_on(net, config, device, data, stats, world, imagenet=None):
     write_all(train_outputs(net, model, config, metrics, history, data["test"].classes, data["test"].labels,
                             final["predictions"]))
     checkpoint.remove()
-    trained = f"after {config.epochs} epochs on {len(data['train'])} images" if config.epochs else \
+    epochs = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}"
+    trained = f"after {epochs} on {len(data['train'])} images" if config.epochs else \
         "with no training (epochs 0)"
     print(f"{net.title}: test accuracy {final['accuracy']:.4f} ({metrics['test_error_percent']}% error) {trained}")
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 import torchvision
 import yaml
 from conftest import FakeServer
+from oracles import brute_force_top_k
 from PIL import Image
 
 from cnn_internals.data.imagenette import CLASSES
@@ -201,24 +202,6 @@ def test_weights_mined_units_and_pictures(built):
     assert [len(mined["layers"][f"conv{i}"]["values"]) for i in range(1, 6)] == [96, 256, 384, 384, 256]
     assert (repo / "models/pretrained/alexnet.pth").read_bytes() == SCRATCH     # scratch: nothing fetched
     assert_gallery_pictures(repo, "alexnet", [f"conv{i}" for i in range(1, 6)] + ["fc6", "fc7", "classes"])
-
-
-def brute_force_top_k(acts: torch.Tensor, k: int) -> dict:
-    """(N, C, H, W) -> values/images/rows/cols as (C, k) arrays: each image's spatial maximum (the
-    first in row-major order), images ranked by it, ties to the lower image index (np.lexsort).
-    (N, C) units (fc6, fc7, the scores): values/images, each image's value its output."""
-    if acts.dim() == 2:
-        table = brute_force_top_k(acts[:, :, None, None], k)
-        return {"values": table["values"], "images": table["images"]}
-    n, c, h, w = acts.shape
-    best, pos = acts.flatten(2).max(2)                                    # (N, C): the first maximum
-    best, pos = best.double().numpy(), pos.numpy()
-    table = {f: np.empty((c, k), dtype=np.float64 if f == "values" else np.int64) for f in ("values", "images", "rows", "cols")}
-    for ch in range(c):
-        ranked = np.lexsort((np.arange(n), -best[:, ch]))[:k]             # by value descending, then index
-        table["values"][ch], table["images"][ch] = best[ranked, ch], ranked
-        table["rows"][ch], table["cols"][ch] = pos[ranked, ch] // w, pos[ranked, ch] % w
-    return table
 
 
 @pytest.mark.parametrize("name", ["alexnet", "zfnet"])

@@ -213,8 +213,8 @@ def test_on_random_relu_nets_every_visualization_beats_the_best_fixture_image(na
         pixels, values = visualize(model, path, [0, 1], (3, size, size), to_input, generators([11, 12]),
                                    recipe, colour)
         with torch.no_grad():
+            acts = forward_to(model, path, to_input(photos))[0]
             for i, unit in enumerate((0, 1)):
-                acts = forward_to(model, path, to_input(photos))[0]
                 best = objective(acts, torch.full((16,), unit)).max()
                 assert values[i] > best, (name, layer, unit, float(values[i]), float(best))
 
@@ -253,3 +253,30 @@ def test_bfloat16_autocast_on_cuda_stays_near_float32():
     _, half = visualize(*args, generators([1, 2, 3]), Recipe(steps=32), autocast=torch.bfloat16)
     assert half.dtype == torch.float32
     assert ((half - full).abs() / full.abs()).max() < 0.05
+
+
+@pytest.mark.parametrize("name, config", [
+    ("lenet5", {}), ("alexnet", {"normalize": "paper"}), ("alexnet", {"normalize": "standardize"}),
+    ("vgg16", {"weights": "scratch"}), ("googlenet", {"weights": "scratch"})])
+def test_from_pixels_is_the_eval_path_from_the_pixels_it_shows(name, config):
+    """Feature visualization optimizes [0, 1] pixels and hands the net ``from_pixels`` of them: for
+    stored uint8 images that is exactly what ``eval`` makes of them (the fast crop path, held to
+    a per-image reference in the nets' own tests), taking the pixels ``display`` shows back."""
+    from cnn_internals.models import NETS
+
+    net = NETS[name]
+    rng = np.random.default_rng(0)
+    channels = net.input_size[0]
+    size = 256 if channels == 3 else 28                     # the stored images: 256 px, or MNIST's 28
+    shape = (3, size, size, 3) if channels == 3 else (3, size, size)
+    images = torch.from_numpy(rng.integers(0, 256, shape, dtype=np.uint8))
+    stats = {"mean_image": rng.uniform(0.3, 0.6, (size, size, 3)), "pca_eigvals": np.array([0.05, 0.01, 0.002]),
+             "pca_eigvecs": np.linalg.qr(rng.normal(size=(3, 3)))[0], "channel_std": np.array([0.25, 0.24, 0.26])}
+    inputs = net.inputs(stats if channels == 3 else None, config, "cpu")
+    x = inputs.eval(images)
+    pixels = inputs.display(x)
+    torch.testing.assert_close(inputs.from_pixels(pixels), x, atol=1e-5, rtol=1e-5)
+    if channels == 3:                                       # the centre crop's own pixels, by hand
+        top = (size - 224) // 2
+        torch.testing.assert_close(pixels, images[:, top:top + 224, top:top + 224].permute(0, 3, 1, 2) / 255,
+                                   atol=1e-6, rtol=0)

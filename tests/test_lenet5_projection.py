@@ -11,6 +11,7 @@ docs/projection.md, "Projection rules", for f(x) = A tanh(Sx) with incoming grad
 import pytest
 import torch
 import torch.nn.functional as F
+from oracles import rel_err
 
 from cnn_internals.engine.projection import project
 from cnn_internals.models.lenet5 import LeNet5
@@ -65,10 +66,6 @@ def units(layer, n=6, seed=2):
     g = torch.Generator().manual_seed(seed)
     return (torch.randint(channels, (n,), generator=g), torch.randint(height, (n,), generator=g),
             torch.randint(width, (n,), generator=g))
-
-
-def rel_err(ours, ref):
-    return ((ours - ref).norm() / ref.norm()).item()
 
 
 def f(a):

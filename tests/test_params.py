@@ -2,6 +2,7 @@
 what is allowed, the value and the line."""
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,16 +90,22 @@ def test_a_nets_config_class_defaults_are_the_committed_values(name):
     ({"weights": "imagenet"}, "train.lenet5.weights = imagenet, but LeNet-5 is an MNIST net"),
 ])
 def test_a_bad_train_key_is_one_line_with_the_file_key_value_and_line(tmp_path, edit, expected):
+    assert_one_line(tmp_path, "train", read_train, edit, expected,
+                    next(iter(edit)) if "divisible" not in expected else "lenet5")
+
+
+def assert_one_line(tmp_path, section, read, edit, expected, key):
+    """``<section>.lenet5`` of the committed params with ``edit``, read by ``read``: one line,
+    the file's name and ``expected``, ending with the line number of ``key:`` in the file."""
     params = committed()
-    params["train"]["lenet5"].update(edit)
+    params[section]["lenet5"].update(edit)
     loaded = written(tmp_path, params)
     with pytest.raises(UserError) as err:
-        read_train(loaded, LENET)
+        read(loaded, LENET)
     text = str(err.value)
-    assert text.startswith(f"{loaded.name}: {expected}") and "\n" not in text
+    assert text.startswith(f"{loaded.name}: {expected}") and "\n" not in text, text
     line = int(re.search(r"\(line (\d+)\)$", text).group(1))
-    wanted = next(iter(edit)) if "divisible" not in expected else "lenet5"
-    assert (tmp_path / "params.yaml").read_text().splitlines()[line - 1].strip().startswith(f"{wanted}:")
+    assert (tmp_path / "params.yaml").read_text().splitlines()[line - 1].strip().startswith(f"{key}:")
 
 
 def test_a_misspelled_required_key_is_reported_as_the_typo_with_its_line(tmp_path):
@@ -266,27 +273,24 @@ def test_a_binary_params_file_is_refused_in_one_line(tmp_path):
 def test_a_bad_visualize_key_is_one_line_with_its_line(tmp_path, edit, expected):
     from cnn_internals.pipeline.config import read_visualize
 
-    params = committed()
-    params["visualize"]["lenet5"].update(edit)
-    loaded = written(tmp_path, params)
-    with pytest.raises(UserError) as err:
-        read_visualize(loaded, LENET)
-    text = str(err.value)
-    assert text.startswith(f"{loaded.name}: {expected}") and "\n" not in text, text
-    line = int(re.search(r"\(line (\d+)\)$", text).group(1))
-    assert (tmp_path / "params.yaml").read_text().splitlines()[line - 1].strip().startswith(f"{next(iter(edit))}:")
+    assert_one_line(tmp_path, "visualize", read_visualize, edit, expected, next(iter(edit)))
 
 
 def test_visualize_defaults_are_the_committed_lenet5_block_and_the_recipe_of_lucid():
+    """The schema's defaults are the committed block's and the engine's Recipe's, key for key (the
+    schema does not import the engine: see its comment), and the Recipe's are Lucid's."""
     from cnn_internals.engine.feature_vis import Recipe
     from cnn_internals.pipeline.config import VisualizeConfig, read_visualize
 
+    sys.path.insert(0, str(REPO / "stages"))
+    try:
+        from visualize import recipe_of
+    finally:
+        sys.path.remove(str(REPO / "stages"))
     committed_block = read_visualize(committed(), LENET)
     assert committed_block == VisualizeConfig()
+    assert recipe_of(VisualizeConfig()) == Recipe()
     lucid = Recipe()
     assert (lucid.steps, lucid.lr, lucid.pad, lucid.jitter, lucid.scale, lucid.rotate, lucid.jitter2) == (
         512, 0.05, 12.0, 8.0, (0.9, 1.1), 10.0, 4.0)
-    assert lucid.redirected_relu and committed_block.redirected_relu and not committed_block.amp
-    assert (committed_block.steps, committed_block.lr, committed_block.pad, committed_block.jitter,
-            tuple(committed_block.scale), committed_block.rotate, committed_block.jitter2) == (
-        lucid.steps, lucid.lr, lucid.pad, lucid.jitter, lucid.scale, lucid.rotate, lucid.jitter2)
+    assert lucid.redirected_relu and not committed_block.amp

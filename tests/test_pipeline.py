@@ -108,14 +108,21 @@ def test_repro_downloads_through_the_mirror_and_trains_with_falling_loss(built, 
     assert saved["config"] == {key: params[key] for key in own}
 
 
+def trained_lenet(repo):
+    """(model in eval mode, its inputs) of the LeNet-5 that train@lenet5 wrote in ``repo``, built
+    from the params there and loaded from models/lenet5.pt (shared with test_report.py)."""
+    net = NETS["lenet5"]
+    config = yaml.safe_load((repo / "params.yaml").read_text())["train"]["lenet5"]
+    model = net.build(config)
+    model.load_state_dict(torch.load(repo / "models/lenet5.pt", weights_only=True)["state_dict"])
+    return model.eval(), net.inputs(None, config, "cpu")
+
+
 def test_mined_top_k_are_the_real_spatial_maxima_of_the_trained_model(built, mnist_files):
     repo = built["repo"]
     net = NETS["lenet5"]
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    model = net.build(params["train"]["lenet5"])
-    model.load_state_dict(torch.load(repo / "models/lenet5.pt", weights_only=True)["state_dict"])
-    model.eval()
-    x = net.inputs(None, params["train"]["lenet5"], "cpu").eval(torch.from_numpy(mnist_files["test"][0]))
+    model, inputs = trained_lenet(repo)
+    x = inputs.eval(torch.from_numpy(mnist_files["test"][0]))
     acts = {}
     hooks = [getattr(model, n).register_forward_hook(lambda m, a, o, n=n: acts.__setitem__(n, o.detach()))
              for n in net.layers]
@@ -147,21 +154,19 @@ def test_mined_top_k_are_the_real_spatial_maxima_of_the_trained_model(built, mni
 def test_visualized_images_are_uint8_at_the_input_size_and_their_metrics_recompute(built):
     """visualize@lenet5 (visualize.lenet5.maps 2, steps 8 here): per shown layer and for the
     classes, the first 2 maps' images, uint8 (2, 1, 32, 32); metrics/lenet5_visualize.json's
-    figures recomputed here from those stored images and the mined file through forward hooks:
-    the objective (a map's mean over its positions, F6's value, a class's score), the best of
-    each map's 9 mined images on it, the fraction beaten and the median gain."""
+    figures and objectives.json's per-map values recomputed here from those stored images and the
+    mined file through forward hooks: the objective (a map's mean over its positions, F6's value,
+    a class's score), the best of each map's 9 mined images on it, the fraction beaten and the
+    median gain."""
     repo = built["repo"]
     net = NETS["lenet5"]
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    model = net.build(params["train"]["lenet5"])
-    model.load_state_dict(torch.load(repo / "models/lenet5.pt", weights_only=True)["state_dict"])
-    model.eval()
-    inputs = net.inputs(None, params["train"]["lenet5"], "cpu")
+    model, inputs = trained_lenet(repo)
     mined = json.loads((repo / "data/mined/lenet5.json").read_text())
     metrics = json.loads((repo / "metrics/lenet5_visualize.json").read_text())
     test_images = np.load(repo / "data/prepared/mnist/test_images.npy")
     assert sorted(p.name for p in (repo / "data/visualized/lenet5").iterdir()) == sorted(
-        f"{name}.npy" for name in (*net.layers, "classes"))
+        [f"{name}.npy" for name in net.shown] + ["objectives.json"])
+    stored = json.loads((repo / "data/visualized/lenet5/objectives.json").read_text())["layers"]
     assert list(metrics["layers"]) == sorted([*net.layers, "classes"]) and metrics["steps"] == 8
 
     def objectives(x, name, units):
@@ -177,7 +182,7 @@ def test_visualized_images_are_uint8_at_the_input_size_and_their_metrics_recompu
         picked = out[torch.arange(len(x)), torch.as_tensor(units)]
         return picked.flatten(1).mean(1) if picked.dim() > 1 else picked
 
-    for name in (*net.layers, "classes"):
+    for name in net.shown:
         images = np.load(repo / f"data/visualized/lenet5/{name}.npy")
         assert images.dtype == np.uint8 and images.shape == (2, 1, 32, 32)
         assert images.std() > 0
@@ -188,6 +193,8 @@ def test_visualized_images_are_uint8_at_the_input_size_and_their_metrics_recompu
             x = inputs.eval(torch.from_numpy(test_images[table["images"][unit]]))
             best.append(objectives(x, name, [unit] * len(x)).max())
         gain = ours - torch.stack(best)
+        assert stored[name]["objective"] == pytest.approx(ours.tolist(), abs=1e-5)
+        assert stored[name]["best_mined"] == pytest.approx(torch.stack(best).tolist(), abs=1e-5)
         m = metrics["layers"][name]
         assert m["maps"] == 2 and m["beats_best_mined"] == pytest.approx(float((gain > 0).float().mean()))
         assert m["median_gain"] == pytest.approx(float(gain.median()), abs=1e-5)

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 from captum.attr import LayerAttribution, LayerGradCam, NeuronDeconvolution, NeuronGradient, NeuronGuidedBackprop
+from oracles import rel_err
 from torch import nn
 
 from cnn_internals.engine.activations import A, S, ScaledTanh
@@ -17,10 +18,6 @@ from nets import relu_net, resnet18_net, twin
 
 CAPTUM = {"gradient": NeuronGradient, "deconvnet": NeuronDeconvolution,
           "guided_backprop": NeuronGuidedBackprop}
-
-
-def rel_err(ours, ref):
-    return ((ours - ref).norm() / ref.norm()).item()
 
 
 def units(n, channels, height, width, seed=1):

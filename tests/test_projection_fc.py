@@ -3,7 +3,6 @@ model's class scores): against Captum, on a small conv net with an FC head and o
 VGG-16 head (fc6, fc7, scores); against a conv+FC net differentiated by hand; the errors; and
 the model left as found."""
 
-import contextlib
 
 import numpy as np
 import pytest
@@ -19,15 +18,12 @@ from captum.attr import (
     NeuronGuidedBackprop,
     Saliency,
 )
+from oracles import out_of_place, rel_err
 from torch import nn
 
 from cnn_internals.engine.projection import METHODS, class_saliency, grad_cam, project, unit_grad_cam
 
 NEURON = {"gradient": NeuronGradient, "deconvnet": NeuronDeconvolution, "guided_backprop": NeuronGuidedBackprop}
-
-
-def rel_err(ours, ref):
-    return ((ours - ref).norm() / ref.norm()).item()
 
 
 def captum_units(method, model, layer_module, images, units):
@@ -54,21 +50,6 @@ def assert_rules_differ(results):
     assert rel_err(results["deconvnet"], results["gradient"]) > 0.01
     assert rel_err(results["guided_backprop"], results["gradient"]) > 0.01
     assert rel_err(results["guided_backprop"], results["deconvnet"]) > 0.01
-
-
-@contextlib.contextmanager
-def out_of_place(net):
-    """Captum runs on ordinary ReLUs (its hooks on in-place ones are not what we test): the same
-    net, every ReLU out of place for the duration."""
-    relus = [m for m in net.modules() if isinstance(m, nn.ReLU)]
-    flags = [m.inplace for m in relus]
-    try:
-        for m in relus:
-            m.inplace = False
-        yield net
-    finally:
-        for m, flag in zip(relus, flags):
-            m.inplace = flag
 
 
 # --- a small ReLU conv net with a two-Linear head --------------------------------------------
@@ -101,14 +82,9 @@ def images():
     return torch.randn(6, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 
 
-# One unit per image row, some shared (Captum compares them in groups), some alone.
-UNITS = {"fc1": [3, 0, 3, 7, 0, 3], "fc2": [1, 1, 0, 3, 2, 1], None: [2, 0, 2, 1, 3, 0]}
-
-
-@pytest.mark.parametrize("layer", ["fc1", "fc2", None])
-def test_fc_units_of_a_small_relu_net_match_captum(layer, images):
-    net = fc_net()
-    units = UNITS[layer]
+def assert_matches_captum(net, layer, images, units):
+    """Every method's projection of units[b] of module ``layer`` (None: the classes) for
+    images[b] equals Captum's on the same net with out-of-place ReLUs, and the rules differ."""
     results = {}
     for method in METHODS:
         ours = project(net, layer, images, units, method=method)
@@ -116,11 +92,21 @@ def test_fc_units_of_a_small_relu_net_match_captum(layer, images):
             if layer is None:
                 ref = captum_classes(method, oracle, images, units)
             else:
-                ref = captum_units(method, oracle, getattr(oracle, layer), images, units)
+                ref = captum_units(method, oracle, oracle.get_submodule(layer), images, units)
         assert ref.norm() > 0, method
         assert rel_err(ours, ref) <= 1e-5, method
         results[method] = ours
     assert_rules_differ(results)
+
+
+# One unit per image row, some shared (Captum compares them in groups), some alone.
+UNITS = {"fc1": [3, 0, 3, 7, 0, 3], "fc2": [1, 1, 0, 3, 2, 1], None: [2, 0, 2, 1, 3, 0]}
+
+
+@pytest.mark.parametrize("layer", ["fc1", "fc2", None])
+def test_fc_units_of_a_small_relu_net_match_captum(layer, images):
+    net = fc_net()
+    assert_matches_captum(net, layer, images, UNITS[layer])
     assert net.relu1.inplace and net.relu3.inplace
 
 
@@ -205,19 +191,7 @@ def vgg_head(net, layer):
 
 @pytest.mark.parametrize("layer", ["classifier.0", "classifier.3", None])
 def test_vgg16_fc6_fc7_and_scores_match_captum(layer, vgg, vgg_images):
-    units = VGG_UNITS[layer]
-    results = {}
-    for method in METHODS:
-        ours = project(vgg, layer, vgg_images, units, method=method)
-        with out_of_place(vgg) as oracle:
-            if layer is None:
-                ref = captum_classes(method, oracle, vgg_images, units)
-            else:
-                ref = captum_units(method, oracle, oracle.get_submodule(layer), vgg_images, units)
-        assert ref.norm() > 0, method
-        assert rel_err(ours, ref) <= 1e-5, method
-        results[method] = ours
-    assert_rules_differ(results)
+    assert_matches_captum(vgg, layer, vgg_images, VGG_UNITS[layer])
 
 
 def test_class_saliency_of_vgg16_matches_captum_saliency(vgg, vgg_images):

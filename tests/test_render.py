@@ -99,3 +99,17 @@ def test_figure_png_has_no_metadata_and_equal_inputs_give_equal_bytes():
     assert first == layer_figure(pictures, patches, [0, 1, 2], [1.0, 2.0, 3.0], "t")
     with Image.open(io.BytesIO(first)) as img:
         assert img.format == "PNG" and not img.info.get("Software")
+
+
+def test_sees_whole_input_by_hand():
+    """Every unit reads the whole input iff the last unit's window starts at or before pixel 0
+    and the first unit's ends at or after the last pixel: LeNet-5's C5 (32-px field on 1x1
+    maps) yes; a 31-px field, C3's 14-px one on 5x5 maps and GoogLeNet's inception5b (379 px,
+    stride 32, padding 167 on 7x7 maps: unit 0 sees rows -167..211 of 224) no."""
+    from cnn_internals.viz.render import sees_whole_input
+
+    assert sees_whole_input((32, 1, 0), (1, 1), (32, 32))
+    assert not sees_whole_input((31, 1, 0), (1, 1), (32, 32))
+    assert not sees_whole_input((14, 2, 0), (5, 5), (32, 32))
+    assert not sees_whole_input((379, 32, 167), (7, 7), (224, 224))
+    assert sees_whole_input(((32, 40), (1, 1), (0, 0)), (1, 1), (32, 40))

@@ -26,7 +26,7 @@ from cnn_internals.viz.methods import signed_to_unit
 from cnn_internals.viz.report import sprite, to_tiles
 
 from repo_copy import run
-from test_pipeline import built, refused, server  # noqa: F401 -- module fixtures: the pipeline built once here
+from test_pipeline import built, refused, server, trained_lenet  # noqa: F401 -- module fixtures: the pipeline built once here
 
 NET = NETS["lenet5"]
 REPORT = Path("reports/lenet5")
@@ -98,10 +98,7 @@ class Page(HTMLParser):
 def report(built):
     repo = built["repo"]
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    model = NET.build(params["train"]["lenet5"])
-    model.load_state_dict(torch.load(repo / "models/lenet5.pt", weights_only=True)["state_dict"])
-    model.eval()
-    inputs = NET.inputs(None, params["train"]["lenet5"], "cpu")
+    model, inputs = trained_lenet(repo)
     test = np.load(repo / "data/prepared/mnist/test_images.npy"), np.load(repo / "data/prepared/mnist/test_labels.npy")
     return {"repo": repo, "dir": repo / REPORT, "page": Page((repo / REPORT / "index.html").read_text()),
             "model": model, "inputs": inputs, "test": test, "params": params,
@@ -238,13 +235,12 @@ def test_each_maps_optimized_image_is_the_visualize_stages_beside_its_tiles(repo
     # Under each, its objective: the map's mean over positions, the unit's value, the class score,
     # recomputed through a forward hook from the paper's input levels (-0.1 page, 1.175 ink).
     model = report["model"]
-    x = torch.from_numpy(stored).double() / 255 * 1.275 - 0.1
+    x = torch.from_numpy(stored).float() / 255 * 1.275 - 0.1
     acts = {}
     hook = (None if layer == "classes" else model.get_submodule(NET.module_path(layer)).register_forward_hook(
         lambda m, a, out: acts.setdefault("a", out.detach())))
     with torch.no_grad():
-        scores = model.double()(x)
-    model.float()
+        scores = model(x)
     if hook:
         hook.remove()
     values = scores if layer == "classes" else acts["a"]

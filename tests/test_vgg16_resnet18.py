@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from oracles import brute_force_top_k
 from reference_transforms import naive_alexnet_inputs_with
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18, vgg16
@@ -166,23 +167,6 @@ def test_loading_is_strict_and_keeps_torchvisions_state_dict_but_for_the_head(im
             net.load_imagenet(scratch, theirs)
 
 
-def brute_force_top_k(acts: torch.Tensor, k: int) -> dict:
-    """(N, C, H, W) -> values/images/rows/cols (C, k): each image's spatial maximum (first in
-    row-major order), ranked by value, ties to the lower image. (N, C) units: values/images."""
-    if acts.dim() == 2:
-        table = brute_force_top_k(acts[:, :, None, None], k)
-        return {"values": table["values"], "images": table["images"]}
-    n, c, h, w = acts.shape
-    best, pos = acts.flatten(2).max(2)                                    # (N, C)
-    rows = []
-    for ch in range(c):
-        ranked = sorted(range(n), key=lambda i: (-best[i, ch].item(), i))[:k]
-        rows.append([(best[i, ch].item(), i, pos[i, ch].item() // w, pos[i, ch].item() % w) for i in ranked])
-    table = torch.tensor(rows, dtype=torch.float64)                       # (C, k, 4)
-    return {"values": table[..., 0], "images": table[..., 1].long(), "rows": table[..., 2].long(),
-            "cols": table[..., 3].long()}
-
-
 def test_mining_at_paper_named_layers_equals_brute_force_at_their_module_paths(imagenet_pair):
     name, _, model = imagenet_pair
     net = NETS[name]
@@ -200,7 +184,7 @@ def test_mining_at_paper_named_layers_equals_brute_force_at_their_module_paths(i
     for hook in hooks:
         hook.remove()
     for layer in layers:
-        expected = brute_force_top_k(torch.cat(acts[layer]), 3)
+        expected = {f: torch.from_numpy(a) for f, a in brute_force_top_k(torch.cat(acts[layer]), 3).items()}
         for field in ("values", "images", "rows", "cols"):
             if field not in expected:                  # a fully connected layer: no positions
                 assert getattr(got[layer], field) is None

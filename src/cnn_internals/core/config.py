@@ -26,7 +26,7 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from cnn_internals.core.errors import UserError
 from cnn_internals.core.params import params_name
@@ -36,6 +36,20 @@ Count = Annotated[int, Field(ge=1)]            # a number of things: at least on
 Natural = Annotated[int, Field(ge=0)]          # zero allowed (epochs 0: evaluate only)
 Positive = Annotated[float, Field(gt=0)]       # learning rates, loss constants
 NonNegative = Annotated[float, Field(ge=0)]    # decays, standard deviations, radii (0: off)
+
+
+def _all_or_count(value: Any) -> Any:
+    if value != "all" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ValueError(f"must be all or an int >= 1, got {value!r}")
+    return value
+
+
+AllOrCount = Annotated[int | str, BeforeValidator(_all_or_count)]   # all, or the first N (maps, units)
+
+
+def first(n: int | str, total: int) -> int:
+    """How many of ``total`` an AllOrCount keeps: all of them, or the first n."""
+    return total if n == "all" else min(n, total)
 
 _TYPE_NAMES = {"int_type": "int", "float_type": "a number", "bool_type": "bool (true or false)", "string_type": "str",
                "list_type": "a list", "dict_type": "a mapping", "model_type": "a mapping",

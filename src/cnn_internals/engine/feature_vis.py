@@ -38,7 +38,7 @@ for a linear unit is its filter's direction (the tests hold the plumbing to that
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -181,8 +181,7 @@ def objective(acts: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
 
 def unit_objective(model: nn.Module, layer: str | None, x: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
     """(B,) objective of units[b] of module ``layer`` (None: the model's scores) for x[b]."""
-    acts = model(x) if layer is None else forward_to(model, layer, x)[0]
-    return objective(acts, units)
+    return objective(forward_to(model, layer, x)[0], units)
 
 
 class _RedirectedReLU(torch.autograd.Function):
@@ -201,10 +200,25 @@ class _RedirectedReLU(torch.autograd.Function):
         negative = x < 0
         relu_grad = grad.masked_fill(negative, 0)
         passes = relu_grad.flatten(1).ne(0).any(1)
-        if bool(passes.all()):          # the usual case: nothing to redirect
-            return relu_grad
+        if not grad.is_cuda and bool(passes.all()):   # the usual case on the CPU: nothing to redirect
+            return relu_grad                            # (on a GPU the check would sync at every ReLU)
         redirected = grad.masked_fill(negative & (grad > 0), 0)
         return torch.where(passes.view(-1, *([1] * (grad.dim() - 1))), relu_grad, redirected)
+
+
+@torch.no_grad()
+def objectives_in_chunks(model: nn.Module, layer: str | None, units: torch.Tensor,
+                         make_input: Callable[[torch.Tensor], torch.Tensor], chunk: int) -> torch.Tensor:
+    """(N,) on the CPU: row i's objective of units[i] on input ``make_input(rows)`` (model inputs for
+    those rows, on the model's device), ``chunk`` rows a pass so that memory stays bounded."""
+    device = next(model.parameters()).device
+    units = torch.as_tensor(units, dtype=torch.long)
+    values = []
+    with eval_mode(model):
+        for start in range(0, len(units), chunk):
+            rows = torch.arange(start, min(start + chunk, len(units)))
+            values.append(unit_objective(model, layer, make_input(rows), units[rows].to(device)).cpu())
+    return torch.cat(values) if values else torch.zeros(0)
 
 
 def redirected_relus(model: nn.Module) -> contextlib.AbstractContextManager:
@@ -212,25 +226,11 @@ def redirected_relus(model: nn.Module) -> contextlib.AbstractContextManager:
     return replaced_forwards(model, lambda m: _RedirectedReLU.apply if isinstance(m, nn.ReLU) else None)
 
 
-@contextlib.contextmanager
-def frozen(model: nn.Module) -> Iterator[None]:
-    """The model's parameters without gradients while the images are optimized (autograd then
-    skips the weight gradients nobody reads: about half of each backward pass); restored after."""
-    wanted = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in wanted:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, before in wanted:
-            p.requires_grad_(before)
-
-
 def visualize(model: nn.Module, layer: str | None, units: Iterable[int], input_size: tuple[int, int, int],
               to_input: Callable[[torch.Tensor], torch.Tensor], generators: Sequence[torch.Generator],
               recipe: Recipe = Recipe(), colour: torch.Tensor | None = None, dtype: torch.dtype = torch.float32,
               progress: Callable[[int], None] | None = None,
-              autocast: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              autocast: torch.dtype | None = None, score: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(pixels (B, C, H, W) on the CPU, objectives (B,)): for each units[b] of module ``layer``
     (None: the model's scores, units are classes) the image the recipe makes of it, and its
     objective on that image untransformed (``to_input`` of the pixels, model in eval mode).
@@ -238,7 +238,8 @@ def visualize(model: nn.Module, layer: str | None, units: Iterable[int], input_s
     maps pixels (B, C, H, W) to model inputs, differentiably (the net's normalization).
     ``progress(n)`` is called after each step with 1. ``autocast`` (CUDA only, e.g. bfloat16):
     the net's forward and backward of every step in that precision (torch.autocast; the image,
-    its gradient and Adam stay in ``dtype``); the returned objectives are computed without it."""
+    its gradient and Adam stay in ``dtype``); the returned objectives are computed without it.
+    ``score`` False skips the last forward pass and returns None for the objectives."""
     units = torch.as_tensor(list(units), dtype=torch.long)
     if len(units) != len(generators):
         raise ValueError("one generator per unit")
@@ -248,13 +249,13 @@ def visualize(model: nn.Module, layer: str | None, units: Iterable[int], input_s
     images = Images(channels, height, width, generators, recipe, colour, dtype, device)
     optimizer = torch.optim.Adam(images.parameters(), lr=recipe.lr)
     redirect = redirected_relus(model) if recipe.redirected_relu else contextlib.nullcontext()
-    with eval_mode(model), frozen(model), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad():
         with redirect:
             _optimize(model, layer, units, images, optimizer, to_input, generators, recipe, progress, autocast)
         with torch.no_grad():
             pixels = images()
-            final = unit_objective(model, layer, to_input(pixels.to(param.dtype)), units)
-    return pixels.detach().cpu(), final.detach().cpu()
+            final = unit_objective(model, layer, to_input(pixels.to(param.dtype)), units).cpu() if score else None
+    return pixels.detach().cpu(), final
 
 
 def _optimize(model, layer, units, images, optimizer, to_input, generators, recipe, progress, autocast=None):
@@ -271,7 +272,7 @@ def _optimize(model, layer, units, images, optimizer, to_input, generators, reci
             pixels = transform(pixels, draw_transforms(generators, (height, width), recipe, dtype))
         with (torch.autocast("cuda", dtype=autocast) if autocast is not None else contextlib.nullcontext()):
             loss = -unit_objective(model, layer, to_input(pixels.to(param.dtype)), units).float().sum()
-        loss.backward()
+        loss.backward(inputs=[images.values])     # the image's gradient only: no weight gradients
         optimizer.step()
         if progress is not None:
             progress(1)

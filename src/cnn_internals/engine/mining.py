@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cnn_internals.engine import CLASSES  # noqa: F401 -- the name of the scores' TopK, re-exported
+from cnn_internals.engine import CLASSES
 from cnn_internals.engine.hooks import StopForward, eval_mode, get_module, removed_after
 
 

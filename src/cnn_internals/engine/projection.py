@@ -214,13 +214,21 @@ def _trace_fields(model, layer, probe):
     return trace, output
 
 
+def _layer_fields(model, layer, input_size):
+    """The ChannelFields (or Undefined) of module ``layer``'s output for an input of ``input_size``."""
+    param = next(model.parameters())
+    try:   # shapes are all a field needs: on the meta device nothing is computed
+        trace, output = _trace_fields(model, layer, torch.zeros(1, *input_size, dtype=param.dtype, device="meta"))
+    except (RuntimeError, NotImplementedError):   # a forward that reads values: run it for real
+        trace, output = _trace_fields(model, layer, torch.zeros(1, *input_size, dtype=param.dtype, device=param.device))
+    return trace.fields(output) if isinstance(output, torch.Tensor) else Undefined("it is not a tensor")
+
+
 def field_sizes(model: nn.Module, layer: str, input_size: tuple) -> list[int]:
     """The distinct receptive field sizes (rows) of ``layer``'s channels, smallest first: one
     size for a plain conv layer, one per kind of branch after a concatenation (GoogLeNet's
     inception3a: [27, 43]); [] where the layer has no spatial field."""
-    param = next(model.parameters())
-    trace, output = _trace_fields(model, layer, torch.zeros(1, *input_size, dtype=param.dtype, device="meta"))
-    fields = trace.fields(output) if isinstance(output, torch.Tensor) else None
+    fields = _layer_fields(model, layer, input_size)
     if not isinstance(fields, ChannelFields):
         return []
     sizes = (fields.hi - fields.lo + 1)[:, 0]
@@ -242,12 +250,7 @@ def receptive_field(model: nn.Module, layer: str, input_size: tuple, channel: in
     ValueError naming it. ``input_size`` is (C, H, W). Returns ints, or (row, col) pairs where
     the two axes differ.
     """
-    param = next(model.parameters())
-    try:   # shapes are all a field needs: on the meta device nothing is computed
-        trace, output = _trace_fields(model, layer, torch.zeros(1, *input_size, dtype=param.dtype, device="meta"))
-    except (RuntimeError, NotImplementedError):   # a forward that reads values: run it for real
-        trace, output = _trace_fields(model, layer, torch.zeros(1, *input_size, dtype=param.dtype, device=param.device))
-    fields = trace.fields(output) if isinstance(output, torch.Tensor) else Undefined("it is not a tensor")
+    fields = _layer_fields(model, layer, input_size)
     try:
         size, stride, padding = zip(*fields.window(channel))
     except ValueError as undefined:

@@ -24,7 +24,7 @@ published weights, which are a port of TensorFlow's batch-normalised Inception v
 - the weights expect pixels scaled to [-1, 1], (p - 0.5) / 0.5, TensorFlow's preprocessing.
   torchvision's net takes ImageNet-normalised input and, with ``transform_input=True`` (which
   its weights builder sets), maps it there as its first op. Here that map is folded into the
-  net's inputs instead (``googlenet_inputs``: mean 0.5 and std 0.5 per channel, the same
+  net's inputs instead (``imagenet_inputs`` with mean 0.5 and std 0.5 per channel, the same
   numbers up to float rounding) and the model's ``transform_input`` is off, so the model's
   input is the tensor the first convolution sees: projections, receptive fields and feature
   visualization all start from it (the trace follows no per-channel indexing before conv1).
@@ -53,9 +53,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnn_internals.models.imagenet import ImagenetConfig, load_torchvision_state, with_imagenette_logits
+from cnn_internals.models.imagenet import ImagenetConfig, imagenet_inputs, load_torchvision_state, with_imagenette_logits
 from cnn_internals.models.registry import WEIGHTS, Net, register
-from cnn_internals.models.transforms import ChannelNormalizedInputs
 
 HEAD = "fc"
 SHOWN = ("conv1", "conv2", "conv3", "inception3a", "inception3b", "inception4a", "inception4b", "inception4c",
@@ -128,22 +127,14 @@ class GoogLeNetConfig(ImagenetConfig):
     """``train.googlenet``'s own keys: those of every net with torchvision's ImageNet weights."""
 
 
-def googlenet_inputs(stats: dict, p: GoogLeNetConfig, device: torch.device | str) -> ChannelNormalizedInputs:
-    """224 crops of the stored images as the ported weights expect them, (p - 0.5) / 0.5
-    (torchvision's ImageNet normalisation followed by its ``transform_input``); the same crops,
-    flips, PCA lighting and views as VGG-16's and ResNet-18's."""
-    height, width = stats["mean_image"].shape[:2]
-    return ChannelNormalizedInputs(height, width, stats["pca_eigvals"], stats["pca_eigvecs"], device,
-                                   mean=INPUT_MEAN, std=INPUT_STD, augment=p.augment,
-                                   lighting_std=p.lighting_std, reuse_train_output=True)
-
-
 register(Net(
     name="googlenet", title="GoogLeNet", dataset="imagenette",
     layers=SHOWN,
     input_size=(3, 224, 224),
     config=GoogLeNetConfig,
     make_model=lambda c: build_googlenet(c.weights),
-    make_inputs=googlenet_inputs,
+    # 224 crops as the ported weights expect them, (p - 0.5) / 0.5: torchvision's ImageNet
+    # normalisation followed by its transform_input; the crops, flips, lighting and views of VGG-16's
+    make_inputs=partial(imagenet_inputs, mean=INPUT_MEAN, std=INPUT_STD),
     load_imagenet=load_imagenet,
 ))

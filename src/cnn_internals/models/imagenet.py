@@ -16,7 +16,7 @@ from torch import nn
 from cnn_internals.core.config import NonNegative
 from cnn_internals.data.imagenette import CLASSES
 from cnn_internals.models.registry import WEIGHTS, NetConfig, Weights
-from cnn_internals.models.transforms import ChannelNormalizedInputs
+from cnn_internals.models.transforms import IMAGENET_MEAN, IMAGENET_STD, ChannelNormalizedInputs
 
 # ImageNet's class index (torchvision's order: the 1000 wnids sorted) of each Imagenette class,
 # in Imagenette's order (data.imagenette.CLASSES, also sorted by wnid).
@@ -95,10 +95,12 @@ class ImagenetConfig(NetConfig):
     lighting_std: NonNegative = 0.1       # AlexNet's PCA colour augmentation; 0: off
 
 
-def imagenet_inputs(stats: dict, p: ImagenetConfig, device: torch.device | str) -> ChannelNormalizedInputs:
+def imagenet_inputs(stats: dict, p: ImagenetConfig, device: torch.device | str, mean: tuple = IMAGENET_MEAN,
+                    std: tuple = IMAGENET_STD) -> ChannelNormalizedInputs:
     """ImageNet-normalised 224 crops of the stored images (random crops and flips, and PCA
     lighting from the dataset's statistics, in training; the centre crop in evaluation; the
-    ten AlexNet views for the final test). Training reuses one output buffer (alexnet_inputs)."""
+    ten AlexNet views for the final test). Training reuses one output buffer (alexnet_inputs).
+    ``mean``, ``std``: the channel statistics the net's weights expect (GoogLeNet's: 0.5, 0.5)."""
     height, width = np.shape(stats["mean_image"])[:2]
-    return ChannelNormalizedInputs(height, width, stats["pca_eigvals"], stats["pca_eigvecs"], device,
-                                   augment=p.augment, lighting_std=p.lighting_std, reuse_train_output=True)
+    return ChannelNormalizedInputs(height, width, stats["pca_eigvals"], stats["pca_eigvecs"], device, mean=mean,
+                                   std=std, augment=p.augment, lighting_std=p.lighting_std, reuse_train_output=True)

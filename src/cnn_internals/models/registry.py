@@ -126,8 +126,16 @@ class Net:
         """loss(scores, targets) as ``config`` sets it."""
         return self.make_loss(self.settings(config))
 
-    def module_path(self, layer: str) -> str:
-        """The path in the model (``model.get_submodule``) of the shown layer ``layer``."""
+    @property
+    def shown(self) -> tuple:
+        """What the net shows, in order: its layers, then its scores as CLASSES."""
+        return (*self.layers, CLASSES)
+
+    def module_path(self, layer: str) -> str | None:
+        """The path in the model (``model.get_submodule``) of the shown layer ``layer``; None
+        for CLASSES, the model's output (what ``forward_to(model, None, x)`` runs to)."""
+        if layer == CLASSES:
+            return None
         if layer not in self.layers:
             raise ValueError(f"{self.title} shows no layer {layer!r}; it shows {', '.join(self.layers)}")
         return self.module_paths.get(layer, layer)

@@ -23,6 +23,7 @@ edit of a model would fetch hundreds of MB again (tests/test_dvc_yaml.py holds i
     data/mined/<net>.json              mine@       per shown layer, top-k values/images[/rows/cols] per map or
                                                    unit; per class the same, its top-k by score
     data/visualized/<net>/<layer>.npy  visualize@  per shown layer (and classes.npy), each map's optimized image
+    data/visualized/<net>/objectives.json          each map's objective on it and on its best mined image
     metrics/<net>_visualize.json       visualize@  per layer: how often it beats the best mined image
     renders/<net>/<layer>.png          render@     the pictures (and classes.png)
     images/<net>_<layer>.png           gallery     the same pictures under flat names, in git
@@ -317,6 +318,26 @@ def visualized_path(net: Net, name: str) -> Path:
     return visualized_dir(net) / f"{name}.npy"
 
 
+def visualized_objectives_path(net: Net) -> Path:
+    """Beside the images: {"layers": {layer or CLASSES: {"objective": [per map], "best_mined":
+    [per map]}}}, each map's objective on its stored image and on the best of its mined ones."""
+    return visualized_dir(net) / "objectives.json"
+
+
+def load_visualized_objectives(net: Net) -> dict:
+    """{layer or CLASSES: [objective per map]} from visualize@<net>, checked against the images' counts."""
+    path = visualized_objectives_path(net)
+    fix = f"rerun `dvc repro -f visualize@{net.name}`"
+    if not path.is_file():
+        raise UserError(f"{path} missing: run `dvc repro visualize@{net.name}` first")
+    try:
+        layers = json.loads(path.read_text())["layers"]
+        values = {name: [float(v) for v in layers[name]["objective"]] for name in net.shown}
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{path} is malformed ({first_line(err)}): {fix}") from None
+    return values
+
+
 def visualize_metrics_path(net: Net) -> Path:
     return Path("metrics") / f"{net.name}_visualize.json"
 
@@ -365,7 +386,7 @@ OPTIMIZED = "_optimized"      # a picture's suffix for the feature visualization
 def rendered(net: Net) -> tuple:
     """What render@<net> draws, in order: every shown layer, then the classes, then the same
     with their optimized images (feature visualization) beside their mined ones."""
-    shown = (*net.layers, CLASSES)
+    shown = net.shown
     return (*shown, *(f"{name}{OPTIMIZED}" for name in shown))
 
 

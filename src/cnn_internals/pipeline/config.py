@@ -13,9 +13,9 @@ import functools
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from cnn_internals.core.config import Count, Natural, NonNegative, Positive, Section, check_keys, read_key, read_section
+from cnn_internals.core.config import AllOrCount, Count, Natural, NonNegative, Positive, Section, check_keys, read_key, read_section
 from cnn_internals.data.datasets import DATASETS, get_dataset
 from cnn_internals.models import NETS, Net, NetConfig
 from cnn_internals.training.recipe import Recipe
@@ -106,24 +106,22 @@ def read_mine(params: Mapping, net: Net) -> MineConfig:
     return read_section(params, f"mine.{net.name}", MineConfig, context={"dataset": net.dataset})
 
 
-def _all_or_count(value: Any) -> Any:
-    if value != "all" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise ValueError(f"must be all or an int >= 1, got {value!r}")
-    return value
-
-
 class VisualizeConfig(Section):
     """``visualize.<net>``: feature visualization by optimization (engine/feature_vis.py), the
     recipe of Distill's article and Lucid/Lucent as defaults. ``maps``: all, or the first N maps
     (units, classes) of each shown layer; ``batch``: images optimized together (memory only: an
     image does not depend on its batch-mates); the transforms in pixels of a 128-px image."""
 
-    maps: Annotated[int | str, BeforeValidator(_all_or_count)] = "all"
-    steps: Count = 512
-    lr: Positive = 0.05
+    maps: AllOrCount = "all"
     seed: Natural = 0
     batch: Count = 256
     decorrelate: bool = True           # colour decorrelated by the dataset's RGB PCA (grey nets: nothing to do)
+    amp: bool = False                  # CUDA only: the net in bfloat16 autocast (benchmarks/feature_vis.py --amp checks 1 %)
+    # The recipe's keys, with Lucid's values: the engine's Recipe has the same defaults (a test holds
+    # them equal; not imported from there, so that the stages that only read params do not depend on
+    # the engine's feature visualization)
+    steps: Count = 512
+    lr: Positive = 0.05
     decay_power: NonNegative = 1.0     # the Fourier spectrum scaled by 1 / frequency ** decay_power
     init_std: Positive = 0.01
     pad: NonNegative = 12.0
@@ -132,7 +130,6 @@ class VisualizeConfig(Section):
     rotate: Annotated[int, Field(ge=0, le=180)] = 10      # degrees either way, whole degrees as Lucid's list
     jitter2: NonNegative = 4.0
     redirected_relu: bool = True       # Lucid's relu_gradient_override: a dead ReLU still passes a rising gradient
-    amp: bool = False                  # CUDA only: the net in bfloat16 autocast (benchmarks/feature_vis.py --amp checks 1 %)
 
     @field_validator("scale")
     @classmethod

@@ -50,7 +50,7 @@ from cnn_internals.pipeline.artifacts import layer_shapes, load_model, load_spli
 from cnn_internals.pipeline.cli import ArgumentParser, cli  # noqa: E402
 from cnn_internals.pipeline.stage import device_for  # noqa: E402
 from cnn_internals.viz.methods import get_method, heat_overlay, method_names  # noqa: E402
-from cnn_internals.viz.render import cam_layer, figure_png, unit_pictures  # noqa: E402
+from cnn_internals.viz.render import branch_note, cam_layer, figure_png, suptitle, unit_pictures  # noqa: E402
 
 DEFAULT_OUT = "explained"
 
@@ -150,12 +150,12 @@ def explain_image(model: nn.Module, net: Net, layer: str, inputs: Inputs, x: tor
     whose spatial maximum is largest, that unit's projection and patch. A fully connected layer
     (output (1, units)): its ``maps`` largest units, each seeing the whole image, and Grad-CAM
     (of the classes, and of the units for that method) at ``cam``, a module path with maps."""
-    path = None if layer == CLASSES else net.module_path(layer) if layer in net.layers else layer
+    path = net.module_path(layer) if layer in net.shown else layer
     with torch.no_grad():
         scores, captured = forward_to(model, None, x, capture=() if path is None else (path,))
     act = scores[0] if path is None else captured[path][0]   # (C, h, w) or (units,); the scores (classes,)
     if act.dim() not in (1, 3):
-        raise UserError(f"{layer} outputs {tuple(act.shape)} an image, neither maps nor units: use one of its "
+        raise UserError(f"{layer} gives {tuple(act.shape)} per image, neither maps nor units: use one of the "
                         f"shown layers ({', '.join(net.layers)}) or classes")
     if act.dim() == 1 and cam is None:
         raise UserError(f"{layer} is fully connected: Grad-CAM needs a layer with maps (cam)")
@@ -163,14 +163,11 @@ def explain_image(model: nn.Module, net: Net, layer: str, inputs: Inputs, x: tor
     best = probs.argsort(descending=True, stable=True)[:top]
     heat_at = path if act.dim() == 3 else cam
     heat = grad_cam(model, heat_at, x.expand(len(best), *x.shape[1:]), best, chunk=chunk)   # (top, H, W)
-    if act.dim() == 3:
-        peak, where = act.flatten(1).max(1)                   # per channel: max and its position
-        channels = peak.argsort(descending=True, stable=True)[:maps]
+    peak, where = act.flatten(1).max(1) if act.dim() == 3 else (act, None)   # per channel: max and its position
+    channels = peak.argsort(descending=True, stable=True)[:maps]
+    rows = cols = None
+    if where is not None:
         rows, cols = where[channels] // act.shape[2], where[channels] % act.shape[2]
-    else:
-        peak = act
-        channels = peak.argsort(descending=True, stable=True)[:maps]
-        rows = cols = None
     shown, patches, rf = unit_pictures(model, path, x.expand(len(channels), *x.shape[1:]), channels, rows, cols,
                                        method, net.input_size, inputs.display, cam)
     view = inputs.display(x)[0].cpu()
@@ -220,7 +217,7 @@ def figure(result: dict, title: str, method: str) -> bytes:
             ax.set_title(f"map {channel}: {what}\nmax {float(result['values'][j]):.3g} at "
                          f"({int(result['rows'][j])}, {int(result['cols'][j])})" if k == 0 else
                          f"map {channel}: {what}\n", fontsize=7)
-    fig.suptitle(title, fontsize=9)
+    suptitle(fig, title)
     fig.tight_layout()
     return figure_png(fig)
 
@@ -288,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
 
     device = device_for(net, load_params(args.params))
     model, config = load_model(net, device)
-    if args.layer not in (*net.layers, CLASSES) and (not args.layer or not _is_module(model, args.layer)):
+    if args.layer not in net.shown and (not args.layer or not _is_module(model, args.layer)):
         example = [name for name, m in model.named_modules() if name and not list(m.children())][-1]
         raise UserError(f"{net.title} has no layer {args.layer!r}: use one of its shown layers ({', '.join(net.layers)}), "
                         f"classes, or a module path of the model (e.g. {example})")
@@ -297,6 +294,9 @@ def main(argv: list[str] | None = None) -> None:
     classes = load_split(net, dataset.splits[1]).classes
     top = min(args.top, len(classes))
     files, answers = {}, []
+    path = net.module_path(args.layer) if args.layer in net.shown else args.layer
+    # GoogLeNet's inception modules: the field shown is the union of its branches'
+    branches = "" if path is None else branch_note(model, path, net.input_size)
     for text, photo in zip(given, photos):
         for note in photo.notes:
             print(f"{text}: {note}")
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
                      f"{what}, {label} over the whole image; the heat maps at {net.shown_name(cam) or cam}")
         else:
             title = (f"{photo.path.name} through {net.title} {args.layer}: its {len(result['channels'])} strongest "
-                     f"maps, {label}; receptive field {size} px")
+                     f"maps, {label}; receptive field {size} px{branches}")
         files[args.out / output_name(photo.path, net, args.layer)] = figure(result, title, args.method)
     if args.json is not None:
         files[args.json] = (json.dumps(answers, indent=2) + "\n").encode()

@@ -5,6 +5,7 @@ its units, whose patch is the whole image; per class its top images, their class
 
 import io
 import math
+import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ from pydantic import field_validator  # noqa: E402
 from torch import nn  # noqa: E402
 
 from cnn_internals.core.config import Count, Section, read_section  # noqa: E402
-from cnn_internals.engine.projection import Indices, crop_patches, project, receptive_field, unit_grad_cam  # noqa: E402
+from cnn_internals.engine.projection import Indices, crop_patches, field_sizes, project, receptive_field, unit_grad_cam  # noqa: E402
 from cnn_internals.viz.methods import GRAD_CAM_PASS, get_method, method_names  # noqa: E402
 
 if TYPE_CHECKING:
@@ -50,6 +51,16 @@ def whole_input(input_size: tuple[int, int, int]) -> tuple:
     score): the whole input, as crop_patches reads a field, with the one unit at (0, 0)."""
     height, width = input_size[1:]
     return (height, 1, 0) if height == width else ((height, width), (1, 1), (0, 0))
+
+
+def sees_whole_input(rf: tuple, map_size: Sequence[int], input_size: Sequence[int]) -> bool:
+    """Whether every unit of maps of ``map_size`` (h, w) with receptive field ``rf`` ((size,
+    stride, padding), each an int or a (rows, cols) pair, as receptive_field gives it) reads the
+    whole input (LeNet-5's C5: 1x1 maps, a 32-px field): the last unit's window starts at or
+    before the first pixel and the first unit's ends at or after the last."""
+    fields = tuple(zip(*rf)) if isinstance(rf[0], (tuple, list)) else (rf, rf)   # per axis
+    return all((n - 1) * stride - pad <= 0 and size - 1 - pad >= side - 1
+               for (size, stride, pad), n, side in zip(fields, map_size, input_size))
 
 
 def cam_layer(net: "Net", shapes: Mapping[str, tuple]) -> str:
@@ -134,9 +145,28 @@ def unit_grid(units: Sequence[Sequence[tuple[np.ndarray, str]]], title: str) -> 
             ax = axes[r, panels * c + j]
             ax.imshow(picture, interpolation="nearest")
             ax.set_title(caption, fontsize=8)
-    fig.suptitle(title, fontsize=9)
+    suptitle(fig, title)
     fig.tight_layout()
     return figure_png(fig)
+
+
+# Width of an average character of the 9-pt titles at 100 dpi, with a margin (a 632-px line of
+# 86 characters measured 7.35 px each).
+TITLE_CHAR_PX = 7.6
+
+
+def suptitle(fig: Figure, title: str, fontsize: int = 9) -> None:
+    """``title`` over ``fig``, wrapped at spaces to the figure's width instead of running off both
+    sides (a one-row picture is 440 px wide)."""
+    width = max(20, int(fig.get_figwidth() * fig.dpi / TITLE_CHAR_PX * 9 / fontsize))
+    fig.suptitle(textwrap.fill(title, width), fontsize=fontsize)
+
+
+def branch_note(model: nn.Module, path: str, input_size: tuple) -> str:
+    """'' for a layer whose maps share one field; else which sizes its branches' maps see (the
+    field shown, and the patches cut, are their union: GoogLeNet's inception modules)."""
+    sizes = field_sizes(model, path, input_size)
+    return f" (the union of its branches' fields: its maps see {', '.join(map(str, sizes))} px)" if len(sizes) > 1 else ""
 
 
 def layer_figure(pictures: torch.Tensor, patches: torch.Tensor, channel_ids: Sequence[int], values: Sequence[float],

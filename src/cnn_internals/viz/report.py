@@ -37,18 +37,17 @@ import numpy.typing as npt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
-from pydantic import BeforeValidator, Field  # noqa: E402
+from pydantic import Field  # noqa: E402
 from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from cnn_internals.core.config import Count, Natural, Section, read_section  # noqa: E402
+from cnn_internals.core.config import AllOrCount, Count, Natural, Section, first, read_section  # noqa: E402
 from cnn_internals.data.loader import batches, gather  # noqa: E402
 from cnn_internals.engine import CLASSES  # noqa: E402
-from cnn_internals.engine.feature_vis import unit_objective  # noqa: E402
 from cnn_internals.engine.hooks import eval_mode  # noqa: E402
-from cnn_internals.engine.projection import field_sizes, grad_cam, receptive_field  # noqa: E402
+from cnn_internals.engine.projection import grad_cam, receptive_field  # noqa: E402
 from cnn_internals.viz.methods import all_methods, get_method, heat_overlay, method_names, signed_to_unit  # noqa: E402
-from cnn_internals.viz.render import cam_layer, figure_png, unit_pictures_by_method  # noqa: E402
+from cnn_internals.viz.render import branch_note, cam_layer, figure_png, sees_whole_input, unit_pictures_by_method  # noqa: E402
 from cnn_internals.viz.report_page import TEMPLATE  # noqa: E402
 
 if TYPE_CHECKING:
@@ -65,12 +64,6 @@ WRONG_PX = 112         # largest side of a most-wrong image and its Grad-CAMs
 ROWS_PER_CALL = 2 ** 26  # bytes of float model inputs handed to the engine at once (64 MiB)
 
 
-def _maps(maps):
-    if maps != "all" and (not isinstance(maps, int) or isinstance(maps, bool) or maps < 1):
-        raise ValueError(f"must be all or an int >= 1, got {maps!r}")
-    return maps
-
-
 class ReportConfig(Section):
     """``report.<net>``: units per map (k), the largest tile side (thumb), how many most-wrong
     images, which maps ("all", or the first N of each layer), the sprites' format, and how many
@@ -79,11 +72,11 @@ class ReportConfig(Section):
     k: Count
     thumb: Annotated[int, Field(ge=4)]
     wrong: Natural
-    maps: Annotated[int | str, BeforeValidator(_maps)]
+    maps: AllOrCount
     format: Literal[FORMATS]
     # The first N units of each fully connected layer ("all": every one). A 4096-unit layer at
     # 9 tiles and seven sheets is about 164 MB of JPEG; mining covers every unit regardless.
-    fc_units: Annotated[int | str, BeforeValidator(_maps)] = 256
+    fc_units: AllOrCount = 256
 
 
 def report_params(params: Mapping, net: "Net") -> ReportConfig:
@@ -171,13 +164,6 @@ def architecture(model: nn.Module, input_size: tuple, shown: Iterable[str] = ())
              "params": sum(p.numel() for p in module.parameters())} for name, module, shape in calls]
 
 
-def branch_note(model: nn.Module, path: str, input_size: tuple) -> str:
-    """'' for a layer whose maps share one field; else which sizes its branches' maps see (the
-    field shown, and the patches cut, are their union)."""
-    sizes = field_sizes(model, path, input_size)
-    return f" (the union of its branches' fields: its maps see {', '.join(map(str, sizes))} px)" if len(sizes) > 1 else ""
-
-
 def spatial_field(model: nn.Module, layer: str, input_size: tuple) -> tuple | None:
     """receptive_field of ``layer``, or None where a unit's field has no window: ResNet's
     global average pool gives (C, 1, 1) maps whose one unit sees the whole input."""
@@ -261,7 +247,7 @@ def layer_sprites(model: nn.Module, net: "Net", layer: str, split: "Split", inpu
     channels = torch.arange(maps).repeat_interleave(k)
     images = top["images"][:maps, :k].reshape(-1)
     rows, cols = ((top[f][:maps, :k].reshape(-1) for f in ("rows", "cols")) if "rows" in top else (None, None))
-    path = None if layer == CLASSES else net.module_path(layer)
+    path = net.module_path(layer)
     per_call = max(1, ROWS_PER_CALL // (4 * math.prod(net.input_size)))
     methods = method_names()
     parts = {name: [] for name in (*methods, "patches")}
@@ -323,32 +309,17 @@ def render_page(context: dict) -> bytes:
     return env.from_string(TEMPLATE).render(**context).encode("utf-8")
 
 
-@torch.no_grad()
-def optimized_objectives(model: nn.Module, inputs: "Inputs", path: str | None, images: np.ndarray,
-                         device: torch.device, chunk: int = 64) -> list[float]:
-    """The objective of each stored optimized image (uint8 (maps, C, H, W), map i's image first):
-    map i's mean over positions at module ``path`` (a unit's value; None: class i's score), as
-    the visualize stage's metrics take it."""
-    values = []
-    with eval_mode(model):
-        for start in range(0, len(images), chunk):
-            pixels = torch.from_numpy(images[start:start + chunk]).to(device).float() / 255
-            units = torch.arange(start, start + len(pixels), device=device)
-            values += unit_objective(model, path, inputs.from_pixels(pixels), units).cpu().tolist()
-    return values
-
-
 def build_report(net: "Net", model: nn.Module, inputs: "Inputs", device: torch.device, p: ReportConfig, run: dict,
                  mined: dict, held_out: "Split", settings: dict, data: dict,
-                 optimized: dict | None = None) -> tuple[dict[str, bytes], list[str]]:
+                 optimized: dict, objectives: dict) -> tuple[dict[str, bytes], list[str]]:
     """({relative path: bytes}, notes): every file of reports/<net>/.
 
     ``run``: read_metrics' dict; ``mined``: {"split": name, "split_data": Split, "tables":
     load_mined's tables}; ``held_out``: the held-out Split (the most-wrong images come from
     it); ``settings``: train_settings; ``data``: what the page says of the data; ``optimized``:
     {shown layer or CLASSES: uint8 (maps, C, H, W)}, the visualize stage's images, each shown
-    beside its map's top-k tiles (its first maps: as many as it has)."""
-    optimized = optimized or {}
+    beside its map's top-k tiles (its first maps: as many as it has); ``objectives``: {the same
+    name: each of those images' objective}, shown under it."""
     fmt, notes = p.format, []
     tables = mined["tables"]
     mined_k = int(next(iter(tables.values()))["values"].shape[1])
@@ -362,14 +333,14 @@ def build_report(net: "Net", model: nn.Module, inputs: "Inputs", device: torch.d
     shapes_by_name = {layer: shapes[net.module_path(layer)] for layer in net.layers}
     cam = cam_layer(net, shapes_by_name)
     cam_path = net.module_path(cam)
-    shown = (*net.layers, CLASSES)
+    shown = net.shown
 
     def count(name):
         total = len(tables[name]["values"])
         if name == CLASSES:
             return total
-        caps = [p.maps] + ([p.fc_units] if len(shapes_by_name[name]) == 1 else [])
-        return min([total] + [cap for cap in caps if cap != "all"])
+        kept = first(p.maps, total)
+        return first(p.fc_units, kept) if len(shapes_by_name[name]) == 1 else kept
 
     counts = {name: count(name) for name in shown}
     progress = tqdm(total=sum(counts.values()) * k, desc=f"report {net.name}", unit="unit", disable=None,
@@ -384,10 +355,8 @@ def build_report(net: "Net", model: nn.Module, inputs: "Inputs", device: torch.d
         kind = "classes" if layer == CLASSES else "maps" if "rows" in top else "units"
         vis = optimized.get(layer)
         vis_count = 0 if vis is None else min(len(vis), n)
-        vis_ratio, vis_values = 1.0, []
+        vis_ratio, vis_values = 1.0, objectives.get(layer, [])[:vis_count]
         if vis_count:
-            vis_values = optimized_objectives(model, inputs, None if layer == CLASSES else net.module_path(layer),
-                                              vis[:vis_count], device)
             vis_tiles = to_tiles(torch.from_numpy(vis[:vis_count]).float() / 255, p.thumb)
             files[f"{slug(layer)}/optimized.{ext(fmt)}"] = sprite(vis_tiles[:, None], fmt)
             vis_ratio = cell_size(vis_tiles.shape[1], fmt) / vis_tiles.shape[1]
@@ -397,6 +366,8 @@ def build_report(net: "Net", model: nn.Module, inputs: "Inputs", device: torch.d
                        "k": k, "shape": shape_text(shapes[net.module_path(layer)] if kind != "classes"
                                                    else top["values"].shape[:1]),
                        "field": (field_text(rf) + branch_note(model, net.module_path(layer), net.input_size)
+                                 + (": the whole input" if sees_whole_input(rf, shapes[net.module_path(layer)][1:],
+                                                                           net.input_size[1:]) else "")
                                  if kind == "maps" else "the whole input"),
                        "cam": cam, "titles": titles, "ratio": cell_size(side, fmt) / side,
                        "optimized": vis_count, "optimized_file": f"{slug(layer)}/optimized.{ext(fmt)}",

@@ -143,7 +143,7 @@ body[data-method="{{ method }}"] #{{ layer.id }} i.x { background-image: url("{{
 <p>Each class's top {{ layer.k }} {{ mined.split }} images by its score (higher = more the class): above, the score projected into pixel space by the method chosen at the top (saliency: Simonyan et al. 2013, section 3.1; Grad-CAM at {{ layer.cam }}); below, the image. Under each: the image's index in the {{ mined.split }} split and its score.</p>
 {% endif %}
 {% if layer.optimized %}
-<p>Left of each of the first {{ layer.optimized }}: the image optimized to excite it (feature visualization, the visualize stage; at the whole input's size, not its receptive field's), with its objective ({{ 'the class score' if layer.kind == 'classes' else "the unit's value" if layer.kind == 'units' else "the map's mean over its positions, where the tiles' values are its maximum" }}).</p>
+<p>Left of {{ 'each of the first ' ~ layer.optimized if layer.optimized > 1 else 'the first' }}: the image optimized to excite it (feature visualization, the visualize stage; at the whole input's size, not its receptive field's), with its objective ({{ 'the class score' if layer.kind == 'classes' else "the unit's value" if layer.kind == 'units' else "the map's mean over its positions, where the tiles' values are its maximum" }}).</p>
 {% endif %}
 {% if filters.tab == layer.id %}
 <h3>{{ filters.layer }}'s {{ filters.count }} filters ({{ filters.shape }}), each scaled to its largest weight, grey = 0</h3>
