@@ -11,6 +11,9 @@
 #   projection.py    54 units per conv layer: ours vs Captum per-neuron and the autograd
 #                    floor, and the chunk the engine picks vs the best of a sweep
 #   mining.py        top-k mining vs a bare forward
+#   mining.py --processes  the mine stage's work on VGG-16 on one GPU (with 2 or more GPUs also
+#                    on 2 and on all of them, NCCL, as mine.<net>.nproc runs it): the per-GPU rate
+#                    docs/gpus.md projects ImageNet's mining from
 #   feature_vis.py   AlexNet conv5 feature visualization: ours vs Lucent's recipe (batched, one
 #                    unit a call), and ours under bfloat16 autocast against float32 (the 1 % rule)
 #   feature_vis_cost.py a whole AlexNet and GoogLeNet visualization, estimated from timed steps
@@ -37,6 +40,7 @@ run benchmarks/determinism.py --device cuda --out "$out/determinism_cuda.json"
 run benchmarks/alexnet_input.py --device cuda --out "$out/alexnet_input_cuda.json"
 run benchmarks/projection.py --device cuda --out "$out/projection_cuda.json"
 run benchmarks/mining.py --device cuda --out "$out/mining_cuda.json"
+run benchmarks/mining.py --net vgg16 --device cuda --processes 1 "${ranks[@]}" --out "$out/mining_processes_vgg16_cuda.json"
 run benchmarks/feature_vis.py --device cuda --amp --out "$out/feature_vis_cuda.json"
 run benchmarks/feature_vis_cost.py --device cuda --out "$out/feature_vis_cost_cuda.json"
 exit $status

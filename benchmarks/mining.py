@@ -36,19 +36,52 @@ Figures go to benchmarks/results/mining.json (sorted keys) or --out. The full ru
 
 --quick (smoke test, about 15 s on 2 cores): N = 16 in batches of 16 (so 4N is 4 batches of the
 same size), one repeat. Quick figures are written only where --out says.
+
+1 vs N processes (``mine.<net>.nproc``), the mine stage's own work, instead of the above:
+
+    python benchmarks/mining.py --processes 1 2                  # AlexNet on the CPU, 4 batches of 85
+    python benchmarks/mining.py --processes 1 2 --net vgg16      # VGG-16 (about 2.8 img/s on 2 cores)
+    python benchmarks/mining.py --processes 1 2 --quick          # smoke test: 2 batches of 4, 1 repeat
+    python benchmarks/mining.py --processes 1 --net vgg16 --device cuda   # one GPU's rate (gpu.sh)
+
+Each count runs in fresh processes (torch.multiprocessing.spawn; several of them join a process
+group as torchrun's ranks do: gloo on the CPU, NCCL on CUDA, one GPU a rank, skipped where there
+are fewer GPUs). The net as the stage builds it (params.yaml's train.<net>, random weights), N
+random uint8 images of its dataset's shape (Imagenette's 256x256x3) in the stage's batches (16
+MB: 85 images; --batch), each rank holding its own share: gathered from uint8, moved to the
+device and turned into eval inputs by the net's transform (data.loader.batches), mined at every
+shown layer and the classes (top_k_activations over the rank's run of whole batches), gathered
+to rank 0 and merged (merge_top_k), as stages/mine.py does. Threads as the stage has them: one
+process the CPU pin's 2, each of N ranks cores / N (or OMP_NUM_THREADS). Timed on rank 0 between
+two barriers: the median of --repeats (3) after a warm-up. Prints each count's images/s, its
+speed over one process's, and whether its merged tables are bit for bit one process's (they are
+at the same threads per process, not otherwise promised); on CUDA also what mining ImageNet's
+val (50,000) and train (1,281,167) images would take at the rate measured (a projection).
+Figures go to benchmarks/results/mining_processes_<net>.json (_cuda on CUDA) or --out; quick
+ones only where --out says.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
-from cnn_internals.engine.mining import top_k_activations
+from cnn_internals.data.loader import batches as stage_batches
+from cnn_internals.data.statistics import image_statistics
+from cnn_internals.engine.mining import merge_top_k, top_k_activations
+from cnn_internals.runtime.cpu_pin import pin_threads
+from cnn_internals.runtime.distributed import batch_share, gather_to_main, process_group, rank_threads
 
 from bench_common import (
     CONV_LAYERS,
@@ -59,6 +92,7 @@ from bench_common import (
     machine,
     pick_device,
     proc_status,
+    synchronize,
     timed,
     truncated,
     write_json,
@@ -186,19 +220,157 @@ def mib(value):
     return value / 2**20
 
 
+# ---------------------------------------------------------------- 1 vs N processes
+
+STAGE_BATCH_BYTES = 2 ** 24       # stages/mine.py's BATCH_BYTES: a batch holds about 16 MB of uint8
+SHAPES = {"mnist": (28, 28), "imagenette": (256, 256, 3)}     # a prepared image of each dataset
+PROCESS_BATCHES = {"cpu": 4, "cuda": 32}                      # N, in the stage's batches
+IMAGENET = {"val": 50_000, "train": 1_281_167}
+
+
+def stage_net(net):
+    """(registry entry, train.<net> from params.yaml, the shape of one uint8 image of its data)."""
+    import yaml  # here: the other measurements run where only torch is installed (gpu.sh)
+
+    from cnn_internals.models import NETS
+
+    spec = NETS[net]
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    return spec, params["train"][net], SHAPES[spec.dataset]
+
+
+def random_images(share, batch, shape):
+    """uint8 images ``share`` (a range of whole batches) of a random split, each batch from its
+    own seed: every rank makes its own part, the same pixels whatever the number of ranks."""
+    parts = [np.random.default_rng(SEED + first).integers(0, 256, (min(batch, share.stop - first), *shape),
+                                                          dtype=np.uint8)
+             for first in range(share.start, share.stop, batch)]
+    return np.concatenate(parts) if parts else np.zeros((0, *shape), dtype=np.uint8)
+
+
+def mining_rank(rank, ranks, port, net, n, batch, repeats, device_type, out):
+    """One of ``ranks`` processes doing what stages/mine.py does on it (under torchrun when
+    ``ranks`` > 1); rank 0 saves the median seconds and the merged tables to ``out``."""
+    if ranks > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                          WORLD_SIZE=str(ranks), LOCAL_WORLD_SIZE=str(ranks))
+        torch.set_num_threads(int(rank_threads(ranks)))         # what launch gives each rank
+    elif device_type == "cpu":
+        pin_threads()                                           # what device_for gives one process
+    spec, config, shape = stage_net(net)
+    with process_group(torch.device(device_type), ranks, "benchmark") as (world, device):
+        share = batch_share(n, batch, world)
+        images = random_images(share, batch, shape)
+        labels = np.zeros(len(images), dtype=np.int64)
+        stats = image_statistics(random_images(range(min(n, batch)), batch, shape))
+        torch.manual_seed(SEED)
+        model = spec.build(config).float().to(device).eval()
+        inputs = spec.inputs(stats, config, device)
+
+        def once():
+            if world.size > 1:
+                dist.barrier()
+            stream = (inputs.eval(x) for x, _ in stage_batches(images, labels, np.arange(len(images)), batch, device))
+            part = top_k_activations(model, spec.layer_paths, stream, K, classes=True, start=share.start) \
+                if len(share) else None
+            parts = [p for p in gather_to_main(part, world) or [] if p is not None]
+            merged = {name: merge_top_k([p[name] for p in parts], K) for name in parts[0]} if world.main else None
+            synchronize(device)
+            if world.size > 1:
+                dist.barrier()
+            return merged
+
+        seconds, merged = timed(once, repeats, device)
+        if world.main:
+            torch.save({"seconds": seconds, "threads": torch.get_num_threads() if device.type == "cpu" else None,
+                        "top": {name: dataclasses.asdict(t) for name, t in merged.items()}}, out)
+
+
+def mine_on(ranks, net, n, batch, repeats, device):
+    """(median seconds, threads of each process on the CPU, merged tables) of mining N images on
+    ``ranks`` fresh processes."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "mined.pt"
+        mp.spawn(mining_rank, args=(ranks, port, net, n, batch, repeats, device.type, str(out)), nprocs=ranks)
+        found = torch.load(out, weights_only=True)
+    return found["seconds"], found["threads"], found["top"]
+
+
+def same_tables(a, b):
+    return a.keys() == b.keys() and all(
+        (a[name][f] is None and b[name][f] is None) or torch.equal(a[name][f], b[name][f])
+        for name in a for f in a[name])
+
+
+def processes_main(args, device):
+    """--processes: the mine stage's work on 1 and on N processes (see the docstring)."""
+    spec, _, shape = stage_net(args.net)
+    batch = 4 if args.quick else (args.batch or max(1, min(512, STAGE_BATCH_BYTES // int(np.prod(shape)))))
+    n = args.images or (2 if args.quick else PROCESS_BATCHES[device.type]) * batch
+    repeats = args.repeats or (1 if args.quick else 3)
+    counts = sorted(set(args.processes) | {1})
+    info = machine(device)
+    print(describe(info))
+    print(f"{args.net}: the mine stage's work (top-{K} at {', '.join(spec.layer_paths)} and the classes) over N = {n} "
+          f"random {'x'.join(map(str, shape))} uint8 images in batches of {batch}, on {', '.join(map(str, counts))} "
+          f"processes; median of {repeats} after a warm-up{', QUICK' if args.quick else ''}")
+    figures, first = {}, None
+    for count in counts:
+        if device.type == "cuda" and count > torch.cuda.device_count():
+            print(f"  {count} processes skipped: {torch.cuda.device_count()} GPU(s) here")
+            continue
+        seconds, threads, top = mine_on(count, args.net, n, batch, repeats, device)
+        figure = {"seconds": seconds, "images_per_s": n / seconds, "threads_per_process": threads}
+        if first is None:
+            first = (seconds, top)
+        else:
+            figure["over_1_process_speed"] = first[0] / seconds
+            figure["identical_to_1_process"] = same_tables(top, first[1])
+        figures[str(count)] = figure
+        line = f"  {count} process{'es' if count > 1 else '':2}: {n / seconds:8.2f} img/s ({seconds:.2f} s"
+        line += f", {threads} thread{'s' if threads != 1 else ''}{' each' if count > 1 else ''})" if threads else ")"
+        if "over_1_process_speed" in figure:
+            line += (f"   x{figure['over_1_process_speed']:.2f} one process's speed; tables bit-identical to one "
+                     f"process's: {'yes' if figure['identical_to_1_process'] else 'no'}")
+        print(line)
+    if device.type == "cuda":
+        for count, figure in figures.items():
+            rate = figure["images_per_s"]
+            print(f"  projection at {rate:.0f} img/s on {count} GPU(s): ImageNet val {IMAGENET['val'] / rate / 60:.1f} "
+                  f"min, train {IMAGENET['train'] / rate / 3600:.2f} h")
+    suffix = "" if device.type == "cpu" else f"_{device.type}"
+    out = args.out or (None if args.quick else RESULTS / f"mining_processes_{args.net}{suffix}.json")
+    if out is not None:
+        write_json(out, {"machine": info,
+                         "config": {"net": args.net, "quick": args.quick, "images": n, "batch": batch, "k": K,
+                                    "layers": list(spec.layer_paths), "classes": True, "repeats": repeats,
+                                    "image": list(shape), "dtype": "uint8 -> float32"},
+                         "processes": figures})
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="N=16 in batches of 16, 1 repeat (smoke test)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--images", type=int, default=None, help="N (default 256 on CPU, 2048 on CUDA, quick 16)")
-    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--batch", type=int, default=None,
+                        help=f"images per batch (default {BATCH}; --processes: the stage's, 85 for 256x256x3)")
     parser.add_argument("--repeats", type=int, default=None, help="timed passes (default 3, quick 1)")
     parser.add_argument("--out", default=None, help="JSON file (default benchmarks/results/mining.json; "
                                                     "--quick writes only where --out says)")
     parser.add_argument("--net", choices=("alexnet", "vgg16"), default="alexnet")
+    parser.add_argument("--processes", type=int, nargs="+", default=None,
+                        help="1 vs N processes of the mine stage's work (1 is always timed; see the docstring)")
     parser.add_argument("--_memory", choices=("ours", "bare"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = pick_device(args.device)
+    if args.processes:
+        processes_main(args, device)
+        return
+    args.batch = args.batch or BATCH
 
     if args._memory:   # child process of memory_in_fresh_process
         print(json.dumps(measure_memory(args._memory, args.images, args.batch, device, args.net)))

@@ -20,14 +20,14 @@ from pathlib import Path
 
 from cnn_internals.core.params import load_params
 from cnn_internals.core.project import user_path
-from cnn_internals.data.datasets import DATASETS
+from cnn_internals.data.datasets import get_dataset
 from cnn_internals.pipeline.artifacts import raw_dir
 from cnn_internals.pipeline.cli import ArgumentParser, cli
 
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="which dataset to download")
+    parser.add_argument("--dataset", required=True, help="which dataset to download (a key of data in params.yaml)")
     parser.add_argument("--params", default=Path("params.yaml"), type=user_path,
                         help="params file (default: params.yaml at the project root)")
     parser.add_argument("--out", type=user_path, default=None,
@@ -40,7 +40,7 @@ def main(argv=None):
     args = parse_args(argv)
     out = args.out if args.out is not None else raw_dir(args.dataset)
     params = load_params(args.params)
-    print(DATASETS[args.dataset].download(params, out))
+    print(get_dataset(params, args.dataset).download(out))
 
 
 if __name__ == "__main__":

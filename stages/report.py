@@ -17,10 +17,10 @@ projections run); the folder is replaced in one rename.
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 
 from cnn_internals.core.atomic import atomic_dir
-from cnn_internals.data.datasets import get_dataset
 from cnn_internals.data.prepared import fingerprint
 from cnn_internals.pipeline.artifacts import (
     check_mined,
+    dataset_splits,
     layer_shapes,
     load_mined,
     load_model,
@@ -46,13 +46,12 @@ def main(argv=None):
     settings = train_settings(read_train(params, net))
     device = device_for(net, params)
     split_name, tables = load_mined(net)
-    held_out_name = get_dataset(net.dataset).splits[1]
+    train_name, held_out_name = dataset_splits(net)
     model, config = load_model(net, device)
     mined_split, held_out = load_split(net, split_name), load_split(net, held_out_name)
     check_mined(net, tables, len(mined_split), layer_shapes(net, model))
     run = read_metrics(metrics_paths(net), held_out.classes, f"rerun `dvc repro -f train@{net.name}`")
     inputs = net_inputs(net, config, device)
-    train_name = get_dataset(net.dataset).splits[0]
     data = {"splits": [(train_name, len(load_split(net, train_name))), (held_out_name, len(held_out))],
             "held_out": held_out_name, "classes": list(held_out.classes),
             "fingerprint": fingerprint(prepared_dir(net.dataset))}

@@ -13,7 +13,7 @@ import sys
 
 from cnn_internals.core.atomic import atomic_dir, write_json
 from cnn_internals.core.project import user_path
-from cnn_internals.data.datasets import DATASETS, open_split
+from cnn_internals.data.datasets import TRAIN, open_split
 from cnn_internals.data.statistics import image_statistics, save_statistics, summary
 from cnn_internals.pipeline.artifacts import prepared_dir, stats_dir, stats_metrics_path
 from cnn_internals.pipeline.cli import ArgumentParser, cli
@@ -22,11 +22,11 @@ from cnn_internals.pipeline.cli import ArgumentParser, cli
 @cli
 def main(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    parser.add_argument("--dataset", required=True, help="which dataset (a key of data in params.yaml)")
     parser.add_argument("--prepared", type=user_path, help="prepared data folder (default data/prepared/<dataset>)")
     parser.add_argument("--out", type=user_path, help="output folder (default data/stats/<dataset>)")
     args = parser.parse_args(argv)
-    split = open_split(args.dataset, DATASETS[args.dataset].splits[0], args.prepared or prepared_dir(args.dataset))
+    split = open_split(args.dataset, TRAIN, args.prepared or prepared_dir(args.dataset))
     stats = image_statistics(split.images)
     with atomic_dir(args.out or stats_dir(args.dataset)) as tmp:
         save_statistics(stats, tmp)

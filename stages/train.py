@@ -37,11 +37,11 @@ import torch
 from cnn_internals.core.atomic import write_all, write_text
 from cnn_internals.core.errors import UserError, first_line
 from cnn_internals.core.project import started_in
-from cnn_internals.data.datasets import get_dataset
 from cnn_internals.data.prepared import fingerprint
 from cnn_internals.data.pretrained import load_pretrained, weights_entry
 from cnn_internals.pipeline.artifacts import (
     checkpoint_dir,
+    dataset_splits,
     history_tsv,
     load_split,
     load_stats,
@@ -83,7 +83,7 @@ def main(argv=None):
     device = train_device(net, params, config)
     if device.type == "cpu":
         keep_host_memory()       # big maps reuse the heap instead of fresh pages each step
-    train_name, test_name = get_dataset(net.dataset).splits
+    train_name, test_name = dataset_splits(net)
     data = {"train": load_split(net, train_name), "test": load_split(net, test_name)}
     stats = load_stats(net.dataset)
     if not under_torchrun():

@@ -24,15 +24,16 @@ from pathlib import Path
 
 from cnn_internals.core.atomic import write_text
 from cnn_internals.core.config import node
-from cnn_internals.core.params import load_params
+from cnn_internals.core.params import load_params, params_name
 from cnn_internals.core.project import user_path
-from cnn_internals.data.datasets import DATASETS
+from cnn_internals.data.datasets import dataset_names, get_dataset
 from cnn_internals.data.pretrained import weights_entry
 from cnn_internals.models import NETS
 from cnn_internals.pipeline.artifacts import PARAMS_OK
 from cnn_internals.pipeline.cli import ArgumentParser, cli
 from cnn_internals.pipeline.config import check_layout, read_mine, read_pipeline, read_train, read_visualize
 from cnn_internals.pipeline.stage import train_device
+from cnn_internals.runtime.distributed import check_processes
 from cnn_internals.viz.render import render_params
 from cnn_internals.viz.report import report_params
 
@@ -49,21 +50,23 @@ def validate(params) -> list:
     check_layout(params)
     pipeline = read_pipeline(params)
     checked = ["pipeline"]
-    for name, dataset in DATASETS.items():
-        if name in pipeline.datasets or node(params, f"data.{name}", None) is not None:
-            dataset.read_params(params)
-            checked.append(f"data.{name}")
+    datasets = {}
+    for name in dataset_names(params):
+        datasets[name] = get_dataset(params, name)
+        checked.append(f"data.{name}")
     for net in NETS.values():
         listed = net.name in pipeline.nets
-        readers = {"train": read_train, "mine": read_mine, "render": render_params, "report": report_params,
-                   "visualize": read_visualize}
+        splits = datasets[net.dataset].splits if net.dataset in datasets else None
+        readers = {"train": read_train, "mine": lambda params, net: read_mine(params, net, splits),
+                   "render": render_params, "report": report_params, "visualize": read_visualize}
         read = {}
         for section, reader in readers.items():
             if listed or node(params, f"{section}.{net.name}", None) is not None:
                 read[section] = reader(params, net)
                 checked.append(f"{section}.{net.name}")
         if listed:
-            train_device(net, params, read["train"])
+            device = train_device(net, params, read["train"])
+            check_processes(read["mine"].nproc, device, params_name(params), f"mine.{net.name}")
         imagenet = listed and read["train"].weights == "imagenet"
         if imagenet or node(params, f"weights.{net.name}", None) is not None:
             weights_entry(params, net.name)

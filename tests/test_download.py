@@ -229,7 +229,7 @@ def test_the_largest_sample_test_every_holds_out_one_digit_of_each_class_and_one
     held_out = mnist.sample_split(labels, mnist.SAMPLE_PER_CLASS)
     assert np.bincount(labels[held_out]).tolist() == [1] * 10
     assert not mnist.sample_split(labels, mnist.SAMPLE_PER_CLASS + 1).any()
-    read = {"data": {"mnist": {"source": "sample", "sample_test_every": mnist.SAMPLE_PER_CLASS}}}
+    read = {"data": {"mnist": {"kind": "mnist", "source": "sample", "sample_test_every": mnist.SAMPLE_PER_CLASS}}}
     assert mnist.read_params(read).sample_test_every == mnist.SAMPLE_PER_CLASS
     read["data"]["mnist"]["sample_test_every"] = 100000
     with pytest.raises(UserError, match=r"data.mnist.sample_test_every must be at most 500 .* holds out none\), "
@@ -257,7 +257,7 @@ GOOD_MD5 = "f68b3c2dcbeaaa9fbdd348bbdeb94873"
     ({"source": "sample", "sample_test_every": 1}, "data.mnist.sample_test_every"),
 ])
 def test_stage_bad_params_one_line_error(tmp_path, mnist_params, key):
-    result = run_stage(tmp_path, {"data": {"mnist": mnist_params}})
+    result = run_stage(tmp_path, {"data": {"mnist": {"kind": "mnist", **mnist_params}}})
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and key in lines[0]
@@ -266,7 +266,7 @@ def test_stage_bad_params_one_line_error(tmp_path, mnist_params, key):
 
 
 def test_stage_official_from_loopback(tmp_path, mnist_params_entries, mnist_files):
-    result = run_stage(tmp_path, {"data": {"mnist": {"source": "official", "files": mnist_params_entries}}})
+    result = run_stage(tmp_path, {"data": {"mnist": {"kind": "mnist", "source": "official", "files": mnist_params_entries}}})
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     for name, data in mnist_files["bytes"].items():
@@ -275,7 +275,7 @@ def test_stage_official_from_loopback(tmp_path, mnist_params_entries, mnist_file
 
 def test_stage_unreachable_one_line(tmp_path, refused_url):
     files = [{"url": f"{refused_url}/{n}", "md5": GOOD_MD5} for p in mnist.FILES.values() for n in p]
-    result = run_stage(tmp_path, {"data": {"mnist": {"source": "official", "files": files}}})
+    result = run_stage(tmp_path, {"data": {"mnist": {"kind": "mnist", "source": "official", "files": files}}})
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: could not fetch train-images-idx3-ubyte.gz: ")

@@ -21,7 +21,8 @@ def declared_sources(deps) -> set:
             files.update(p.relative_to(REPO).as_posix() for p in path.rglob("*.py") if "__pycache__" not in p.parts)
         else:
             assert path.is_file(), f"{dep} does not exist"
-            files.add(dep)
+            if dep.endswith(".py"):           # data beside the code (imagenet_classes.tsv) is checked below
+                files.add(dep)
     return files
 
 
@@ -33,6 +34,16 @@ def test_a_stage_depends_on_exactly_the_sources_it_imports(name):
     declared = declared_sources(stage["deps"])
     assert declared == imported, (f"{name}: imported but not declared {sorted(imported - declared)}; "
                                   f"declared but not imported {sorted(declared - imported)}")
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_a_stage_that_reads_the_wnid_table_depends_on_it(name):
+    """data/wnids.py reads imagenet_classes.tsv beside it: a stage importing it depends on the file."""
+    stage = STAGES[name].get("do", STAGES[name])
+    script = re.match(r"python (stages/\w+\.py)", stage["cmd"]).group(1)
+    reads = "src/cnn_internals/data/wnids.py" in stage_sources(REPO / script)
+    covered = {"src/cnn_internals/data/imagenet_classes.tsv", "src/cnn_internals/data"} & set(stage["deps"])
+    assert bool(covered) == reads
 
 
 def test_the_import_walk_sees_lazy_and_relative_imports():

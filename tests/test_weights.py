@@ -272,7 +272,7 @@ def test_dvc_repro_fetches_through_the_weights_stage_and_records_the_file(tmp_pa
     assert read - {"weights", f"weights.{NET}", "train", f"train.{NET}"} == {f"train.{NET}.weights", f"weights.{NET}.url",
                                                     f"weights.{NET}.sha256"}
     again = run(["dvc", "repro", f"weights@{NET}"], repo, str(weights["dir"]))
-    assert "Running stage" not in again.stdout
+    assert "Running stage" not in again.stdout          # weights@ needs no scan@: none runs
 
 
 def test_validate_wants_a_weights_entry_for_a_net_on_imagenet_weights(tmp_path):

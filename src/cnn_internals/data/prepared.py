@@ -56,6 +56,13 @@ def read_split(directory: Path, split: str, fix: str) -> Split:
     return Split(images=images, labels=labels, classes=classes)
 
 
+def splits_in(directory: Path) -> tuple:
+    """The splits a prepared folder holds, by its ``<split>_labels.npy`` files: the training
+    split first, then the held-out one (MNIST's test, an image folder's val)."""
+    found = sorted(path.name.removesuffix("_labels.npy") for path in Path(directory).glob("*_labels.npy"))
+    return tuple(sorted(found, key=lambda split: split != "train"))
+
+
 def fingerprint(directory: Path) -> str:
     """sha256 over every file of a prepared folder: what a checkpoint's tag records of the
     data, so a resumed run never mixes epochs over different data."""

@@ -7,9 +7,13 @@ scores as its forward returns them (higher = more the class). Each image enters 
 top-k at most once; equal values go to the lower image index. Only (channels, k) numbers per
 layer are kept while the data streams past: memory does not grow with the dataset, and every
 layer and the classes come from the same forward pass.
+
+On several processes each mines a contiguous part of the data (``start``: the index of its
+first image), and ``merge_top_k`` puts their tables together by the same rule: the values,
+images and positions one process finds over the whole data.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -62,13 +66,15 @@ class _Running:
 
 @torch.no_grad()
 def top_k_activations(model: nn.Module, layers: Mapping[str, str] | Iterable[str], batches: Iterable[torch.Tensor],
-                      k: int, classes: bool = False) -> dict[str, TopK]:
+                      k: int, classes: bool = False, start: int = 0) -> dict[str, TopK]:
     """For each layer in ``layers`` a TopK over all images that ``batches`` yields (image
     tensors in dataset order), keyed by its name. ``layers``: module paths, or a mapping of
     names to module paths (a registry entry's ``layer_paths``: paper name -> path); a layer
     outputs maps (B, C, H, W) or units (B, C). ``classes``: also the model's scores (B,
-    classes), under CLASSES. One forward pass per batch serves every layer and the classes; it
-    stops after the last mined layer has run when the scores are not wanted."""
+    classes), under CLASSES. ``start``: the index of the first image in the whole data (a
+    rank's part of it), the images are counted from there. One forward pass per batch serves
+    every layer and the classes; it stops after the last mined layer has run when the scores
+    are not wanted."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     paths = dict(layers) if isinstance(layers, Mapping) else {name: name for name in layers}
@@ -78,7 +84,7 @@ def top_k_activations(model: nn.Module, layers: Mapping[str, str] | Iterable[str
     running = {name: _Running() for name in [*layers, *([CLASSES] if classes else [])]}
     widths = {}
     seen = set()
-    state = {"first": 0}
+    state = {"first": start}
 
     def hook_for(name):
         def hook(module, args, output):
@@ -120,3 +126,23 @@ def top_k_activations(model: nn.Module, layers: Mapping[str, str] | Iterable[str
             result[name] = TopK(values=r.values.cpu(), images=r.images.cpu(),
                                 rows=(r.positions // widths[name]).cpu(), cols=(r.positions % widths[name]).cpu())
     return result
+
+
+def merge_top_k(parts: Sequence[TopK], k: int) -> TopK:
+    """One layer's TopK over the images of all ``parts``, each a TopK over its own images
+    (``images`` indices in the whole data, no image in two parts), as ``top_k_activations``
+    finds it over all of them: per channel by value descending, equal values to the lower image
+    index, rows and cols following their image. Parts may have fewer than k columns (a part of
+    fewer than k images)."""
+    if not parts:
+        raise ValueError("no parts to merge")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    fields = ("values", "images", *(("rows", "cols") if parts[0].rows is not None else ()))
+    table = {f: torch.cat([getattr(part, f) for part in parts], 1) for f in fields}   # (C, all parts' columns)
+    # By image first, then a stable sort by value: equal values stay in image order.
+    by_image = torch.sort(table["images"], dim=1, stable=True).indices
+    table = {f: t.gather(1, by_image) for f, t in table.items()}
+    order = torch.sort(table["values"], dim=1, descending=True, stable=True).indices[:, :k]
+    table = {f: t.gather(1, order) for f, t in table.items()}
+    return TopK(values=table["values"], images=table["images"], rows=table.get("rows"), cols=table.get("cols"))

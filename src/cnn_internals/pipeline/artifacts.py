@@ -4,13 +4,16 @@ Stages and viz/ name a file only through this module, and ``stage_outputs`` list
 stage writes: a test holds dvc.yaml's outs, metrics and plots to it. Paths are relative to the
 project root, where every stage runs (pipeline/cli.py).
 
-One exception: weights@<net>'s file (``pretrained_file``/``pretrained_path``) is named in
-data/pretrained.py beside its fetcher and its loader, and re-exported here. The weights stage
+Two exceptions: scan@<dataset>'s manifest (``manifest_path``), named in data/manifest.py so that
+the stage, run on every `dvc repro`, imports no torch; and weights@<net>'s file
+(``pretrained_file``/``pretrained_path``), named in data/pretrained.py beside its fetcher and
+its loader. Both are re-exported here. The weights stage
 must not import this module: through the registry it would depend on every net's code, and an
 edit of a model would fetch hundreds of MB again (tests/test_dvc_yaml.py holds it to that).
 
     data/params.ok                     validate    the same bytes whenever the params are valid
     models/pretrained/<net>.pth        weights@    torchvision's file, or the SCRATCH line
+    data/manifests/<dataset>.json      scan@       what the source holds now (paths, sizes, mtimes of a folder)
     data/raw/<dataset>/                download@   the files as published
     data/prepared/<dataset>/           prepare@    uint8 arrays, labels, classes.json (data/prepared.py)
     data/stats/<dataset>/              stats@      mean image, channel mean/std, RGB PCA (data/statistics.py)
@@ -42,8 +45,9 @@ import torch
 
 from cnn_internals.core.atomic import json_bytes, torch_bytes
 from cnn_internals.core.errors import UserError, first_line
-from cnn_internals.data.datasets import DATASETS, get_dataset, open_split
-from cnn_internals.data.prepared import Split
+from cnn_internals.data.datasets import open_split
+from cnn_internals.data.manifest import manifest_path  # noqa: F401 -- re-exported
+from cnn_internals.data.prepared import Split, splits_in
 from cnn_internals.data.pretrained import pretrained_file, pretrained_path  # noqa: F401 -- re-exported
 from cnn_internals.data.statistics import load_statistics
 from cnn_internals.engine import CLASSES
@@ -83,6 +87,16 @@ def load_stats(dataset: str) -> dict:
         raise UserError(f"{directory} missing: run `dvc repro stats@{dataset}` first"
                         f" ({dataset} must be listed in pipeline.datasets in params.yaml)")
     return load_statistics(directory, f"rerun `dvc repro -f stats@{dataset}`")
+
+
+def dataset_splits(net: Net) -> tuple:
+    """(training split, held-out split) of the net's dataset, as its prepared folder holds them;
+    a folder that holds no two is a UserError saying how to rebuild it."""
+    splits = splits_in(prepared_dir(net.dataset))
+    if len(splits) != 2 or splits[0] != "train":
+        raise UserError(f"{prepared_dir(net.dataset)} holds no train and held-out split ({', '.join(splits) or 'none'}): "
+                        f"run `dvc repro prepare@{net.dataset}`")
+    return splits
 
 
 def load_split(net: Net, split: str) -> Split:
@@ -267,7 +281,8 @@ def load_mined(net: Net, split_size: int | None = None, shapes: dict | None = No
     if any(t.dim() != 2 or t.shape != top["values"].shape or not len(t) or len(top) == 3
            for top in tables.values() for t in top.values()):
         raise UserError(f"{path} holds tables of the wrong shape: {fix}")
-    if mined_split not in get_dataset(net.dataset).splits:
+    held = splits_in(prepared_dir(net.dataset))      # where the data is here (the stages reading it check it)
+    if held and mined_split not in held:
         raise UserError(f"{path} names an unknown split {mined_split!r}: {fix}")
     if split_size is not None or shapes is not None:
         check_mined(net, tables, split_size, shapes)
@@ -405,10 +420,10 @@ def reports_dir(net: Net) -> Path:
 def stage_outputs(stage: str, item: str | None = None) -> list:
     """The paths (as dvc.yaml writes them) of what ``stage`` (``item``: its net or dataset)
     declares as outs, metrics and plots."""
-    if stage in ("download", "prepare", "stats"):
-        if item not in DATASETS:
+    if stage in ("scan", "download", "prepare", "stats"):
+        if not item or item in NETS:
             raise ValueError(f"{stage} runs per dataset, not for {item!r}")
-        return {"download": [raw_dir(item)], "prepare": [prepared_dir(item)],
+        return {"download": [raw_dir(item)], "prepare": [prepared_dir(item)], "scan": [manifest_path(item)],
                 "stats": [stats_dir(item), stats_metrics_path(item)]}[stage]
     if stage in ("validate", "gallery"):
         return [PARAMS_OK] if stage == "validate" else [GALLERY]

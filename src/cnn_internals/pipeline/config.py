@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from cnn_internals.core.config import AllOrCount, Count, Natural, NonNegative, Positive, Section, check_keys, read_key, read_section
-from cnn_internals.data.datasets import DATASETS, get_dataset
+from cnn_internals.data.datasets import dataset_names
 from cnn_internals.models import NETS, Net, NetConfig
 from cnn_internals.training.recipe import Recipe
 
@@ -69,9 +69,10 @@ class PipelineConfig(Section):
     @field_validator("nets", "datasets")
     @classmethod
     def _known_and_distinct(cls, items: list, info: ValidationInfo) -> list:
-        known = NETS if info.field_name == "nets" else DATASETS
+        known = NETS if info.field_name == "nets" else info.context["datasets"]
         if not items or len(set(items)) != len(items) or any(item not in known for item in items):
-            raise ValueError(f"must list distinct names out of {', '.join(known)}; got {items!r}")
+            where = "" if info.field_name == "nets" else " (the datasets under data)"
+            raise ValueError(f"must list distinct names out of {', '.join(known)}{where}; got {items!r}")
         return items
 
     @model_validator(mode="after")
@@ -84,26 +85,31 @@ class PipelineConfig(Section):
 
 
 def read_pipeline(params: Mapping) -> PipelineConfig:
-    return read_section(params, "pipeline", PipelineConfig)
+    return read_section(params, "pipeline", PipelineConfig, context={"datasets": dataset_names(params)})
 
 
 class MineConfig(Section):
-    """``mine.<net>``: the top ``k`` images of every map, from ``split`` of the net's dataset."""
+    """``mine.<net>``: the top ``k`` images of every map, from ``split`` of the net's dataset,
+    on ``nproc`` processes (torchrun, as training: each mines a contiguous run of the batches)."""
 
     k: Count
     split: str
+    nproc: Count = 1                   # processes (torchrun); the same bytes as 1 at the same threads per process
 
     @field_validator("split")
     @classmethod
     def _a_split_of_the_dataset(cls, split: str, info: ValidationInfo) -> str:
-        splits = get_dataset(info.context["dataset"]).splits
-        if split not in splits:
+        # the dataset's splits, where the reader knows them (validate reads data.<dataset>.kind;
+        # the mine stage, which declares only mine.<net>, finds a wrong split by its missing file)
+        splits = (info.context or {}).get("splits")
+        if splits is not None and split not in splits:
             raise ValueError(f"must be one of {', '.join(splits)}; got {split!r}")
         return split
 
 
-def read_mine(params: Mapping, net: Net) -> MineConfig:
-    return read_section(params, f"mine.{net.name}", MineConfig, context={"dataset": net.dataset})
+def read_mine(params: Mapping, net: Net, splits: tuple | None = None) -> MineConfig:
+    """``mine.<net>``; ``split`` checked against ``splits`` (the net's dataset's) where given."""
+    return read_section(params, f"mine.{net.name}", MineConfig, context={"splits": splits})
 
 
 class VisualizeConfig(Section):
@@ -144,7 +150,7 @@ def read_visualize(params: Mapping, net: Net) -> VisualizeConfig:
 
 
 # The params file's sections, and what each holds: a dataset's or a net's block.
-SECTIONS = {"pipeline": None, "data": DATASETS, "weights": NETS, "train": NETS, "mine": NETS, "render": NETS,
+SECTIONS = {"pipeline": None, "data": None, "weights": NETS, "train": NETS, "mine": NETS, "render": NETS,
             "report": NETS, "visualize": NETS}
 
 

@@ -1,5 +1,5 @@
-"""Training on several processes with PyTorch's own engine: torchrun starts them, DDP keeps
-them in step.
+"""Training and mining on several processes with PyTorch's own engine: torchrun starts them,
+DDP keeps training's in step.
 
     train.<net>.nproc: 1   one process (the default)
     train.<net>.nproc: N   `python stages/train.py --net <net>` checks its params, then runs
@@ -13,6 +13,10 @@ the learning rate stay what the params say, whatever N is. DDP averages the grad
 ranks, the epoch's metrics are summed over them (``all_reduce_sum``), and rank 0 alone writes
 checkpoints, logs and outputs. A failed run ends in one line naming the rank that failed first
 and how, torchrun's own report kept in a log file.
+
+Mining (``mine.<net>.nproc``, the same launch) needs no gradients: each rank mines a contiguous
+run of whole batches (``batch_share``) and rank 0 gathers the ranks' tables (``gather_to_main``)
+to merge them.
 """
 
 import contextlib
@@ -96,6 +100,11 @@ def threads_per_process(nproc: int) -> int:
     return max(1, cpu_count() // nproc)
 
 
+def rank_threads(nproc: int) -> str:
+    """OMP_NUM_THREADS for each rank ``launch`` starts: the user's, else ``threads_per_process``."""
+    return os.environ.get("OMP_NUM_THREADS") or str(threads_per_process(nproc))
+
+
 def _count(n: int, what: str) -> str:
     return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
@@ -107,8 +116,8 @@ def describe_processes(nproc: int, device: torch.device) -> str:
         return f"1 process on {device}{threads}"
     if device.type == "cuda":
         return f"{nproc} processes under torchrun, one GPU each, NCCL"
-    return (f"{nproc} processes under torchrun on the CPU, {_count(threads_per_process(nproc), 'thread')} each, "
-            "gloo")
+    threads = rank_threads(nproc)
+    return f"{nproc} processes under torchrun on the CPU, {threads} thread{'' if threads == '1' else 's'} each, gloo"
 
 
 @contextlib.contextmanager
@@ -169,6 +178,26 @@ def broadcast(obj: T, world: World) -> T:
     return box[0]
 
 
+def batch_share(count: int, batch: int, world: World) -> range:
+    """This rank's images of a split of ``count`` images read ``batch`` at a time: a contiguous
+    run of whole batches, the ranks' runs as even as whole batches allow, in rank order (rank 0
+    first). Each of its batches is one that a single process reads (the same images, the same
+    size): only the last batch of the split may be short. Empty for a rank left without a batch."""
+    share = np.array_split(np.arange(-(-count // batch)), world.size)[world.rank]    # batch numbers
+    if len(share) == 0:
+        return range(0)
+    return range(int(share[0]) * batch, min(count, (int(share[-1]) + 1) * batch))
+
+
+def gather_to_main(obj: T, world: World) -> list[T] | None:
+    """Every rank's ``obj`` (pickled: CPU tensors), in rank order, on rank 0; None elsewhere."""
+    if world.size == 1:
+        return [obj]
+    found = [None] * world.size if world.main else None
+    dist.gather_object(obj, found, dst=0)
+    return found
+
+
 def parallel(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
     """``model`` wrapped in DistributedDataParallel (itself for one process). Buffers are
     broadcast from rank 0 every step only where a net keeps running statistics; ours hold
@@ -187,14 +216,15 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def launch(nproc: int, argv: list, cwd: Path, log: Path) -> None:
+def launch(nproc: int, argv: list, cwd: Path, log: Path, what: str = "training") -> None:
     """Run ``argv`` (a script and its arguments) on ``nproc`` processes under torchrun and
     wait. The ranks' stdout passes through (rank 0 logs); their stderr and torchrun's are
     collected: printed after a success, or on a failure written to ``log`` and summed up in
-    one RankFailed / UserError line. Ctrl-C or SIGTERM stops torchrun and its ranks first."""
+    one RankFailed / UserError line that says what failed (``what``: training, mining). Ctrl-C
+    or SIGTERM stops torchrun and its ranks first."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *map(str, argv)]
     # torchrun would set 1 thread per rank (with a warning); each rank gets its share instead.
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or str(threads_per_process(nproc))}
+    env = {**os.environ, "OMP_NUM_THREADS": rank_threads(nproc)}
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with open(os.devnull, "rb") as stdin, tempfile.TemporaryFile() as errors:
@@ -213,15 +243,15 @@ def launch(nproc: int, argv: list, cwd: Path, log: Path) -> None:
         sys.stderr.write(text)
         return
     write_text(log, text)
-    raise failure(text, nproc, code, log)
+    raise failure(text, nproc, code, log, what)
 
 
 _ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.DOTALL)
 
 
-def failure(text: str, nproc: int, code: int, log: Path) -> UserError:
-    """The one-line error for a torchrun run that ended with ``code`` and wrote ``text`` on
-    stderr: the failing rank's own error line when it stopped on a user error (bad data, a
+def failure(text: str, nproc: int, code: int, log: Path, what: str = "training") -> UserError:
+    """The one-line error for a torchrun run of ``what`` (training, mining) that ended with
+    ``code`` and wrote ``text`` on stderr: the failing rank's own error line when it stopped on a user error (bad data, a
     diverging loss, a full disk), else which rank failed first, how, and its last exception."""
     match = _ROOT_CAUSE.search(text)
     rank, exit_code = (int(match.group(1)), int(match.group(2))) if match else (None, code)
@@ -240,4 +270,4 @@ def failure(text: str, nproc: int, code: int, log: Path) -> UserError:
                   if line.startswith(prefix) and line[len(prefix):][:1] not in ("", " ")
                   and not line[len(prefix):].startswith("Traceback")]
         last = f": {raised[-1]}" if raised else ""
-    return RankFailed(f"training {who} failed first, {how}{last} (torchrun's report: {log})")
+    return RankFailed(f"{what} {who} failed first, {how}{last} (torchrun's report: {log})")

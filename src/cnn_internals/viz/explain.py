@@ -24,7 +24,7 @@ writes the same answers, with the notes printed for each image, as a list in arg
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +46,7 @@ from cnn_internals.engine import CLASSES  # noqa: E402
 from cnn_internals.engine.hooks import forward_to  # noqa: E402
 from cnn_internals.engine.projection import grad_cam  # noqa: E402
 from cnn_internals.models import NETS, Inputs, Net, get_net  # noqa: E402
-from cnn_internals.pipeline.artifacts import layer_shapes, load_model, load_split, net_inputs  # noqa: E402
+from cnn_internals.pipeline.artifacts import dataset_splits, layer_shapes, load_model, load_split, net_inputs  # noqa: E402
 from cnn_internals.pipeline.cli import ArgumentParser, cli  # noqa: E402
 from cnn_internals.pipeline.stage import device_for  # noqa: E402
 from cnn_internals.viz.methods import get_method, heat_overlay, method_names  # noqa: E402
@@ -104,8 +104,9 @@ def _on_white(image: Image.Image) -> tuple[Image.Image, str | None]:
     return Image.alpha_composite(white, rgba).convert("RGB"), "transparent: composited on white"
 
 
-def read_photo(path: Path, dataset: str, min_side: int, convert: bool) -> Photo:
-    """``path`` decoded into ``dataset``'s stored format; a UserError of one line if it can't be."""
+def read_photo(path: Path, fit: Callable, min_side: int, convert: bool) -> Photo:
+    """``path`` decoded into a dataset's stored format (``fit``: a decoded PIL image -> (uint8
+    array, notes), ``Dataset.photo``); a UserError of one line if it can't be."""
     ImageFile.LOAD_TRUNCATED_IMAGES = False       # a cut-off file fails instead of coming out grey
     notes = []
     try:
@@ -127,7 +128,7 @@ def read_photo(path: Path, dataset: str, min_side: int, convert: bool) -> Photo:
             image, flattened = _on_white(image)
             if flattened:
                 notes.append(flattened)
-            pixels, fitted = get_dataset(dataset).photo(image)
+            pixels, fitted = fit(image)
             pixels = np.array(pixels)             # our own, writable copy: torch warns about Pillow's read-only view
             notes.extend(fitted)
     except UserError:
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
                              '{"image", "top": [{"class", "p"}], "notes"}')
     parser.add_argument("--convert", action="store_true", help="convert CMYK and 16-bit images instead of refusing them")
     parser.add_argument("--params", type=user_path, default=Path("params.yaml"),
-                        help="params file, for train.<net>.device (default: params.yaml at the project root)")
+                        help="params file, for train.<net>.device and data.<dataset> (default: params.yaml at the project root)")
     args = parser.parse_args(argv)
     given = args.images                           # as typed: what the answers name
     args.images = [user_path(text) for text in given]
@@ -272,18 +273,19 @@ def main(argv: list[str] | None = None) -> None:
     if len(set(names)) != len(names):
         raise UserError("two images share a file name stem, so their pictures would overwrite each other: "
                         "rename one")
-    dataset = get_dataset(net.dataset)
+    params = load_params(args.params)
+    dataset = get_dataset(params, net.dataset)
     photos, problems = [], []
     for path in args.images:
         try:
-            photos.append(read_photo(path, net.dataset, dataset.photo_min_side, args.convert))
+            photos.append(read_photo(path, dataset.photo, dataset.photo_min_side, args.convert))
         except UserError as err:
             problems.append(str(err))
     if problems:
         # one line per refused image, each read as the error it is; nothing is computed or written
         raise UserError("\nerror: ".join(problems))
 
-    device = device_for(net, load_params(args.params))
+    device = device_for(net, params)
     model, config = load_model(net, device)
     if args.layer not in net.shown and (not args.layer or not _is_module(model, args.layer)):
         example = [name for name, m in model.named_modules() if name and not list(m.children())][-1]
@@ -291,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
                         f"classes, or a module path of the model (e.g. {example})")
     inputs = net_inputs(net, config, device)
     cam = net.module_path(cam_layer(net, layer_shapes(net, model)))    # Grad-CAM's layer for a fully connected one
-    classes = load_split(net, dataset.splits[1]).classes
+    classes = load_split(net, dataset_splits(net)[1]).classes
     top = min(args.top, len(classes))
     files, answers = {}, []
     path = net.module_path(args.layer) if args.layer in net.shown else args.layer

@@ -1,0 +1,66 @@
+"""What a dataset's source holds now, cheaply: scan@<dataset>'s output, which prepare@<dataset>
+and download@<dataset> depend on.
+
+A local folder changes without DVC knowing (its path is a param, and DVC cannot make a
+dependency of a param's value: treeverse/dvc#5167). scan@<dataset> runs on every `dvc repro`
+(``always_changed``) and writes, for a folder source, the count and total size of its files
+and a sha256 over every file's path, size and mtime, in path order: an image added, removed,
+replaced or touched changes it, so prepare@<dataset> reruns; nothing changed, the same bytes,
+so nothing after it does. Contents are not read (ImageNet's 1.33 M files are listed in seconds,
+hashing their 150 GB would take an hour). A local archive is described by its size and mtime
+(download@<dataset> then copies it again and checks its hash); a URL or the MNIST files by the
+params that name them, which download@<dataset> declares anyway.
+"""
+
+import hashlib
+import os
+from pathlib import Path
+
+from cnn_internals.core.atomic import write_json
+from cnn_internals.core.errors import UserError
+
+
+def manifest_path(dataset: str) -> Path:
+    """scan@<dataset>'s output (re-exported by pipeline/artifacts.py, which lists every artifact)."""
+    return Path("data/manifests") / f"{dataset}.json"
+
+
+def folder_manifest(folder: Path) -> dict:
+    """{"files", "bytes", "listing_sha256"} of every file under ``folder`` (links followed)."""
+    digest = hashlib.sha256()
+    files = total = 0
+    entries = []
+    for here, dirs, names in os.walk(folder, followlinks=True):
+        dirs.sort()
+        for name in names:
+            path = Path(here) / name
+            try:
+                info = path.stat()
+            except OSError as err:
+                raise UserError(f"{path} cannot be read ({' '.join(str(err).split())}): fix the folder") from None
+            entries.append((path.relative_to(folder).as_posix(), info.st_size, info.st_mtime_ns))
+    for rel, size, mtime in sorted(entries):
+        digest.update(f"{rel}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))
+        files += 1
+        total += size
+    return {"files": files, "bytes": total, "listing_sha256": digest.hexdigest()}
+
+
+def manifest(kind: str, source: str | None) -> dict:
+    """The manifest of a dataset of ``kind`` whose ``source`` is a folder, an archive path, a
+    URL, or None (MNIST: its params say everything)."""
+    if source is None or "://" in source:
+        return {"kind": kind, "source": source}
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return {"kind": kind, "source": source, "folder": folder_manifest(path)}
+    if path.is_file():
+        info = path.stat()
+        return {"kind": kind, "source": source, "archive": {"bytes": info.st_size, "mtime_ns": info.st_mtime_ns}}
+    raise UserError(f"{source} does not exist (a folder or an archive was expected)")
+
+
+def write_manifest(path: Path, kind: str, source: str | None) -> dict:
+    found = manifest(kind, source)
+    write_json(path, found)
+    return found
