@@ -36,11 +36,13 @@ import torch
 
 from cnn_internals.core.atomic import write_all, write_text
 from cnn_internals.core.errors import UserError, first_line
+from cnn_internals.core.params import params_name
 from cnn_internals.core.project import started_in
 from cnn_internals.data.prepared import fingerprint
 from cnn_internals.data.pretrained import load_pretrained, weights_entry
 from cnn_internals.pipeline.artifacts import (
     checkpoint_dir,
+    dataset_classes,
     dataset_splits,
     history_tsv,
     load_split,
@@ -86,6 +88,11 @@ def main(argv=None):
     train_name, test_name = dataset_splits(net)
     data = {"train": load_split(net, train_name), "test": load_split(net, test_name)}
     stats = load_stats(net.dataset)
+    classes = dataset_classes(net)
+    if config.weights == "imagenet" and classes.imagenet is None and config.epochs == 0:
+        raise UserError(f"{params_name(params)}: train.{net.name}.epochs is 0 with weights: imagenet, but {net.dataset}'s "
+                        f"{len(classes)} classes are not ImageNet wnids, so the net gets a fresh head for them, which "
+                        "only training fits: set epochs > 0 (a smaller lr than from scratch, e.g. a tenth)")
     if not under_torchrun():
         print(f"{net.title}: training on {describe_processes(config.nproc, device)}", flush=True)
     if config.nproc > 1 and not under_torchrun():
@@ -97,16 +104,17 @@ def main(argv=None):
     imagenet = imagenet_state_dict(net, params) if config.weights == "imagenet" else None
     make_deterministic()
     with process_group(device, config.nproc, f"train.{net.name}") as (world, device):
-        train_on(net, config, device, data, stats, world, imagenet)
+        train_on(net, config, device, data, stats, world, imagenet, classes)
 
 
-def train_on(net, config, device, data, stats, world, imagenet=None):
+def train_on(net, config, device, data, stats, world, imagenet=None, classes=None):
     """This process's part of training (all of it, or one rank's); rank 0 writes the outputs.
     ``config``: ``train.<net>`` (pipeline.config.read_train: the net's keys and the recipe);
-    ``imagenet``: torchvision's state dict to start from (weights: imagenet), else None."""
+    ``imagenet``: torchvision's state dict to start from (weights: imagenet), else None;
+    ``classes``: what the head scores (the dataset's; default: the registry's)."""
     inputs = net_inputs(net, config, device, stats)
     torch.manual_seed(config.seed)
-    model = net.build(config)
+    model = net.build(config, classes)
     if imagenet is not None:
         start_from_imagenet(net, model, imagenet)
     model = model.to(device)

@@ -24,12 +24,15 @@ from pathlib import Path
 
 from cnn_internals.core.atomic import write_text
 from cnn_internals.core.config import node
+from cnn_internals.core.errors import UserError
 from cnn_internals.core.params import load_params, params_name
 from cnn_internals.core.project import user_path
 from cnn_internals.data.datasets import dataset_names, get_dataset
+from cnn_internals.data.imagefolder import class_entries
+from cnn_internals.data.prepared import read_classes
 from cnn_internals.data.pretrained import weights_entry
-from cnn_internals.models import NETS
-from cnn_internals.pipeline.artifacts import PARAMS_OK
+from cnn_internals.models import NETS, Classes
+from cnn_internals.pipeline.artifacts import PARAMS_OK, prepared_dir
 from cnn_internals.pipeline.cli import ArgumentParser, cli
 from cnn_internals.pipeline.config import check_layout, read_mine, read_pipeline, read_train, read_visualize
 from cnn_internals.pipeline.stage import train_device
@@ -56,6 +59,7 @@ def validate(params) -> list:
         checked.append(f"data.{name}")
     for net in NETS.values():
         listed = net.name in pipeline.nets
+        net = net.on(pipeline.nets.get(net.name, net.dataset))
         splits = datasets[net.dataset].splits if net.dataset in datasets else None
         readers = {"train": read_train, "mine": lambda params, net: read_mine(params, net, splits),
                    "render": render_params, "report": report_params, "visualize": read_visualize}
@@ -64,6 +68,8 @@ def validate(params) -> list:
             if listed or node(params, f"{section}.{net.name}", None) is not None:
                 read[section] = reader(params, net)
                 checked.append(f"{section}.{net.name}")
+            if section == "train" and listed:        # first: a net that cannot run there, before its other keys
+                check_fit(params, net, datasets[net.dataset], read["train"])
         if listed:
             device = train_device(net, params, read["train"])
             check_processes(read["mine"].nproc, device, params_name(params), f"mine.{net.name}")
@@ -72,6 +78,31 @@ def validate(params) -> list:
             weights_entry(params, net.name)
             checked.append(f"weights.{net.name}")
     return checked
+
+
+def check_fit(params, net, dataset, train) -> None:
+    """``net`` can run on ``dataset`` as ``train.<net>`` says: its channels, LeNet-5's prototypes,
+    and a fresh head on ImageNet weights trained (where the dataset's classes are known here:
+    pinned in its params, or prepared; else train@<net> refuses it, before writing anything)."""
+    where = params_name(params)
+    channels = net.input_size[0]
+    if channels != dataset.channels:
+        have = {1: "grey (1 channel)", 3: "RGB (3 channels)"}
+        raise UserError(f"{where}: pipeline.nets maps {net.name} to {dataset.name}, but {net.title} reads "
+                        f"{have[channels]} images and {dataset.name} holds {have[dataset.channels]}: map it to "
+                        f"a dataset of its kind")
+    if net.name == "lenet5" and dataset.kind.name != "mnist" and train.prototypes == "fixed":
+        raise UserError(f"{where}: LeNet-5 on {dataset.name}: its fixed RBF prototypes are bitmaps of the ten digits, "
+                        "not this dataset's classes: set train.lenet5.prototypes: learned")
+    if train.weights == "imagenet" and train.epochs == 0:
+        pinned = getattr(dataset.config, "classes", None)
+        prepared = prepared_dir(dataset.name) / "classes.json"
+        entries = (class_entries(list(pinned), dataset.config.wnid_aliases) if pinned else
+                   read_classes(prepared.parent) if prepared.is_file() else None)
+        if entries is not None and Classes.of(entries).imagenet is None:
+            raise UserError(f"{where}: train.{net.name}.epochs is 0 with weights: imagenet, but the classes of {dataset.name} "
+                            "are not ImageNet wnids, so the net gets a fresh head for them, which only training fits: "
+                            "set epochs > 0")
 
 
 @cli

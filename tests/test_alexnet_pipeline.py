@@ -36,7 +36,8 @@ from imagenette_fixture import build_archive, class_image
 from repo_copy import copy_repo, edit_params, run
 
 EPOCHS_TO_LEARN = 6       # 100 % from epoch 3 on (AdamW 3e-5, kaiming init): a margin of three
-NETS_BUILT = ("alexnet", "zfnet", "resnet18")
+# ZFNet runs through the same stages in tests/test_own_data_pipeline.py, on a folder in ImageNet's layout.
+NETS_BUILT = ("alexnet", "resnet18")
 STAGES = ("validate", "scan@imagenette", "download@imagenette", "prepare@imagenette", "stats@imagenette",
           *(f"{stage}@{net}" for net in NETS_BUILT for stage in ("weights", "train", "mine", "visualize", "render", "report")),
           "gallery")
@@ -116,7 +117,7 @@ def mirror(mirror_server):
 
 
 def alexnet_params(refused, md5, **changes):
-    return {"pipeline.nets": ["alexnet"], "pipeline.datasets": ["imagenette"],
+    return {"pipeline.nets": {"alexnet": "imagenette"}, "pipeline.datasets": ["imagenette"],
             "data.imagenette.source": f"{refused}/imagenette2-320.tgz", "data.imagenette.md5": md5,
             "train.alexnet.epochs": 1, "train.alexnet.batch_size": 10, "train.alexnet.device": "cpu",
             "mine.alexnet.k": 3, "render.alexnet.channels": 2, "report.alexnet.maps": 2,
@@ -128,17 +129,12 @@ def resnet18_params(refused, weights):
     connections), evaluated as it is (epochs 0), mined and rendered as small as AlexNet. Its
     report, which AlexNet's tests cover, is the smallest there is (one unit of one map per
     layer, one most-wrong image): each projection pass through ResNet-18 at 224 px costs."""
-    return {"pipeline.nets": list(NETS_BUILT),
+    return {"pipeline.nets": {net: "imagenette" for net in NETS_BUILT},
             "weights.resnet18": {"url": f"{refused}/models/{weights['name']}", "sha256": weights["sha256"]},
             "train.resnet18.weights": "imagenet", "train.resnet18.epochs": 0, "train.resnet18.batch_size": 10,
             "train.resnet18.device": "cpu", "mine.resnet18.k": 3, "render.resnet18.channels": 2,
             "report.resnet18.maps": 1, "report.resnet18.k": 1, "report.resnet18.wrong": 1,
-            "visualize.resnet18.maps": 1, "visualize.resnet18.steps": 2, "visualize.zfnet.maps": 1,
-            "visualize.zfnet.steps": 2,
-            # ZFNet from scratch as AlexNet, its report as small as ResNet-18's
-            "train.zfnet.epochs": 1, "train.zfnet.batch_size": 10, "train.zfnet.device": "cpu",
-            "mine.zfnet.k": 3, "render.zfnet.channels": 2, "report.zfnet.maps": 1, "report.zfnet.k": 1,
-            "report.zfnet.wrong": 1}
+            "visualize.resnet18.maps": 1, "visualize.resnet18.steps": 2}
 
 
 @pytest.fixture(scope="module")
@@ -204,8 +200,12 @@ def test_weights_mined_units_and_pictures(built):
     assert_gallery_pictures(repo, "alexnet", [f"conv{i}" for i in range(1, 6)] + ["fc6", "fc7", "classes"])
 
 
-@pytest.mark.parametrize("name", ["alexnet", "zfnet"])
-def test_mined_units_are_brute_forces_top_k_over_every_image_of_the_split(built, name, monkeypatch):
+def test_mined_units_are_brute_forces_top_k_over_every_image_of_the_split(built, monkeypatch):
+    monkeypatch.chdir(built["repo"])
+    assert_mined_is_brute_force("alexnet", k=3, images=10)
+
+
+def assert_mined_is_brute_force(name: str, k: int, images: int, dataset: str | None = None) -> None:
     """data/mined/<net>.json against brute force: models/<net>.pt loaded (as mine@<net> loads it),
     every image of the mined split through it in its eval view, each shown layer's whole output
     kept by a forward hook (copied: an in-place ReLU follows each conv), and per map the top k of
@@ -215,8 +215,7 @@ def test_mined_units_are_brute_forces_top_k_over_every_image_of_the_split(built,
     arithmetic is the same."""
     from cnn_internals.pipeline.artifacts import load_model, load_split, net_inputs
 
-    monkeypatch.chdir(built["repo"])
-    net = NETS[name]
+    net = NETS[name].on(dataset or NETS[name].dataset)
     mined = json.loads(open(f"data/mined/{name}.json").read())
     model, config = load_model(net, torch.device("cpu"))
     split = load_split(net, mined["split"])
@@ -231,11 +230,11 @@ def test_mined_units_are_brute_forces_top_k_over_every_image_of_the_split(built,
             scores.append(model(inputs.eval(torch.from_numpy(np.array(split.images[start:start + batch])))))
     for hook in hooks:
         hook.remove()
-    assert mined["k"] == 3 and list(mined["layers"]) == list(net.layers)
+    assert mined["k"] == k and list(mined["layers"]) == list(net.layers)
     assert net.layers[-2:] == ("fc6", "fc7")
     for layer in (*net.layers, "classes"):
         outputs = torch.cat(scores if layer == "classes" else acts[layer])
-        assert len(outputs) == len(split) == 10
+        assert len(outputs) == len(split) == images
         got = mined["classes"] if layer == "classes" else mined["layers"][layer]
         expected = brute_force_top_k(outputs, mined["k"])
         assert set(got) == set(expected), layer          # positions exactly for the conv maps
@@ -243,31 +242,6 @@ def test_mined_units_are_brute_forces_top_k_over_every_image_of_the_split(built,
         np.testing.assert_allclose(np.array(got["values"]), expected["values"], rtol=0, atol=1e-5, err_msg=layer)
         for field in set(expected) - {"values"}:
             assert np.array_equal(np.array(got[field]), expected[field]), (layer, field)
-
-
-def test_zfnet_trains_is_mined_and_rendered_through_the_same_stages(built, archive):
-    """ZFNet (scratch, one epoch) through weights, train, mine, render and report beside AlexNet:
-    the saved net is ZFNet's (58,301,578 parameters with 10 classes: tests/test_zfnet.py counts
-    them layer by layer), its figures agree with each other, every conv layer is mined with
-    its number of maps and drawn."""
-    repo = built["repo"]
-    saved = torch.load(repo / "models/zfnet.pt", weights_only=True)
-    assert sum(v.numel() for v in saved["state_dict"].values()) == 58_301_578
-    assert saved["state_dict"]["conv1.weight"].shape == (96, 3, 7, 7)
-    assert saved["config"]["filter_rms"] == 0.1
-    metrics = json.loads((repo / "metrics/zfnet.json").read_text())
-    assert metrics["epochs"] == 1 and metrics["test_images"] == len(archive["val"])
-    rows = list(csv.DictReader(io.StringIO((repo / "metrics/zfnet_history.tsv").read_text()), delimiter="\t"))
-    assert [int(r["epoch"]) for r in rows] == [1]
-    assert float(rows[0]["test_accuracy"]) == pytest.approx(metrics["test_accuracy"], abs=1e-6)
-    confusion = list(csv.DictReader(io.StringIO((repo / "metrics/zfnet_confusion.csv").read_text())))
-    assert np.mean([r["actual"] == r["predicted"] for r in confusion]) == pytest.approx(metrics["test_accuracy"])
-    mined = json.loads((repo / "data/mined/zfnet.json").read_text())
-    assert list(mined["layers"]) == [f"conv{i}" for i in range(1, 6)] + ["fc6", "fc7"]
-    assert [len(t["values"]) for t in mined["layers"].values()] == [96, 256, 384, 384, 256, 4096, 4096]
-    assert len(mined["classes"]["values"]) == 10
-    assert (repo / "models/pretrained/zfnet.pth").read_bytes() == SCRATCH       # scratch: nothing fetched
-    assert_gallery_pictures(repo, "zfnet", [f"conv{i}" for i in range(1, 6)] + ["fc6", "fc7", "classes"])
 
 
 def assert_gallery_pictures(repo, net, layers):

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from cnn_internals.core.errors import UserError
+from cnn_internals.data.prepared import write_classes
 from cnn_internals.engine.mining import top_k_activations
 from cnn_internals.models import NETS
 from cnn_internals.pipeline import artifacts
@@ -35,7 +36,8 @@ def declared_outputs() -> dict:
             for kind in ("outs", "metrics", "plots"):
                 for entry in body.get(kind, []):
                     path = next(iter(entry)) if isinstance(entry, dict) else entry
-                    paths.append(path.replace("${item}", item) if item else path)
+                    paths.append(path.replace("${item}" if "datasets" in stage.get("foreach", "") else "${key}", item)
+                                 if item else path)
             found[(name, item)] = paths
     return found
 
@@ -167,6 +169,8 @@ def test_train_outputs_are_the_four_files_and_read_back(tmp_path, monkeypatch):
     expected = np.zeros((10, 10), np.int64)
     expected[3, 3] = expected[3, 1] = expected[1, 1] = 1
     assert np.array_equal(run["confusion"], expected)
+    artifacts.prepared_dir("mnist").mkdir(parents=True)
+    write_classes(artifacts.prepared_dir("mnist"), [{"name": str(d)} for d in range(10)])   # what the head scores
     loaded, config = artifacts.load_model(LENET, torch.device("cpu"))
     assert config == LENET.settings({}) and all(torch.equal(a, b) for a, b in
                                                 zip(loaded.state_dict().values(), model.state_dict().values()))

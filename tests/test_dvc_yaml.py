@@ -64,6 +64,6 @@ def test_the_weights_stage_imports_no_model_code():
                                                               "src/cnn_internals/engine/"))}
     assert {"src/cnn_internals/pipeline/stage.py", "src/cnn_internals/pipeline/artifacts.py"}.isdisjoint(weights)
     assert STAGES["weights"]["foreach"] == "${pipeline.nets}"
-    assert STAGES["weights"]["do"]["outs"] == ["models/pretrained/${item}.pth"]
+    assert STAGES["weights"]["do"]["outs"] == ["models/pretrained/${key}.pth"]
     # ... and train@<net> waits for it: the file is its dependency, empty for a net from scratch
-    assert "models/pretrained/${item}.pth" in STAGES["train"]["do"]["deps"]
+    assert "models/pretrained/${key}.pth" in STAGES["train"]["do"]["deps"]

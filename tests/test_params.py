@@ -13,7 +13,9 @@ from cnn_internals.core.config import read_key, read_section
 from cnn_internals.core.errors import UserError
 from cnn_internals.core.params import key_lines, load_params
 from cnn_internals.data.datasets import get_dataset
+from cnn_internals.data.prepared import write_classes
 from cnn_internals.models import NETS
+from cnn_internals.pipeline import artifacts
 from cnn_internals.pipeline.artifacts import load_model, model_file
 from cnn_internals.pipeline.config import check_layout, read_pipeline, read_train, train_key
 from cnn_internals.pipeline.stage import device_for
@@ -132,7 +134,7 @@ def test_validate_checks_the_blocks_of_unlisted_nets_too(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "stages"))           # where the stage finds _bootstrap
     validate = runpy.run_path(str(REPO / "stages/validate.py"))["validate"]
     params = committed()
-    assert params["pipeline"]["nets"] == ["lenet5"]
+    assert params["pipeline"]["nets"] == {"lenet5": "mnist"}
     assert "train.alexnet" in validate(params) and "weights.vgg16" in validate(params)
     params["train"]["alexnet"]["lr"] = 0
     with pytest.raises(UserError, match="train.alexnet.lr must be > 0, got 0"):
@@ -164,7 +166,7 @@ def test_a_dataset_says_its_kind_and_the_pipeline_lists_only_datasets_under_data
     with pytest.raises(UserError, match=re.escape("pipeline.datasets must list distinct names out of mnist, imagenette, "
                                                   "cifar (the datasets under data); got ['mnist', 'cifar10']")):
         read_pipeline(params)
-    params["pipeline"]["nets"], params["pipeline"]["datasets"] = ["alexnet"], ["mnist"]
+    params["pipeline"]["nets"], params["pipeline"]["datasets"] = {"alexnet": "imagenette"}, ["mnist"]
     with pytest.raises(UserError, match=re.escape("alexnet is trained on imagenette, so imagenette must be listed")):
         read_pipeline(params)
 
@@ -219,6 +221,8 @@ def test_the_model_file_stores_the_config_the_net_was_built_with(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()
     (tmp_path / "models/lenet5.pt").write_bytes(model_file(LENET, model, config))
+    artifacts.prepared_dir("mnist").mkdir(parents=True)
+    write_classes(artifacts.prepared_dir("mnist"), [{"name": str(d)} for d in range(10)])   # what the head scores
     saved = torch.load(tmp_path / "models/lenet5.pt", weights_only=True)
     assert saved["config"] == {key: getattr(config, key) for key in LENET.config.model_fields}
     assert set(saved["config"]) == {"weights", "c3_table", "prototypes", "normalize", "j"}     # not the recipe

@@ -224,7 +224,7 @@ def test_the_committed_entries_are_torchvision_files_named_after_their_hash():
 # --- The stage, in a copy of the repository ------------------------------------------------
 
 def stage_params(repo, url, sha256):
-    return edit_params(repo, {"pipeline.nets": [NET], "pipeline.datasets": ["imagenette"], f"train.{NET}.weights":
+    return edit_params(repo, {"pipeline.nets": {NET: "imagenette"}, "pipeline.datasets": ["imagenette"], f"train.{NET}.weights":
                               "imagenet", f"weights.{NET}": {"url": url, "sha256": sha256}})
 
 

@@ -37,6 +37,14 @@ def write_classes(out_dir: Path, classes: list) -> None:
     write_json(Path(out_dir) / "classes.json", classes)
 
 
+def read_classes(directory: Path) -> list:
+    """classes.json's entries ({"name", ...} in label order); FileNotFoundError, ValueError as json raises."""
+    entries = json.loads((Path(directory) / "classes.json").read_text())
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "name" in e for e in entries):
+        raise ValueError("not a list of {\"name\", ...}")
+    return entries
+
+
 def read_split(directory: Path, split: str, fix: str) -> Split:
     """``split`` from a prepared folder; every problem is a UserError ending in ``fix``."""
     directory = Path(directory)

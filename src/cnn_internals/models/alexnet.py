@@ -24,6 +24,7 @@ from torch import nn
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
 from cnn_internals.core.config import NonNegative
+from cnn_internals.models.imagenet import IMAGENETTE
 from cnn_internals.models.registry import Net, NetConfig, register
 from cnn_internals.models.transforms import NORMALIZE, AlexNetInputs
 
@@ -202,6 +203,7 @@ register(Net(
     module_paths={"fc6": "lin1", "fc7": "lin2"},     # Caffe's names for the paper's layers 6 and 7
     input_size=(3, 224, 224),
     config=AlexNetConfig,
-    make_model=lambda c: build_alexnet(10, c.weight_init),
+    make_model=lambda c, classes: build_alexnet(len(classes), c.weight_init),
+    default_classes=IMAGENETTE,
     make_inputs=alexnet_inputs,
 ))

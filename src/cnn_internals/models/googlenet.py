@@ -53,8 +53,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnn_internals.models.imagenet import ImagenetConfig, imagenet_inputs, load_torchvision_state, with_imagenette_logits
-from cnn_internals.models.registry import WEIGHTS, Net, register
+from cnn_internals.models.imagenet import IMAGENETTE, ImagenetConfig, imagenet_head, imagenet_inputs, load_torchvision_state
+from cnn_internals.models.registry import WEIGHTS, Classes, Net, register
 
 HEAD = "fc"
 SHOWN = ("conv1", "conv2", "conv3", "inception3a", "inception3b", "inception4a", "inception4b", "inception4c",
@@ -89,7 +89,7 @@ def _googlenet(num_classes: int, init_weights: bool) -> nn.Module:
                      dropout=PAPER_DROPOUT)
 
 
-def build_googlenet(weights: str = "scratch") -> nn.Module:
+def build_googlenet(weights: str = "scratch", classes: Classes = IMAGENETTE) -> nn.Module:
     """GoogLeNet without auxiliary heads and without the input transform (see the module
     docstring): 10 classes initialised as torchvision does (truncated normal, std 0.01; seed
     torch's RNG first) for ``weights`` scratch; 1000 read at Imagenette's ten, uninitialised
@@ -97,8 +97,10 @@ def build_googlenet(weights: str = "scratch") -> nn.Module:
     if weights not in WEIGHTS:
         raise ValueError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
     if weights == "scratch":
-        return _googlenet(10, init_weights=True)
-    return with_imagenette_logits(_googlenet(1000, init_weights=False), HEAD)
+        return _googlenet(len(classes), init_weights=True)
+    if not classes.imagenet:         # a fresh head, initialised (the rest is loaded next)
+        return imagenet_head(_googlenet(len(classes), init_weights=True), HEAD, classes)
+    return imagenet_head(_googlenet(1000, init_weights=False), HEAD, classes)
 
 
 def aux_keys() -> set:
@@ -132,7 +134,8 @@ register(Net(
     layers=SHOWN,
     input_size=(3, 224, 224),
     config=GoogLeNetConfig,
-    make_model=lambda c: build_googlenet(c.weights),
+    make_model=lambda c, classes: build_googlenet(c.weights, classes),
+    default_classes=IMAGENETTE,
     # 224 crops as the ported weights expect them, (p - 0.5) / 0.5: torchvision's ImageNet
     # normalisation followed by its transform_input; the crops, flips, lighting and views of VGG-16's
     make_inputs=partial(imagenet_inputs, mean=INPUT_MEAN, std=INPUT_STD),

@@ -17,8 +17,9 @@ from torch import nn
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from cnn_internals.core.config import Positive
+from cnn_internals.core.errors import UserError
 from cnn_internals.engine.activations import ScaledTanh
-from cnn_internals.models.registry import Net, NetConfig, register
+from cnn_internals.models.registry import Classes, Net, NetConfig, register
 
 # Table I of the paper: which S2 maps (rows) each C3 map (columns) reads. The first six C3 maps
 # take contiguous triples, the next six contiguous quadruples, three take discontinuous
@@ -146,8 +147,14 @@ class RBFOutput(nn.Module):
 class LeNet5(nn.Module):
     """Returns class *scores*, the negated RBF penalties, so argmax predicts as for any net."""
 
-    def __init__(self, c3_table: bool = True, learnable_prototypes: bool = False) -> None:
+    def __init__(self, c3_table: bool = True, learnable_prototypes: bool = False, classes: int | None = None) -> None:
+        """``classes``: None for MNIST's ten digits and their prototypes; a number of classes of
+        another dataset, whose prototypes start as random -1/+1 bitmaps (drawn from torch's RNG
+        first) and must be learned."""
         super().__init__()
+        if classes is not None and not learnable_prototypes:
+            raise ValueError("prototypes for classes other than the ten digits must be learnable")
+        prototypes = digit_prototypes() if classes is None else torch.randint(0, 2, (classes, 84)).float() * 2 - 1
         self.conv1 = nn.Conv2d(1, 6, 5)                    # C1: (B, 6, 28, 28)
         self.tanh1 = ScaledTanh()
         self.pool1 = Subsampling(6)                        # S2: (B, 6, 14, 14)
@@ -160,7 +167,7 @@ class LeNet5(nn.Module):
         self.tanh5 = ScaledTanh()
         self.f6 = nn.Linear(120, 84)                       # F6: (B, 84)
         self.tanh6 = ScaledTanh()
-        self.rbf = RBFOutput(digit_prototypes(), learnable=learnable_prototypes)
+        self.rbf = RBFOutput(prototypes, learnable=learnable_prototypes)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -236,6 +243,20 @@ class LeNet5Config(NetConfig):
     j: Positive = 5.0                                   # the constant of the loss, eq. (9)
 
 
+DIGITS = Classes(tuple(str(digit) for digit in range(10)))     # MNIST's, in label order
+
+
+def build_lenet5(config: LeNet5Config, classes: Classes = DIGITS) -> "LeNet5":
+    """LeNet-5 for ``classes``: MNIST's digits with the paper's prototypes (fixed or learned);
+    any other classes need ``prototypes: learned`` (the paper's bitmaps draw the ten digits)."""
+    digits = classes.names == DIGITS.names
+    if not digits and config.prototypes == "fixed":
+        raise UserError(f"LeNet-5's fixed RBF prototypes are bitmaps of the ten digits; this dataset's {len(classes)} "
+                        "classes are not those: set train.lenet5.prototypes: learned")
+    return LeNet5(c3_table=config.c3_table, learnable_prototypes=config.prototypes == "learned",
+                  classes=None if digits else len(classes))
+
+
 def input_levels(stats: dict, config: LeNet5Config) -> tuple:
     """(background, foreground) input levels: the paper's -0.1 / 1.175, or the levels that
     standardise the training pixels with the dataset's mean and std."""
@@ -250,7 +271,8 @@ register(Net(
     layers=("conv1", "pool1", "conv2", "pool2", "conv3", "f6"),   # C1, S2, C3, S4, C5, F6
     input_size=(1, 32, 32),
     config=LeNet5Config,
-    make_model=lambda c: LeNet5(c3_table=c.c3_table, learnable_prototypes=c.prototypes == "learned"),
+    make_model=lambda c, classes: build_lenet5(c, classes),
+    default_classes=DIGITS,
     make_inputs=lambda stats, c, device: LeNetInputs(*input_levels(stats, c)),
     make_loss=lambda c: (lambda scores, targets: lenet5_loss(scores, targets, c.j)),
 ))

@@ -16,7 +16,7 @@ architecture table). ``Net.module_paths`` maps the first to the second where the
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar, Protocol
 
 import torch
@@ -27,6 +27,7 @@ from torch import nn
 from cnn_internals.core.config import Section
 from cnn_internals.core.errors import UserError
 from cnn_internals.data import WEIGHTS, Weights  # noqa: F401 -- WEIGHTS: the registry's public name
+from cnn_internals.data.wnids import imagenet_logits
 from cnn_internals.engine import CLASSES
 
 
@@ -43,6 +44,25 @@ class NetConfig(Section):
         if weights == "imagenet" and cls.no_imagenet:
             raise ValueError(f"= imagenet, but {cls.no_imagenet}: use scratch")
         return weights
+
+
+@dataclass(frozen=True)
+class Classes:
+    """What a net's head scores: the dataset's classes in label order (``names``), and where
+    every one is an ImageNet class (classes.json's {"wnid", "name"}), each one's ImageNet logit
+    (``imagenet``): a net on ``weights: imagenet`` reads its 1,000 scores there, no new head.
+    Elsewhere a net on ImageNet weights gets a fresh head of ``len(names)`` outputs."""
+
+    names: tuple
+    imagenet: tuple | None = None
+
+    @classmethod
+    def of(cls, entries: list) -> "Classes":
+        """From a prepared dataset's classes.json entries."""
+        return cls(tuple(str(entry["name"]) for entry in entries), imagenet_logits(entries))
+
+    def __len__(self) -> int:
+        return len(self.names)
 
 
 # What ``Net.settings`` takes: a net's config, the composed ``train.<net>`` section, or a mapping of keys.
@@ -74,16 +94,20 @@ class Inputs(Protocol):
 class Net:
     name: str                # params key and stage suffix: train@<name>
     title: str               # as the papers write it
-    dataset: str             # a key of data.datasets.DATASETS
+    dataset: str             # its dataset (a key of data in params.yaml): the registry's default, or the
+                             # one pipeline.nets maps it to (``on``)
     # The depths mined and rendered, in forward order, by the papers' names: conv and pooling
     # layers (maps), then the hidden fully connected ones (units). The scores the forward
     # returns are shown too, as ``classes``, which is therefore no layer's name.
     layers: tuple
     input_size: tuple        # (C, H, W) the model sees
     config: type             # its NetConfig: the train.<name> keys of its own, with their defaults
-    make_model: Callable     # (config) -> nn.Module, initialised (seed torch's RNG first)
+    make_model: Callable     # (config, Classes) -> nn.Module, initialised (seed torch's RNG first)
     make_inputs: Callable    # (dataset stats, config, device) -> Inputs
     make_loss: Callable = lambda c: F.cross_entropy   # (config) -> loss(scores, targets)
+    # The classes of the registry's dataset (MNIST's digits, Imagenette's ten at their ImageNet
+    # logits): what ``build`` makes a head for when given none.
+    default_classes: Classes | None = field(default=None, hash=False)
     # The module path of each shown layer whose module is named otherwise (VGG-16's conv5_3 is
     # ``features.28``); a layer not listed here is its module's own name (AlexNet's conv1).
     module_paths: dict = field(default_factory=dict, hash=False)
@@ -98,6 +122,8 @@ class Net:
         unknown = set(self.module_paths) - set(self.layers)
         if unknown:
             raise ValueError(f"{self.name}: module_paths names layers it does not show: {sorted(unknown)}")
+        if not isinstance(self.default_classes, Classes):
+            raise ValueError(f"{self.name}: default_classes must say the classes of its dataset, {self.dataset}")
         if not issubclass(self.config, NetConfig) or (self.load_imagenet is None) != bool(self.config.no_imagenet):
             raise ValueError(f"{self.name}: its config must be a NetConfig whose no_imagenet says why exactly "
                              "when the net has no load_imagenet")
@@ -114,9 +140,14 @@ class Net:
             raise TypeError(f"{self.name}: a config is a {self.config.__name__} or a mapping, not {type(config)}")
         return self.config.model_validate({k: v for k, v in config.items() if k in self.config.model_fields})
 
-    def build(self, config: ConfigLike) -> nn.Module:
-        """The net as ``config`` shapes it, initialised from torch's global RNG."""
-        return self.make_model(self.settings(config))
+    def on(self, dataset: str) -> "Net":
+        """This net on ``dataset`` (pipeline.nets maps each net to its dataset)."""
+        return self if dataset == self.dataset else replace(self, dataset=dataset)
+
+    def build(self, config: ConfigLike, classes: Classes | None = None) -> nn.Module:
+        """The net as ``config`` shapes it for ``classes`` (its dataset's; default: the ten of
+        the registry's dataset, ``default_classes``), initialised from torch's global RNG."""
+        return self.make_model(self.settings(config), classes or self.default_classes)
 
     def inputs(self, stats: dict | None, config: ConfigLike, device: torch.device | str) -> Inputs:
         """Its batch transform for ``config``, from its dataset's statistics."""

@@ -30,18 +30,18 @@ before batch normalisation and the shortcut's addition), mapped to torchvision's
 
 from torch import nn
 
-from cnn_internals.models.imagenet import ImagenetConfig, imagenet_inputs, load_torchvision_state, torchvision_net
-from cnn_internals.models.registry import Net, register
+from cnn_internals.models.imagenet import IMAGENETTE, ImagenetConfig, imagenet_inputs, load_torchvision_state, torchvision_net
+from cnn_internals.models.registry import Classes, Net, register
 
 HEAD = "fc"
 SHOWN = {"conv1": "conv1", "conv2_x": "layer1.1.conv2", "conv3_x": "layer2.1.conv2", "conv4_x": "layer3.1.conv2",
          "conv5_x": "layer4.1.conv2"}
 
 
-def build_resnet18(weights: str = "scratch") -> nn.Module:
+def build_resnet18(weights: str = "scratch", classes: Classes = IMAGENETTE) -> nn.Module:
     """torchvision's ResNet-18 initialised as torchvision does (seed torch's RNG first): 10
     classes for ``weights`` scratch, 1000 read at Imagenette's ten for imagenet."""
-    return torchvision_net("resnet18", weights, HEAD)
+    return torchvision_net("resnet18", weights, HEAD, classes)
 
 
 def load_imagenet(model: nn.Module, state_dict: dict) -> None:
@@ -60,7 +60,8 @@ register(Net(
     module_paths={name: path for name, path in SHOWN.items() if name != path},
     input_size=(3, 224, 224),
     config=ResNet18Config,
-    make_model=lambda c: build_resnet18(c.weights),
+    make_model=lambda c, classes: build_resnet18(c.weights, classes),
+    default_classes=IMAGENETTE,
     make_inputs=imagenet_inputs,
     load_imagenet=load_imagenet,
 ))

@@ -26,8 +26,8 @@ depths shown are each stack's last, mapped to torchvision's module paths (``feat
 
 from torch import nn
 
-from cnn_internals.models.imagenet import ImagenetConfig, imagenet_inputs, load_torchvision_state, torchvision_net
-from cnn_internals.models.registry import Net, register
+from cnn_internals.models.imagenet import IMAGENETTE, ImagenetConfig, imagenet_inputs, load_torchvision_state, torchvision_net
+from cnn_internals.models.registry import Classes, Net, register
 
 HEAD = "classifier.6"      # the last linear layer: 4096 -> classes
 # Each stack's last convolution (table 1, column D) and its index in torchvision's features.
@@ -36,10 +36,10 @@ SHOWN = {"conv1_2": "features.2", "conv2_2": "features.7", "conv3_3": "features.
          "conv5_3": "features.28", "fc6": "classifier.0", "fc7": "classifier.3"}
 
 
-def build_vgg16(weights: str = "scratch") -> nn.Module:
-    """torchvision's VGG-16 initialised as torchvision does (seed torch's RNG first): 10
-    classes for ``weights`` scratch, 1000 read at Imagenette's ten for imagenet."""
-    return torchvision_net("vgg16", weights, HEAD)
+def build_vgg16(weights: str = "scratch", classes: Classes = IMAGENETTE) -> nn.Module:
+    """torchvision's VGG-16 initialised as torchvision does (seed torch's RNG first): a head of
+    ``classes``' size for ``weights`` scratch, 1000 read at their ImageNet logits for imagenet."""
+    return torchvision_net("vgg16", weights, HEAD, classes)
 
 
 def load_imagenet(model: nn.Module, state_dict: dict) -> None:
@@ -58,7 +58,8 @@ register(Net(
     module_paths=SHOWN,
     input_size=(3, 224, 224),
     config=VGG16Config,
-    make_model=lambda c: build_vgg16(c.weights),
+    make_model=lambda c, classes: build_vgg16(c.weights, classes),
+    default_classes=IMAGENETTE,
     make_inputs=imagenet_inputs,
     load_imagenet=load_imagenet,
 ))

@@ -26,6 +26,7 @@ from torch import nn
 
 from cnn_internals.core.config import NonNegative
 from cnn_internals.models.alexnet import LocalResponseNorm, alexnet_inputs
+from cnn_internals.models.imagenet import IMAGENETTE
 from cnn_internals.models.registry import Net, NetConfig, register
 from cnn_internals.models.transforms import NORMALIZE
 
@@ -132,6 +133,7 @@ register(Net(
     module_paths={"fc6": "lin1", "fc7": "lin2"},     # the paper's layers 6 and 7, by Caffe's names
     input_size=(3, 224, 224),
     config=ZFNetConfig,
-    make_model=lambda c: build_zfnet(10, c.weight_init, c.filter_rms),
+    make_model=lambda c, classes: build_zfnet(len(classes), c.weight_init, c.filter_rms),
+    default_classes=IMAGENETTE,
     make_inputs=alexnet_inputs,          # the same mean-image crops, flips and 10 test views
 ))

@@ -47,13 +47,13 @@ from cnn_internals.core.atomic import json_bytes, torch_bytes
 from cnn_internals.core.errors import UserError, first_line
 from cnn_internals.data.datasets import open_split
 from cnn_internals.data.manifest import manifest_path  # noqa: F401 -- re-exported
-from cnn_internals.data.prepared import Split, splits_in
+from cnn_internals.data.prepared import Split, read_classes, splits_in
 from cnn_internals.data.pretrained import pretrained_file, pretrained_path  # noqa: F401 -- re-exported
 from cnn_internals.data.statistics import load_statistics
 from cnn_internals.engine import CLASSES
 from cnn_internals.engine.hooks import eval_mode, forward_to
 from cnn_internals.models import NETS, Inputs, Net, NetConfig
-from cnn_internals.models.registry import ConfigLike
+from cnn_internals.models.registry import Classes, ConfigLike
 
 PARAMS_OK = Path("data/params.ok")
 GALLERY = Path("images")
@@ -97,6 +97,18 @@ def dataset_splits(net: Net) -> tuple:
         raise UserError(f"{prepared_dir(net.dataset)} holds no train and held-out split ({', '.join(splits) or 'none'}): "
                         f"run `dvc repro prepare@{net.dataset}`")
     return splits
+
+
+def dataset_classes(net: Net) -> Classes:
+    """The classes of the net's dataset, from its prepared classes.json: what its head scores."""
+    directory = prepared_dir(net.dataset)
+    try:
+        return Classes.of(read_classes(directory))
+    except FileNotFoundError:
+        raise UserError(f"{directory / 'classes.json'} missing: run `dvc repro prepare@{net.dataset}`") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{directory / 'classes.json'} is unreadable ({first_line(err)}): run "
+                        f"`dvc repro -f prepare@{net.dataset}`") from None
 
 
 def load_split(net: Net, split: str) -> Split:
@@ -147,12 +159,13 @@ def load_model(net: Net, device: torch.device | str) -> tuple[torch.nn.Module, N
     path = weights_path(net)
     if not path.is_file():
         raise UserError(f"{path} missing: run `dvc repro train@{net.name}` first")
+    classes = dataset_classes(net)
     try:
         with warnings.catch_warnings():   # torch warns about garbage before failing on it
             warnings.simplefilter("ignore")
             saved = torch.load(path, map_location="cpu", weights_only=True)
         config = net.settings(saved["config"])
-        model = net.build(config)
+        model = net.build(config, classes)
         model.load_state_dict(saved["state_dict"])
     except Exception as err:  # noqa: BLE001 -- unpickling errors come in many types
         raise UserError(f"{path} does not hold {net.title} weights ({first_line(err)}): "

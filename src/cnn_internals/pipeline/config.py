@@ -61,24 +61,34 @@ def train_key(params: Mapping, net: Net, key: str) -> Any:
 
 
 class PipelineConfig(Section):
-    """``pipeline``: the nets and datasets `dvc repro` builds (dvc.yaml's foreach lists)."""
+    """``pipeline``: what `dvc repro` builds (dvc.yaml's foreach): ``nets``, each net mapped to
+    the dataset it is trained, mined and shown on (``${key}`` and ``${item}`` in dvc.yaml), and
+    ``datasets``, every dataset those use (and any other to prepare)."""
 
-    nets: list[str]
+    nets: dict[str, str]
     datasets: list[str]
 
-    @field_validator("nets", "datasets")
+    @field_validator("nets")
+    @classmethod
+    def _known_nets(cls, nets: dict) -> dict:
+        unknown = [name for name in nets if name not in NETS]
+        if not nets or unknown:
+            raise ValueError(f"must map nets out of {', '.join(NETS)} to their datasets (lenet5: mnist); got "
+                             f"{unknown[0] if unknown else nets}")
+        return nets
+
+    @field_validator("datasets")
     @classmethod
     def _known_and_distinct(cls, items: list, info: ValidationInfo) -> list:
-        known = NETS if info.field_name == "nets" else info.context["datasets"]
-        if not items or len(set(items)) != len(items) or any(item not in known for item in items):
-            where = "" if info.field_name == "nets" else " (the datasets under data)"
-            raise ValueError(f"must list distinct names out of {', '.join(known)}{where}; got {items!r}")
+        known = (info.context or {}).get("datasets")
+        if not items or len(set(items)) != len(items) or (known is not None and any(i not in known for i in items)):
+            raise ValueError(f"must list distinct names out of {', '.join(known or [])} (the datasets under data); "
+                             f"got {items!r}")
         return items
 
     @model_validator(mode="after")
     def _datasets_of_the_nets(self):
-        for name in self.nets:
-            dataset = NETS[name].dataset
+        for name, dataset in self.nets.items():
             if dataset not in self.datasets:
                 raise ValueError(f"{name} is trained on {dataset}, so {dataset} must be listed in {{key}}.datasets")
         return self

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from cnn_internals.core.config import line_of
+from cnn_internals.core.config import line_of, node
 from cnn_internals.core.errors import UserError
 from cnn_internals.core.params import Params, load_params, params_name
 from cnn_internals.core.project import user_path
@@ -20,14 +20,21 @@ from cnn_internals.training.recipe import Recipe
 
 
 def net_stage_args(description: str, argv: Sequence[str] | None = None) -> tuple[Net, Params]:
-    """The command line every per-net stage shares (--net, --params): the registry entry and
-    the params file."""
+    """The command line every per-net stage shares (--net, --dataset, --params): the registry
+    entry on its dataset, and the params file. dvc.yaml passes ``--dataset ${item}``, the dataset
+    pipeline.nets maps the net to, so a stage never reads that key (it declares no such param:
+    the command itself changes with it); by hand, the mapping's value, else the registry's."""
     parser = ArgumentParser(description=description)
     parser.add_argument("--net", required=True, choices=sorted(NETS))
+    parser.add_argument("--dataset", help="the net's dataset (default: pipeline.nets.<net> in the params file)")
     parser.add_argument("--params", type=user_path, default=Path("params.yaml"),
                         help="params file (default: params.yaml at the project root)")
     args = parser.parse_args(argv)
-    return get_net(args.net), load_params(args.params)
+    net, params = get_net(args.net), load_params(args.params)
+    dataset = args.dataset or node(params, f"pipeline.nets.{net.name}", None) or net.dataset
+    if not isinstance(dataset, str):
+        raise UserError(f"{params_name(params)}: pipeline.nets.{net.name} must name a dataset, got {dataset!r}")
+    return net.on(dataset), params
 
 
 def device_for(net: Net, params: Mapping) -> torch.device:
