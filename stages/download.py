@@ -21,7 +21,7 @@ from pathlib import Path
 from cnn_internals.core.params import load_params
 from cnn_internals.core.project import user_path
 from cnn_internals.data.datasets import get_dataset
-from cnn_internals.pipeline.artifacts import raw_dir
+from cnn_internals.data.paths import raw_dir
 from cnn_internals.pipeline.cli import ArgumentParser, cli
 
 

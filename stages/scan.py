@@ -35,7 +35,8 @@ def main(argv=None):
     kind, source = node(params, f"data.{args.dataset}.kind", None), node(params, f"data.{args.dataset}.source", None)
     if kind is None:
         raise UserError(f"{params_name(params)}: no dataset {args.dataset!r} under data")
-    found = write_manifest(manifest_path(args.dataset), kind, source if kind == "imagefolder" else None)
+    found = write_manifest(manifest_path(args.dataset), kind, source if kind == "imagefolder" else None,
+                           f"{params_name(params)}: data.{args.dataset}.source")
     folder = found.get("folder")
     print(f"{args.dataset}: " + (f"{folder['files']} files, {folder['bytes']} bytes in {source}" if folder else
                                   f"source {found['source'] or kind}"))

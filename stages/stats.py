@@ -14,8 +14,8 @@ import sys
 from cnn_internals.core.atomic import atomic_dir, write_json
 from cnn_internals.core.project import user_path
 from cnn_internals.data.datasets import TRAIN, open_split
+from cnn_internals.data.paths import prepared_dir, stats_dir, stats_metrics_path
 from cnn_internals.data.statistics import image_statistics, save_statistics, summary
-from cnn_internals.pipeline.artifacts import prepared_dir, stats_dir, stats_metrics_path
 from cnn_internals.pipeline.cli import ArgumentParser, cli
 
 

@@ -29,10 +29,9 @@ from cnn_internals.core.params import load_params, params_name
 from cnn_internals.core.project import user_path
 from cnn_internals.data.datasets import dataset_names, get_dataset
 from cnn_internals.data.imagefolder import class_entries
-from cnn_internals.data.prepared import read_classes
 from cnn_internals.data.pretrained import weights_entry
 from cnn_internals.models import NETS, Classes
-from cnn_internals.pipeline.artifacts import PARAMS_OK, prepared_dir
+from cnn_internals.pipeline.artifacts import PARAMS_OK
 from cnn_internals.pipeline.cli import ArgumentParser, cli
 from cnn_internals.pipeline.config import check_layout, read_mine, read_pipeline, read_train, read_visualize
 from cnn_internals.pipeline.stage import train_device
@@ -81,9 +80,9 @@ def validate(params) -> list:
 
 
 def check_fit(params, net, dataset, train) -> None:
-    """``net`` can run on ``dataset`` as ``train.<net>`` says: its channels, LeNet-5's prototypes,
-    and a fresh head on ImageNet weights trained (where the dataset's classes are known here:
-    pinned in its params, or prepared; else train@<net> refuses it, before writing anything)."""
+    """``net`` can run on ``dataset`` as ``train.<net>`` says: its channels and input size,
+    LeNet-5's prototypes, and a fresh head on ImageNet weights trained (where the dataset's
+    classes are pinned in its params; else train@<net> refuses it, before writing anything)."""
     where = params_name(params)
     channels = net.input_size[0]
     if channels != dataset.channels:
@@ -94,12 +93,16 @@ def check_fit(params, net, dataset, train) -> None:
     if net.name == "lenet5" and dataset.kind.name != "mnist" and train.prototypes == "fixed":
         raise UserError(f"{where}: LeNet-5 on {dataset.name}: its fixed RBF prototypes are bitmaps of the ten digits, "
                         "not this dataset's classes: set train.lenet5.prototypes: learned")
-    if train.weights == "imagenet" and train.epochs == 0:
-        pinned = getattr(dataset.config, "classes", None)
-        prepared = prepared_dir(dataset.name) / "classes.json"
-        entries = (class_entries(list(pinned), dataset.config.wnid_aliases) if pinned else
-                   read_classes(prepared.parent) if prepared.is_file() else None)
-        if entries is not None and Classes.of(entries).imagenet is None:
+    size = getattr(dataset.config, "size", None)        # an image folder's stored side, cropped to the input
+    if size is not None and size < net.input_size[1]:
+        raise UserError(f"{where}: data.{dataset.name}.size is {size}, but {net.title} takes {net.input_size[1]} px crops "
+                        f"of it: set it to {net.input_size[1]} or more (256 is the papers')")
+    pinned = getattr(dataset.config, "classes", None)
+    # Only classes pinned in the params: a prepared classes.json may be older than them (prepare
+    # runs after this stage); where none are pinned, train@<net> refuses it, before it writes.
+    if train.weights == "imagenet" and train.epochs == 0 and pinned:
+        entries = class_entries(list(pinned), dataset.config.wnid_aliases)
+        if Classes.of(entries).imagenet is None:
             raise UserError(f"{where}: train.{net.name}.epochs is 0 with weights: imagenet, but the classes of {dataset.name} "
                             "are not ImageNet wnids, so the net gets a fresh head for them, which only training fits: "
                             "set epochs > 0")

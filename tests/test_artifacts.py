@@ -57,7 +57,7 @@ def test_no_stage_or_viz_module_spells_an_artifact_path():
                          r"""checkpoints/)|Path\(["'](data|models|metrics|renders|reports|images|checkpoints)["']\)""")
     offenders = []
     for path in [*REPO.glob("stages/*.py"), *REPO.glob("src/cnn_internals/**/*.py")]:
-        if path.name in ("artifacts.py", "pretrained.py", "manifest.py"):   # the last two: see artifacts.py
+        if path.name in ("artifacts.py", "pretrained.py", "manifest.py", "paths.py"):   # the last three: see artifacts.py
             continue
         code = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
         code = re.sub(r'""".*?"""', "", code, flags=re.S)         # docstrings may name them

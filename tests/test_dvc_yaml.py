@@ -48,11 +48,21 @@ def test_a_stage_that_reads_the_wnid_table_depends_on_it(name):
 
 def test_the_import_walk_sees_lazy_and_relative_imports():
     """The walk above is only as good as its parser: pipeline.cli imports project lazily, and
-    datasets imports the modules mnist and imagenette by name from their package."""
+    datasets imports the modules mnist and imagefolder by name from their package."""
     download = stage_sources(REPO / "stages/download.py")
     assert {"src/cnn_internals/core/project.py", "src/cnn_internals/data/mnist.py",
-            "src/cnn_internals/data/imagenette.py", "stages/_bootstrap.py"} <= download
+            "src/cnn_internals/data/imagefolder.py", "stages/_bootstrap.py"} <= download
     assert not {path for path in download if path.startswith("src/cnn_internals/training/")}
+
+
+@pytest.mark.parametrize("script", ["scan", "download", "prepare", "stats"])
+def test_a_datasets_stages_import_no_model_code(script):
+    """prepare@imagenet decodes 1.3 M images (hours, 252 GB): editing a net, the training loop or
+    the engine must not make a dataset's stages rerun."""
+    sources = stage_sources(REPO / f"stages/{script}.py")
+    assert not {path for path in sources if path.startswith(("src/cnn_internals/models/", "src/cnn_internals/training/",
+                                                              "src/cnn_internals/engine/", "src/cnn_internals/viz/"))}
+    assert "src/cnn_internals/pipeline/artifacts.py" not in sources
 
 
 def test_the_weights_stage_imports_no_model_code():

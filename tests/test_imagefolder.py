@@ -98,7 +98,7 @@ def test_one_folder_split_by_the_hash_of_each_path_rows_in_path_order(plain, tmp
         assert labels.tolist() == [written[rel] for rel in rows]
         assert np.array_equal(images, np.stack([reference(folder / rel) for rel in rows]))
     assert json.loads((tmp_path / "out" / "classes.json").read_text()) == [{"name": n} for n in PLAIN]
-    assert "3 classes" in summary and "val_fraction 0.3" in summary and "2 files ignored" in summary
+    assert "3 classes" in summary and "val_fraction 0.3" in summary and "1 files ignored" in summary   # .DS_Store: hidden
     # said once, counted: the grey, CMYK and palette images were converted
     assert "converted to RGB: 3 CMYK, 3 L, 6 P" in summary
 
@@ -232,6 +232,38 @@ def test_bad_folders_fail_in_one_line_and_write_nothing(plain, tmp_path):
     write_images(split, {"train/a": (0, 2, 0), "val/a": (0, 1, 0), "train/b": (1, 2, 0), "val/b": (1, 1, 0)})
     assert "remove it" in one_line({"source": str(split), "val_fraction": 0.2}, tmp_path, tmp_path / "o4")
     assert "is not a folder" in one_line({"source": str(tmp_path / "nowhere")}, tmp_path, tmp_path / "o5")
+
+
+def test_a_finder_zip_made_by_writestr_with_hidden_members_prepares_as_the_folder(plain, tmp_path):
+    """zipfile.writestr stores a bare 0o600 mode (no file type), and macOS's Finder adds
+    __MACOSX/._* twins and .DS_Store: a plain zip, not an unsafe one, and none of those images."""
+    folder, written = plain
+    prepare({"source": str(folder), "val_fraction": 0.3}, tmp_path / "none", tmp_path / "folder")
+    path = tmp_path / "raw" / "photos.zip"
+    path.parent.mkdir()
+    with zipfile.ZipFile(path, "w") as archive:
+        for rel in written:
+            archive.writestr(zipfile.ZipInfo(f"photos/{rel}"), (folder / rel).read_bytes())
+            archive.writestr(f"__MACOSX/photos/{rel.rsplit('/', 1)[0]}/._{rel.rsplit('/', 1)[1]}", b"\0\5\x16\7")
+        archive.writestr("photos/cat/.DS_Store", b"\0")
+    for info in zipfile.ZipFile(path).infolist():
+        assert info.external_attr >> 16 in (0, 0o600)
+    prepare({"source": "photos.zip", "md5": "0" * 32, "val_fraction": 0.3}, tmp_path / "raw", tmp_path / "zip")
+    assert folder_bytes(tmp_path / "zip") == folder_bytes(tmp_path / "folder")
+
+
+def test_split_folders_class_folders_without_training_images_and_shared_aliases_are_refused(plain, tmp_path):
+    folder, written = plain
+    splits = tmp_path / "splits"
+    write_images(splits, {"train/a": (0, 2, 0), "test/a": (0, 1, 0), "train/b": (1, 2, 0), "test/b": (1, 1, 0)})
+    message = one_line({"source": str(splits), "val_fraction": 0.2}, tmp_path, tmp_path / "o1")
+    assert "holds test/, train/, split folders, not classes" in message
+    pinned = {"source": str(folder), "val_fraction": 0.3, "classes": ["cat", "dog", "fox", "owl"]}
+    assert "class 'owl' has no training images" in one_line(pinned, tmp_path, tmp_path / "o2")
+    wnids = tmp_path / "wnids"
+    write_images(wnids, {"n03888605": (0, 3, 0), "n03888257": (1, 3, 0)})
+    aliased = {"source": str(wnids), "val_fraction": 0.3, "wnid_aliases": {"n03888605": "n03888257"}}
+    assert "two classes are scored as ImageNet's n03888257 (parachute)" in one_line(aliased, tmp_path, tmp_path / "o3")
 
 
 @pytest.mark.parametrize("member", ["../evil.jpg", "/abs/evil.jpg", "link"])

@@ -129,6 +129,7 @@ def committed() -> dict:
     ({"lenet5": "photos"}, {}, "LeNet-5 reads grey (1 channel) images and photos holds RGB (3 channels)"),
     ({"alexnet": "mnist"}, {}, "AlexNet reads RGB (3 channels) images and mnist holds grey (1 channel)"),
     ({"lenet5": "mnist", "zfnet": "nowhere"}, {}, "zfnet is trained on nowhere, so nowhere must be listed"),
+    ({"alexnet": "photos"}, {"size": 128}, "data.photos.size is 128, but AlexNet takes 224 px crops of it"),
     ({"vgg16": "photos"}, {"classes": ["cat", "dog"]}, "train.vgg16.epochs is 0 with weights: imagenet, but the "
                                                        "classes of photos are not ImageNet wnids"),
 ])

@@ -19,6 +19,7 @@ from test_imagefolder import expected_split, write_images
 from cnn_internals.data.pretrained import SCRATCH
 from cnn_internals.data.wnids import imagenet_names
 
+from imagenette_fixture import class_image, encode
 from repo_copy import copy_repo, edit_params, run
 from test_pipeline import stages_run
 
@@ -81,6 +82,18 @@ def test_a_users_folder_is_prepared_split_by_the_hash_and_alexnet_runs_every_sta
     mined = json.loads((repo / "data/mined/alexnet.json").read_text())
     assert mined["split"] == "val" and len(mined["classes"]["values"]) == 3          # a head of three classes
     assert (repo / "reports/alexnet/index.html").is_file() and (repo / "images/alexnet_conv1.png").is_file()
+
+
+def test_explain_reads_a_photo_with_the_net_trained_on_the_users_classes(built, tmp_path):
+    """`python -m cnn_internals.explain` finds AlexNet's dataset in pipeline.nets: the answer is
+    over the three classes it was trained on, their probabilities summing to 1."""
+    photo = tmp_path / "fox.jpg"                       # explain wants 224 px on the short side
+    photo.write_bytes(encode(class_image(2, 0, (300, 240)), "RGB"))
+    result = run(["python", "-m", "cnn_internals.explain", "--net", "alexnet", "--layer", "conv5", "--top", "3",
+                  "--out", str(tmp_path / "out"), "--json", str(tmp_path / "answers.json"), str(photo)], built["repo"], "")
+    [answer] = json.loads((tmp_path / "answers.json").read_text())
+    assert sorted(entry["class"] for entry in answer["top"]) == sorted(PLAIN), result.stdout
+    assert sum(entry["p"] for entry in answer["top"]) == pytest.approx(1, abs=1e-3)
 
 
 def test_dvc_exp_run_switches_a_net_on_for_a_dataset_in_imagenets_layout(built):

@@ -37,6 +37,7 @@ import gzip
 import hashlib
 import io
 import itertools
+import lzma
 import os
 import stat
 import tarfile
@@ -59,6 +60,7 @@ from cnn_internals.core.atomic import atomic_dir, write_json, write_text
 from cnn_internals.core.config import Count, Section
 from cnn_internals.core.errors import UserError
 from cnn_internals.data.download import HASHES, Url, fetch, file_name
+from cnn_internals.data.manifest import hidden, walk
 from cnn_internals.data.prepared import write_classes
 from cnn_internals.data.wnids import imagenet_names
 
@@ -67,6 +69,9 @@ DEFAULT_SIZE = 256
 # Pillow-readable suffixes, as torchvision's ImageFolder (IMG_EXTENSIONS), compared lower-case.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif"})
 ARCHIVE_SUFFIXES = (".tar", ".tgz", ".tar.gz", ".zip")
+# Top folders that name splits: a layout of train/ + val/ is read as splits; any of these in a
+# folder of class folders is refused rather than read as a class.
+SPLIT_NAMES = frozenset({"train", "val", "test", "valid", "validation", "training", "eval", "testing"})
 SOURCE_NOTE = "source.txt"      # download@<name>'s output for a local folder, read in place
 _READ_CHUNK = 1 << 20
 _BATCH = 8  # images per task sent to a decoding process: fewer, larger messages
@@ -188,6 +193,7 @@ class Source:
     kind: str                  # folder | tar | tgz | zip
     fix: str                   # the end of every error about the source: how to get a good one
     title: str                 # the dataset, as errors name it
+    name: str = ""             # its key under data (stage names: prepare@<name>); default: the title
 
     def members(self) -> Iterator[Member]:
         """Every folder and file, names only (an archive's headers); unsafe ones refused."""
@@ -213,8 +219,11 @@ class Source:
                 for name in sorted(wanted):
                     try:
                         yield name, archive.read(name)
-                    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as err:
+                    except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, OSError, EOFError) as err:
                         raise self._corrupt(err) from None
+                    except (RuntimeError, NotImplementedError) as err:      # encrypted, or a method zipfile lacks
+                        raise UserError(f"{self.path}: member {name!r} cannot be read ({_one_line(err)}): store it "
+                                        f"unencrypted, deflated or stored: {self.fix}") from None
         else:
             for member, data in self._tar(lambda member: member.name.rstrip("/") in wanted):
                 if data is not None:
@@ -266,10 +275,12 @@ class Source:
     def _check_zip(self, info: zipfile.ZipInfo) -> None:
         name = info.filename
         problem = _unsafe_path(name)
-        mode = info.external_attr >> 16
+        # The high 16 bits hold a Unix mode only where the zip was made on Unix (create_system 3),
+        # and then its file type only where the writer set one (zipfile.writestr stores 0o600 alone).
+        mode = info.external_attr >> 16 if info.create_system == 3 else 0
         if problem is None and stat.S_ISLNK(mode):
             problem = "a symbolic link"
-        elif problem is None and mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        elif problem is None and stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
             problem = "a special file"
         if problem:
             raise self._unsafe(name, problem)
@@ -277,13 +288,10 @@ class Source:
     def _folder_members(self) -> Iterator[Member]:
         if not self.path.is_dir():
             raise UserError(f"{self.path} is not a folder: {self.fix}")
-        # followlinks: a user's folder may be a tree of symbolic links (a reorganised ImageNet val)
-        for folder, dirs, files in os.walk(self.path, followlinks=True):
-            dirs.sort()
-            here = Path(folder)
+        for here, dirs, files in walk(self.path):
             for name in dirs:
                 yield Member((here / name).relative_to(self.path).as_posix(), True)
-            for name in sorted(files):
+            for name in files:
                 path = here / name
                 rel = path.relative_to(self.path).as_posix()
                 try:
@@ -327,11 +335,11 @@ def open_source(config: ImageFolderConfig, raw_dir: Path, name: str, title: str)
     """The dataset's images: the folder it names, or the archive download@<name> put in ``raw_dir``."""
     if config.is_folder:
         return Source(Path(config.source).expanduser(), "folder",
-                      f"fix the folder (data.{name}.source) and rerun `dvc repro prepare@{name}`", title)
+                      f"fix the folder (data.{name}.source) and rerun `dvc repro prepare@{name}`", title, name)
     suffix = archive_suffix(config.source)
     kind = {".tar": "tar", ".tgz": "tgz", ".tar.gz": "tgz", ".zip": "zip"}[suffix]
     return Source(Path(raw_dir) / file_name(config.download_entry()["url"]), kind,
-                  f"delete data/raw/{name} and rerun `dvc repro download@{name}`", title)
+                  f"delete data/raw/{name} and rerun `dvc repro download@{name}`", title, name)
 
 
 # --- the layout -----------------------------------------------------------------------------
@@ -372,6 +380,8 @@ def index_source(source: Source, config: Layout) -> Index:
     labels. Raises (one line) before anything is written."""
     members, seen = [], set()
     for member in source.members():
+        if hidden(member.name):
+            continue
         if member.name in seen and not member.is_dir:   # a second copy would silently replace the first
             raise UserError(f"{source.path}: member {member.name!r} appears twice; the archive is corrupt: {source.fix}")
         seen.add(member.name)
@@ -395,6 +405,11 @@ def index_source(source: Source, config: Layout) -> Index:
     if split_layout and config.val_fraction is not None:
         raise UserError(f"{source.path} has train/ and val/ folders: data.*.val_fraction is for one folder of class "
                         f"folders; remove it (the folders say which image is in which split)")
+    split_like = sorted(tops & SPLIT_NAMES) if not split_layout else []
+    if split_like:      # train/ + test/, training/ + validation/: splits, which would be read as classes
+        raise UserError(f"{source.path}: {'/'.join(root) or 'its top'} holds {', '.join(f'{t}/' for t in split_like)}, "
+                        "split folders, not classes: name them train/ and val/, or give one of them as root "
+                        "(data.*.root) with val_fraction to split its class folders")
     if not split_layout and config.val_fraction is None:
         raise UserError(f"{source.path}: {'/'.join(root) or 'its top'} holds no train/ and val/ folders: set "
                         "val_fraction (e.g. 0.1) to split its class folders, or give both folders")
@@ -435,8 +450,13 @@ def index_source(source: Source, config: Layout) -> Index:
     empty = sorted(cls for cls, counts in found.items() if not sum(counts.values()))
     if empty:
         raise UserError(f"{source.path}: class folder {empty[0]!r} holds no images: add some or remove it, then "
-                        f"rerun `dvc repro prepare@{source.title}`")
+                        f"rerun `dvc repro prepare@{source.name or source.title}`")
     classes = list(config.classes) or sorted(found)
+    untrained = [cls for cls in classes if not found.get(cls, {}).get("train")]
+    if untrained:     # a pinned class with no folder, or one whose images all went to val
+        raise UserError(f"{source.path}: class {untrained[0]!r} has no training images"
+                        + (" (val_fraction put all of its images in val: add images)" if not split_layout else "")
+                        + f": {source.fix}")
     if len(classes) < 2:
         raise UserError(f"{source.path}: found {len(classes)} class folder{'s' if len(classes) != 1 else ''} under "
                         f"{'/'.join(root) or 'its top'}; a dataset needs at least two (one folder per class)")
@@ -467,7 +487,12 @@ def class_entries(classes: list, aliases: dict) -> list:
     names = imagenet_names()
     if not all(aliases.get(cls, cls) in names for cls in classes):
         return [{"name": cls} for cls in classes]
-    return [{"wnid": cls, "name": names[aliases.get(cls, cls)]} for cls in classes]
+    targets = [aliases.get(cls, cls) for cls in classes]
+    twice = sorted({t for t in targets if targets.count(t) > 1})
+    if twice:
+        raise UserError(f"two classes are scored as ImageNet's {twice[0]} ({names[twice[0]]}) through data.*.wnid_aliases: "
+                        "each class needs its own ImageNet class")
+    return [{"wnid": cls, "name": names[target]} for cls, target in zip(classes, targets)]
 
 
 # --- decoding -------------------------------------------------------------------------------
@@ -506,6 +531,11 @@ def _decode_rows(images: dict, batch: list, size: int) -> list[tuple[str | None,
     (None or a one-line reason it does not decode (the row is then dropped), its stored mode)."""
     results = []
     for split, row, data in batch:
+        if isinstance(data, Path):        # a folder's file: a read error is the disk's, not a bad image
+            try:
+                data = data.read_bytes()
+            except OSError as err:
+                raise UserError(f"{data} cannot be read ({_one_line(err)}): fix the folder and rerun the stage") from None
         try:
             images[split][row], mode = decode_image(data, size)
             results.append((None, mode))
@@ -533,7 +563,7 @@ def _batches(items, n: int):
         yield batch
 
 
-def _decoded(jobs, images: dict, size: int, workers: int, title: str):
+def _decoded(jobs, images: dict, size: int, workers: int, name: str):
     """Decode each (split, row, data) of ``jobs`` into ``images[split][row]``; yield
     ((split, row, data), (reason or None, mode)) for each, in the order of ``jobs``.
 
@@ -560,7 +590,7 @@ def _decoded(jobs, images: dict, size: int, workers: int, title: str):
         except BrokenProcessPool:
             raise UserError(
                 "an image-decoding process died (out of memory?): free some memory and rerun "
-                f"`dvc repro prepare@{title}`"
+                f"`dvc repro prepare@{name}`"
             ) from None
         finally:
             pool.shutdown(cancel_futures=True)
@@ -594,7 +624,7 @@ def _decode_into(source: Source, index: Index, images: dict, size: int, workers:
     jobs = ((*rows[name], data) for name, data in source.read(set(rows)))
     done = 0
     with tqdm(total=len(rows), desc=f"decoding {source.title}", unit="img", disable=None) as bar:
-        for (split, row, _), (reason, mode) in _decoded(jobs, images, size, workers, source.title):
+        for (split, row, _), (reason, mode) in _decoded(jobs, images, size, workers, source.name or source.title):
             if reason is not None:
                 skipped[split].append({"path": index.splits[split][row][0], "reason": reason})
             elif mode != "RGB":

@@ -4,7 +4,8 @@ and download@<dataset> depend on.
 A local folder changes without DVC knowing (its path is a param, and DVC cannot make a
 dependency of a param's value: treeverse/dvc#5167). scan@<dataset> runs on every `dvc repro`
 (``always_changed``) and writes, for a folder source, the count and total size of its files
-and a sha256 over every file's path, size and mtime, in path order: an image added, removed,
+and a sha256 over every file's path, size and mtime, in path order (hidden files, such as a
+Finder's .DS_Store, left out, as prepare leaves them): an image added, removed,
 replaced or touched changes it, so prepare@<dataset> reruns; nothing changed, the same bytes,
 so nothing after it does. Contents are not read (ImageNet's 1.33 M files are listed in seconds,
 hashing their 150 GB would take an hour). A local archive is described by its size and mtime
@@ -14,10 +15,31 @@ params that name them, which download@<dataset> declares anyway.
 
 import hashlib
 import os
-from pathlib import Path
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
 
 from cnn_internals.core.atomic import write_json
 from cnn_internals.core.errors import UserError
+
+
+def hidden(name: str) -> bool:
+    """A member no dataset holds: a dot-file or anything under a dot-folder (.DS_Store,
+    .ipynb_checkpoints, macOS's ._ AppleDouble files) or under __MACOSX (Finder's zips)."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in PurePosixPath(name).parts)
+
+
+def walk(folder: Path) -> Iterator[tuple[Path, list, list]]:
+    """os.walk, links followed (a user's folder may be a tree of links: a reorganised ImageNet
+    val), sorted, each real folder once (a link back up would loop forever), hidden ones skipped."""
+    seen = set()
+    for here, dirs, files in os.walk(folder, followlinks=True):
+        info = os.stat(here)
+        if (info.st_dev, info.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        dirs[:] = sorted(d for d in dirs if not hidden(d))
+        yield Path(here), dirs, sorted(f for f in files if not hidden(f))
 
 
 def manifest_path(dataset: str) -> Path:
@@ -30,10 +52,9 @@ def folder_manifest(folder: Path) -> dict:
     digest = hashlib.sha256()
     files = total = 0
     entries = []
-    for here, dirs, names in os.walk(folder, followlinks=True):
-        dirs.sort()
+    for here, _, names in walk(folder):
         for name in names:
-            path = Path(here) / name
+            path = here / name
             try:
                 info = path.stat()
             except OSError as err:
@@ -46,9 +67,9 @@ def folder_manifest(folder: Path) -> dict:
     return {"files": files, "bytes": total, "listing_sha256": digest.hexdigest()}
 
 
-def manifest(kind: str, source: str | None) -> dict:
+def manifest(kind: str, source: str | None, key: str = "source") -> dict:
     """The manifest of a dataset of ``kind`` whose ``source`` is a folder, an archive path, a
-    URL, or None (MNIST: its params say everything)."""
+    URL, or None (MNIST: its params say everything); ``key``: where the params give the source."""
     if source is None or "://" in source:
         return {"kind": kind, "source": source}
     path = Path(source).expanduser()
@@ -57,10 +78,11 @@ def manifest(kind: str, source: str | None) -> dict:
     if path.is_file():
         info = path.stat()
         return {"kind": kind, "source": source, "archive": {"bytes": info.st_size, "mtime_ns": info.st_mtime_ns}}
-    raise UserError(f"{source} does not exist (a folder or an archive was expected)")
+    raise UserError(f"{key}: {source} does not exist (a folder of class folders, or an archive ending in .tar, .tgz, "
+                    ".tar.gz or .zip, was expected): fix the path (relative paths start at the project root)")
 
 
-def write_manifest(path: Path, kind: str, source: str | None) -> dict:
-    found = manifest(kind, source)
+def write_manifest(path: Path, kind: str, source: str | None, key: str = "source") -> dict:
+    found = manifest(kind, source, key)
     write_json(path, found)
     return found

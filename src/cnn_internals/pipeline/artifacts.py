@@ -4,10 +4,12 @@ Stages and viz/ name a file only through this module, and ``stage_outputs`` list
 stage writes: a test holds dvc.yaml's outs, metrics and plots to it. Paths are relative to the
 project root, where every stage runs (pipeline/cli.py).
 
-Two exceptions: scan@<dataset>'s manifest (``manifest_path``), named in data/manifest.py so that
-the stage, run on every `dvc repro`, imports no torch; and weights@<net>'s file
+Three exceptions: scan@<dataset>'s manifest (``manifest_path``), named in data/manifest.py so
+that the stage, run on every `dvc repro`, imports no torch; a dataset's folders (``raw_dir``,
+``prepared_dir``, ``stats_dir``, ``stats_metrics_path``), named in data/paths.py so that its
+stages import no model code (an edit of a net must not prepare ImageNet again); and weights@<net>'s file
 (``pretrained_file``/``pretrained_path``), named in data/pretrained.py beside its fetcher and
-its loader. Both are re-exported here. The weights stage
+its loader. All are re-exported here. The weights stage
 must not import this module: through the registry it would depend on every net's code, and an
 edit of a model would fetch hundreds of MB again (tests/test_dvc_yaml.py holds it to that).
 
@@ -47,6 +49,7 @@ from cnn_internals.core.atomic import json_bytes, torch_bytes
 from cnn_internals.core.errors import UserError, first_line
 from cnn_internals.data.datasets import open_split
 from cnn_internals.data.manifest import manifest_path  # noqa: F401 -- re-exported
+from cnn_internals.data.paths import prepared_dir, raw_dir, stats_dir, stats_metrics_path  # noqa: F401 -- re-exported
 from cnn_internals.data.prepared import Split, read_classes, splits_in
 from cnn_internals.data.pretrained import pretrained_file, pretrained_path  # noqa: F401 -- re-exported
 from cnn_internals.data.statistics import load_statistics
@@ -60,26 +63,6 @@ GALLERY = Path("images")
 
 
 # ---------------------------------------------------------------- data
-
-def raw_dir(dataset: str) -> Path:
-    """download@<dataset>'s output: the raw files as published."""
-    return Path("data/raw") / dataset
-
-
-def prepared_dir(dataset: str) -> Path:
-    """prepare@<dataset>'s output: the uint8 arrays, labels and class list."""
-    return Path("data/prepared") / dataset
-
-
-def stats_dir(dataset: str) -> Path:
-    """stats@<dataset>'s output: the dataset statistics."""
-    return Path("data/stats") / dataset
-
-
-def stats_metrics_path(dataset: str) -> Path:
-    """stats@<dataset>'s summary, a DVC metric."""
-    return Path("metrics") / f"{dataset}_stats.json"
-
 
 def load_stats(dataset: str) -> dict:
     directory = stats_dir(dataset)

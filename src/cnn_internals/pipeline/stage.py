@@ -30,11 +30,16 @@ def net_stage_args(description: str, argv: Sequence[str] | None = None) -> tuple
     parser.add_argument("--params", type=user_path, default=Path("params.yaml"),
                         help="params file (default: params.yaml at the project root)")
     args = parser.parse_args(argv)
-    net, params = get_net(args.net), load_params(args.params)
-    dataset = args.dataset or node(params, f"pipeline.nets.{net.name}", None) or net.dataset
+    params = load_params(args.params)
+    return on_its_dataset(get_net(args.net), params, args.dataset), params
+
+
+def on_its_dataset(net: Net, params: Mapping, given: str | None = None) -> Net:
+    """``net`` on ``given``, else on the dataset pipeline.nets maps it to, else the registry's."""
+    dataset = given or node(params, f"pipeline.nets.{net.name}", None) or net.dataset
     if not isinstance(dataset, str):
         raise UserError(f"{params_name(params)}: pipeline.nets.{net.name} must name a dataset, got {dataset!r}")
-    return net.on(dataset), params
+    return net.on(dataset)
 
 
 def device_for(net: Net, params: Mapping) -> torch.device:

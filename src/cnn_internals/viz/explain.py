@@ -48,7 +48,7 @@ from cnn_internals.engine.projection import grad_cam  # noqa: E402
 from cnn_internals.models import NETS, Inputs, Net, get_net  # noqa: E402
 from cnn_internals.pipeline.artifacts import dataset_splits, layer_shapes, load_model, load_split, net_inputs  # noqa: E402
 from cnn_internals.pipeline.cli import ArgumentParser, cli  # noqa: E402
-from cnn_internals.pipeline.stage import device_for  # noqa: E402
+from cnn_internals.pipeline.stage import device_for, on_its_dataset  # noqa: E402
 from cnn_internals.viz.methods import get_method, heat_overlay, method_names  # noqa: E402
 from cnn_internals.viz.render import branch_note, cam_layer, figure_png, suptitle, unit_pictures  # noqa: E402
 
@@ -261,19 +261,21 @@ def main(argv: list[str] | None = None) -> None:
                         help="also write the answers as JSON: a list, one object per image in argument order, "
                              '{"image", "top": [{"class", "p"}], "notes"}')
     parser.add_argument("--convert", action="store_true", help="convert CMYK and 16-bit images instead of refusing them")
+    parser.add_argument("--dataset", help="the dataset the net was trained on (default: pipeline.nets.<net> in the "
+                                          "params file, else the net's usual one)")
     parser.add_argument("--params", type=user_path, default=Path("params.yaml"),
                         help="params file, for train.<net>.device and data.<dataset> (default: params.yaml at the project root)")
     args = parser.parse_args(argv)
     given = args.images                           # as typed: what the answers name
     args.images = [user_path(text) for text in given]
-    net = get_net(args.net)
+    params = load_params(args.params)
+    net = on_its_dataset(get_net(args.net), params, args.dataset)   # the dataset it was trained on
     if args.maps < 1 or args.top < 1:
         raise UserError("--maps and --top must be at least 1")
     names = [output_name(p, net, args.layer) for p in args.images]
     if len(set(names)) != len(names):
         raise UserError("two images share a file name stem, so their pictures would overwrite each other: "
                         "rename one")
-    params = load_params(args.params)
     dataset = get_dataset(params, net.dataset)
     photos, problems = [], []
     for path in args.images:
