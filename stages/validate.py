@@ -90,13 +90,16 @@ def check_fit(params, net, dataset, train) -> None:
         raise UserError(f"{where}: pipeline.nets maps {net.name} to {dataset.name}, but {net.title} reads "
                         f"{have[channels]} images and {dataset.name} holds {have[dataset.channels]}: map it to "
                         f"a dataset of its kind")
-    if net.name == "lenet5" and dataset.kind.name != "mnist" and train.prototypes == "fixed":
-        raise UserError(f"{where}: LeNet-5 on {dataset.name}: its fixed RBF prototypes are bitmaps of the ten digits, "
-                        "not this dataset's classes: set train.lenet5.prototypes: learned")
-    size = getattr(dataset.config, "size", None)        # an image folder's stored side, cropped to the input
-    if size is not None and size < net.input_size[1]:
+    size = getattr(dataset.config, "size", None)        # an image folder's stored side
+    if size is not None and net.stored_size is not None and size != net.stored_size:
+        raise UserError(f"{where}: data.{dataset.name}.size is {size}, but {net.title} takes {net.stored_size} px images "
+                        f"as they are: set it to {net.stored_size}")
+    if size is not None and net.stored_size is None and size < net.input_size[1]:
         raise UserError(f"{where}: data.{dataset.name}.size is {size}, but {net.title} takes {net.input_size[1]} px crops "
                         f"of it: set it to {net.input_size[1]} or more (256 is the papers')")
+    if getattr(train, "prototypes", None) == "fixed" and dataset.kind.name != "mnist":
+        raise UserError(f"{where}: LeNet-5 on {dataset.name}: its fixed RBF prototypes are bitmaps of the ten digits, "
+                        "not this dataset's classes: set train.lenet5.prototypes: learned")
     pinned = getattr(dataset.config, "classes", None)
     # Only classes pinned in the params: a prepared classes.json may be older than them (prepare
     # runs after this stage); where none are pinned, train@<net> refuses it, before it writes.

@@ -65,6 +65,13 @@ def test_a_datasets_stages_import_no_model_code(script):
     assert "src/cnn_internals/pipeline/artifacts.py" not in sources
 
 
+def test_prepare_declares_the_size_on_its_own():
+    """DVC's run cache leaves every key named `size` out of a stage's key (dvc 3.67), so inside the
+    block data.<dataset> a new size could restore an earlier run's arrays: declared alone it counts."""
+    params = STAGES["prepare"]["do"]["params"]
+    assert "data.${item}" in params and "data.${item}.size" in params
+
+
 def test_the_weights_stage_imports_no_model_code():
     """weights@<net> downloads hundreds of MB: editing a net, the training loop or the registry
     (any of which would be a dep if the stage imported it) must not fetch the file again."""

@@ -34,7 +34,8 @@ def params_of(name: str, block: dict) -> dict:
 
 
 def dataset(block: dict, name: str = "mine"):
-    return get_dataset(params_of(name, {"kind": "imagefolder", "size": SIZE, **block}), name)
+    merged = {"kind": "imagefolder", "size": SIZE, **block}
+    return get_dataset(params_of(name, {k: v for k, v in merged.items() if v is not None}), name)   # None: left out
 
 
 def write_images(folder: Path, layout: dict) -> dict:
@@ -98,9 +99,24 @@ def test_one_folder_split_by_the_hash_of_each_path_rows_in_path_order(plain, tmp
         assert labels.tolist() == [written[rel] for rel in rows]
         assert np.array_equal(images, np.stack([reference(folder / rel) for rel in rows]))
     assert json.loads((tmp_path / "out" / "classes.json").read_text()) == [{"name": n} for n in PLAIN]
-    assert "3 classes" in summary and "val_fraction 0.3" in summary and "1 files ignored" in summary   # .DS_Store: hidden
+    assert "3 classes" in summary and "val_fraction 0.3" in summary and "1 file ignored" in summary   # .DS_Store: hidden
     # said once, counted: the grey, CMYK and palette images were converted
     assert "converted to RGB: 3 CMYK, 3 L, 6 P" in summary
+
+
+def test_a_grey_dataset_stores_every_image_converted_to_grey(plain, tmp_path):
+    folder, written = plain
+    summary = prepare({"source": str(folder), "val_fraction": 0.3, "channels": 1}, tmp_path / "raw", tmp_path / "out")
+    rows = sorted(rel for rel in written if expected_split(rel, 0.3) == "train")
+    images = np.load(tmp_path / "out" / "train_images.npy")
+    assert images.shape == (len(rows), SIZE, SIZE) and images.dtype == np.uint8
+
+    def grey(path):
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB").convert("L") if image.mode == "CMYK" else image.convert("L"))
+    expected = [fit_image(Image.fromarray(grey(folder / rel)), SIZE, "L") for rel in rows]
+    assert np.abs(images.astype(int) - np.stack(expected).astype(int)).max() <= 1     # CMYK goes through RGB
+    assert "converted to grey: 3 CMYK, 6 P, 6 RGB" in summary
 
 
 def test_adding_images_moves_no_image_between_splits_and_changes_the_manifest(plain, tmp_path):
@@ -171,6 +187,7 @@ def test_imagenet_layout_is_named_by_imagenet_and_scored_at_its_logits(tmp_path)
                                              enumerate(wnids)}))
     whole = encode(class_image(1, 99, (50, 40)), "RGB")
     (folder / "train" / wnids[1] / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    (folder / "train" / wnids[2] / "text.jpg").write_bytes(b"not an image at all")
     (folder / "test").mkdir()
     (folder / "test" / "unlabelled.jpg").write_bytes(whole)                 # outside train/ and val/: ignored
     summary = prepare({"source": str(folder)}, tmp_path / "raw", tmp_path / "out")
@@ -179,11 +196,14 @@ def test_imagenet_layout_is_named_by_imagenet_and_scored_at_its_logits(tmp_path)
                        {"wnid": "n03888257", "name": "parachute"}]
     assert imagenet_logits(classes) == (0, 217, 701)
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    [skip] = report["train"]["skipped"]
-    assert skip["path"] == f"train/{wnids[1]}/cut.jpg" and "\n" not in skip["reason"]
+    cut, text = report["train"]["skipped"]
+    assert (cut["path"], text["path"]) == (f"train/{wnids[1]}/cut.jpg", f"train/{wnids[2]}/text.jpg")
+    assert "\n" not in cut["reason"] + text["reason"]
+    # Pillow's message names a BytesIO by its address: left out, so report.json is the same every run
+    assert text["reason"] == "UnidentifiedImageError: cannot identify image file <_io.BytesIO object>"
     rows = sorted(rel for rel in written if rel.startswith("val/"))
     assert np.load(tmp_path / "out" / "val_labels.npy").tolist() == [written[rel] for rel in rows]
-    assert report["train"]["images"] == 9 and report["val"]["images"] == 6 and "1 files ignored" in summary
+    assert report["train"]["images"] == 9 and report["val"]["images"] == 6 and "1 file ignored" in summary
 
 
 def test_the_wnid_table_is_torchvisions_order_and_names_and_knows_imagenettes_logits():
@@ -293,6 +313,7 @@ def test_an_unsafe_archive_member_is_refused_before_anything_is_written(plain, t
     ({"source": "photos", "classes": ["a"]}, "at least two distinct"),
     ({"source": "photos", "wnid_aliases": {"a": "b"}}, "not one of the 1,000"),
     ({"source": "photos", "kind": "folder"}, "kind must be one of mnist, imagefolder"),
+    ({"source": "photos", "size": None}, "data.mine.size"),
 ])
 def test_bad_params_fail_in_one_line(block, says):
     with pytest.raises(UserError) as err:
@@ -301,6 +322,6 @@ def test_bad_params_fail_in_one_line(block, says):
 
 
 def test_the_config_knows_an_archive_from_a_folder():
-    assert ImageFolderConfig.model_validate({"kind": "imagefolder", "source": "/data/x"}).is_folder
-    archive = ImageFolderConfig.model_validate({"kind": "imagefolder", "source": "x.tar.gz", "md5": "a" * 32})
+    assert ImageFolderConfig.model_validate({"kind": "imagefolder", "source": "/data/x", "size": 256}).is_folder
+    archive = ImageFolderConfig.model_validate({"kind": "imagefolder", "source": "x.tar.gz", "md5": "a" * 32, "size": 256})
     assert not archive.is_folder and archive.download_entry()["url"].startswith("file:///")

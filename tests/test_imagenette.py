@@ -186,7 +186,7 @@ def test_missing_archive_says_to_download(tmp_path):
 
 @pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="the patch reaches workers by fork")
 def test_a_dead_decoding_process_is_an_error_not_a_hang(archive, tmp_path, monkeypatch):
-    monkeypatch.setattr(imagefolder, "decode_image", lambda data, size: os._exit(9))
+    monkeypatch.setattr(imagefolder, "decode_image", lambda *args: os._exit(9))
     message = one_line_error(archive["path"], tmp_path / "out")
     assert message.startswith("an image-decoding process died")
     assert not (tmp_path / "out").exists()
@@ -220,7 +220,7 @@ def test_stage_prepare_summary(archive, tmp_path):
     dataset = get_dataset(load_params(Path(__file__).parents[1] / "params.yaml"), "imagenette")
     summary = dataset.prepare(archive["path"].parent, tmp_path / "out")
     assert summary == (f"imagenette: 20 train and 10 val images of 10 classes at 256x256 in {tmp_path / 'out'} "
-                       "(train/ and val/); 1 images did not decode, listed in report.json; converted to RGB: 1 CMYK, 1 L; "
-                       "1 files ignored (not images, or outside train/ and val/)")
+                       "(train/ and val/); 1 image did not decode, listed in report.json; converted to RGB: 1 CMYK, 1 L; "
+                       "1 file ignored (not images, or outside train/ and val/)")
     images, _ = imagenette.load_split(tmp_path / "out", "train")
     assert images.shape == (20, 256, 256, 3)

@@ -120,7 +120,7 @@ def validate(monkeypatch):
 
 def committed() -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"]["photos"] = {"kind": "imagefolder", "source": "/nowhere/photos", "val_fraction": 0.2}
+    params["data"]["photos"] = {"kind": "imagefolder", "source": "/nowhere/photos", "val_fraction": 0.2, "size": 256}
     params["pipeline"]["datasets"] = ["mnist", "photos", "imagenette"]
     return params
 
@@ -128,8 +128,12 @@ def committed() -> dict:
 @pytest.mark.parametrize("nets, changes, says", [
     ({"lenet5": "photos"}, {}, "LeNet-5 reads grey (1 channel) images and photos holds RGB (3 channels)"),
     ({"alexnet": "mnist"}, {}, "AlexNet reads RGB (3 channels) images and mnist holds grey (1 channel)"),
-    ({"lenet5": "mnist", "zfnet": "nowhere"}, {}, "zfnet is trained on nowhere, so nowhere must be listed"),
+    ({"lenet5": "mnist", "zfnet": "photo"}, {}, "pipeline.nets.zfnet is 'photo', but there is no such dataset under data; "
+                                                "did you mean 'photos'?"),
     ({"alexnet": "photos"}, {"size": 128}, "data.photos.size is 128, but AlexNet takes 224 px crops of it"),
+    ({"lenet5": "photos"}, {"channels": 1, "size": 32}, "data.photos.size is 32, but LeNet-5 takes 28 px images as they are"),
+    ({"lenet5": "photos"}, {"channels": 1, "size": 28}, "LeNet-5 on photos: its fixed RBF prototypes are bitmaps of the ten "
+                                                        "digits"),
     ({"vgg16": "photos"}, {"classes": ["cat", "dog"]}, "train.vgg16.epochs is 0 with weights: imagenet, but the "
                                                        "classes of photos are not ImageNet wnids"),
 ])
@@ -151,3 +155,8 @@ def test_validate_takes_a_net_on_a_dataset_that_fits(validate):
     params["data"]["photos"]["classes"] = list(WNIDS)               # wnids: scored at their logits, epochs 0 is fine
     params["pipeline"]["nets"] = {"vgg16": "photos"}
     assert "train.vgg16" in validate(params)
+    params["data"]["photos"].update(channels=1, size=28)                # a grey folder of 28 px images: LeNet-5's
+    params["train"]["lenet5"]["prototypes"] = "learned"
+    params["mine"]["lenet5"]["split"] = "val"                           # an image folder's held-out split
+    params["pipeline"]["nets"] = {"lenet5": "photos"}
+    assert "train.lenet5" in validate(params)

@@ -51,8 +51,8 @@ def built(tmp_path_factory):
     (imagenet / "test").mkdir()
     (imagenet / "test" / "unlabelled.jpg").write_bytes((imagenet / "val" / WNIDS[0] / "img010.jpg").read_bytes())
     repo = copy_repo(root / "repo")
-    edit_params(repo, {"data.photos": {"kind": "imagefolder", "source": str(photos), "val_fraction": 0.3},
-                       "data.wnids": {"kind": "imagefolder", "source": str(imagenet)},
+    edit_params(repo, {"data.photos": {"kind": "imagefolder", "source": str(photos), "val_fraction": 0.3, "size": 256},
+                       "data.wnids": {"kind": "imagefolder", "source": str(imagenet), "size": 256},
                        "pipeline.nets": {"alexnet": "photos"}, "pipeline.datasets": ["photos", "wnids"],
                        **small("alexnet"), **small("zfnet")})
     first = run(["dvc", "repro"], repo, "")

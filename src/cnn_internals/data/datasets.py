@@ -29,7 +29,7 @@ class Kind:
     name: str
     splits: tuple                 # (training split, held-out split); test_* metrics are the latter
     schema: type                  # its data.<name> section's Section class
-    channels: int                 # what the prepared images hold: 1 (grey) or 3 (RGB)
+    channels: Callable            # (config) -> what the prepared images hold: 1 (grey) or 3 (RGB)
     download: Callable            # (config, dataset name, out dir) -> one-line summary
     prepare: Callable             # (config, dataset name, raw dir, out dir) -> one-line summary
     photo: Callable               # (config, a decoded PIL image) -> (uint8 array as the splits store one, notes)
@@ -37,12 +37,13 @@ class Kind:
 
 
 KINDS = {
-    "mnist": Kind("mnist", ("train", "test"), mnist.MnistConfig, 1, lambda c, name, out: mnist.download(c, out),
+    "mnist": Kind("mnist", ("train", "test"), mnist.MnistConfig, lambda c: 1, lambda c, name, out: mnist.download(c, out),
                   lambda c, name, raw, out: mnist.prepare(raw, out), lambda c, image: mnist.fit_photo(image),
                   lambda c: 28),
     # 224: the nets' input crop; a smaller photo would be blown up to fill it
-    "imagefolder": Kind("imagefolder", imagefolder.SPLITS, imagefolder.ImageFolderConfig, 3, imagefolder.download,
-                        imagefolder.prepare, lambda c, image: (imagefolder.fit_image(image, c.size), []),
+    "imagefolder": Kind("imagefolder", imagefolder.SPLITS, imagefolder.ImageFolderConfig, lambda c: c.channels,
+                        imagefolder.download, imagefolder.prepare,
+                        lambda c, image: (imagefolder.fit_image(image, c.size, "L" if c.channels == 1 else "RGB"), []),
                         lambda c: min(224, c.size)),
 }
 
@@ -59,7 +60,7 @@ class Dataset:
 
     @property
     def channels(self) -> int:
-        return self.kind.channels
+        return self.kind.channels(self.config)
 
     def download(self, out: Path) -> str:
         return self.kind.download(self.config, self.name, Path(out))

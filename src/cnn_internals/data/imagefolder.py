@@ -39,6 +39,7 @@ import io
 import itertools
 import lzma
 import os
+import re
 import stat
 import tarfile
 import zipfile
@@ -73,6 +74,7 @@ ARCHIVE_SUFFIXES = (".tar", ".tgz", ".tar.gz", ".zip")
 # folder of class folders is refused rather than read as a class.
 SPLIT_NAMES = frozenset({"train", "val", "test", "valid", "validation", "training", "eval", "testing"})
 SOURCE_NOTE = "source.txt"      # download@<name>'s output for a local folder, read in place
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _READ_CHUNK = 1 << 20
 _BATCH = 8  # images per task sent to a decoding process: fewer, larger messages
 _BATCHES_PER_WORKER = 2  # tasks in flight per decoding process: one decoding, one waiting
@@ -103,11 +105,14 @@ class ImageFolderConfig(Section):
     md5: str | None = None          # an archive: exactly one of md5 and sha256
     sha256: str | None = None
     mirrors: list[Url] = Field(default_factory=list)
-    size: Count = DEFAULT_SIZE      # px: short side resized to this, then the central square
+    # px: short side resized to this, then the central square (256: the papers'). Required, as
+    # prepare@ declares it on its own: DVC's run cache ignores keys named size inside a block.
+    size: Count
     val_fraction: Annotated[float, Field(gt=0, lt=1)] | None = None   # one folder of class folders
     root: str | None = None         # the folder (inside source) holding the layout; default: found
     classes: list[str] | None = None            # the class folders, in label order; default: found, sorted
     wnid_aliases: dict[str, str] = Field(default_factory=dict)   # folder wnid -> ImageNet wnid scoring it
+    channels: Literal[1, 3] = 3     # 3: RGB; 1: grey (LeNet-5's), every image converted to it
 
     @field_validator("source")
     @classmethod
@@ -152,7 +157,8 @@ class ImageFolderConfig(Section):
         return self
 
     def layout(self) -> "Layout":
-        return Layout(self.size, self.val_fraction, self.root, tuple(self.classes or ()), dict(self.wnid_aliases))
+        return Layout(self.size, self.val_fraction, self.root, tuple(self.classes or ()), dict(self.wnid_aliases),
+                      "L" if self.channels == 1 else "RGB")
 
     @property
     def is_folder(self) -> bool:
@@ -175,6 +181,7 @@ class Layout:
     root: str | None = None
     classes: tuple = ()                 # pinned class folders, in label order; () = found, sorted
     wnid_aliases: dict = field(default_factory=dict)
+    mode: str = "RGB"                   # what every image becomes: "RGB", or "L" for a grey dataset
 
 
 # --- sources: a folder, a tar (plain or gzip), a zip --------------------------------------
@@ -497,7 +504,7 @@ def class_entries(classes: list, aliases: dict) -> list:
 
 # --- decoding -------------------------------------------------------------------------------
 
-def decode_image(data: bytes | Path, size: int = DEFAULT_SIZE) -> tuple[np.ndarray, str]:
+def decode_image(data: bytes | Path, size: int = DEFAULT_SIZE, mode: str = "RGB") -> tuple[np.ndarray, str]:
     """One image file as the AlexNet paper's input (``fit_image``) and the mode it was stored
     in ('RGB', 'L', 'CMYK', ...). Bad data raises (Pillow's errors)."""
     # Pillow's default, stated here because a cut-off JPEG must fail, not come out half grey.
@@ -506,14 +513,14 @@ def decode_image(data: bytes | Path, size: int = DEFAULT_SIZE) -> tuple[np.ndarr
         data = data.read_bytes()
     with Image.open(io.BytesIO(data)) as image:
         image.load()
-        return fit_image(image, size), image.mode
+        return fit_image(image, size, mode), image.mode
 
 
-def fit_image(image: Image.Image, size: int = DEFAULT_SIZE) -> np.ndarray:
+def fit_image(image: Image.Image, size: int = DEFAULT_SIZE, mode: str = "RGB") -> np.ndarray:
     """A decoded image as the prepared split stores it: RGB, resized so its short side is
     ``size`` (bilinear, antialiased), then the central ``size`` x ``size`` crop; uint8
     (size, size, 3). Also how ``cnn_internals.explain`` brings a user's photo to the nets."""
-    rgb = image.convert("RGB")  # grey, CMYK and palette images too
+    rgb = image.convert(mode)  # "RGB": grey, CMYK and palette images too; "L": a grey dataset
     width, height = rgb.size
     short = min(width, height)
     # The long side is floored, as torchvision's Resize(256) does: 320x427 -> 256x341.
@@ -526,7 +533,7 @@ def fit_image(image: Image.Image, size: int = DEFAULT_SIZE) -> np.ndarray:
     return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
-def _decode_rows(images: dict, batch: list, size: int) -> list[tuple[str | None, str | None]]:
+def _decode_rows(images: dict, batch: list, size: int, mode: str = "RGB") -> list[tuple[str | None, str | None]]:
     """Decode each (split, row, data) of ``batch`` into ``images[split][row]``; per item
     (None or a one-line reason it does not decode (the row is then dropped), its stored mode)."""
     results = []
@@ -537,10 +544,13 @@ def _decode_rows(images: dict, batch: list, size: int) -> list[tuple[str | None,
             except OSError as err:
                 raise UserError(f"{data} cannot be read ({_one_line(err)}): fix the folder and rerun the stage") from None
         try:
-            images[split][row], mode = decode_image(data, size)
-            results.append((None, mode))
+            images[split][row], stored = decode_image(data, size, mode)
+            results.append((None, stored))
         except Exception as err:  # Pillow raises many kinds on bad data (OSError, SyntaxError, ValueError...)
-            results.append((_one_line(f"{type(err).__name__}: {err}"), None))
+            # without the object's address Pillow names (<_io.BytesIO object at 0x7f...>): report.json's
+            # bytes must not depend on the run
+            reason = _ADDRESS.sub("", _one_line(f"{type(err).__name__}: {err}"))
+            results.append((reason, None))
     return results
 
 
@@ -553,8 +563,8 @@ def _open_worker_images(paths: dict) -> None:
     _worker_images.update({split: np.load(path, mmap_mode="r+") for split, path in paths.items()})
 
 
-def _decode_rows_in_worker(batch: list, size: int) -> list:
-    return _decode_rows(_worker_images, batch, size)
+def _decode_rows_in_worker(batch: list, size: int, mode: str) -> list:
+    return _decode_rows(_worker_images, batch, size, mode)
 
 
 def _batches(items, n: int):
@@ -563,7 +573,7 @@ def _batches(items, n: int):
         yield batch
 
 
-def _decoded(jobs, images: dict, size: int, workers: int, name: str):
+def _decoded(jobs, images: dict, size: int, workers: int, name: str, mode: str = "RGB"):
     """Decode each (split, row, data) of ``jobs`` into ``images[split][row]``; yield
     ((split, row, data), (reason or None, mode)) for each, in the order of ``jobs``.
 
@@ -573,14 +583,14 @@ def _decoded(jobs, images: dict, size: int, workers: int, name: str):
     batches = _batches(jobs, _BATCH)
     if workers == 1:
         for batch in batches:
-            yield from zip(batch, _decode_rows(images, batch, size))
+            yield from zip(batch, _decode_rows(images, batch, size, mode))
         return
     paths = {split: images[split].filename for split in images}
     with ProcessPoolExecutor(workers, initializer=_open_worker_images, initargs=(paths,)) as pool:
         pending = collections.deque()
         try:
             for batch in batches:
-                pending.append((batch, pool.submit(_decode_rows_in_worker, batch, size)))
+                pending.append((batch, pool.submit(_decode_rows_in_worker, batch, size, mode)))
                 if len(pending) >= _BATCHES_PER_WORKER * workers:
                     batch, future = pending.popleft()
                     yield from zip(batch, future.result())
@@ -615,7 +625,8 @@ def _trim(path: Path, full: np.ndarray, kept: np.ndarray) -> int:
     return len(rows)
 
 
-def _decode_into(source: Source, index: Index, images: dict, size: int, workers: int) -> tuple[dict, collections.Counter]:
+def _decode_into(source: Source, index: Index, images: dict, size: int, workers: int,
+                 mode: str = "RGB") -> tuple[dict, collections.Counter]:
     """Pass 2: decode every image of ``index`` into its row of ``images``; return the skipped
     ones per split as [{"path", "reason"}] and how many were stored in each non-RGB mode."""
     rows = {name: (split, row) for split, items in index.splits.items() for row, (name, _) in enumerate(items)}
@@ -624,11 +635,11 @@ def _decode_into(source: Source, index: Index, images: dict, size: int, workers:
     jobs = ((*rows[name], data) for name, data in source.read(set(rows)))
     done = 0
     with tqdm(total=len(rows), desc=f"decoding {source.title}", unit="img", disable=None) as bar:
-        for (split, row, _), (reason, mode) in _decoded(jobs, images, size, workers, source.name or source.title):
+        for (split, row, _), (reason, stored) in _decoded(jobs, images, size, workers, source.name or source.title, mode):
             if reason is not None:
                 skipped[split].append({"path": index.splits[split][row][0], "reason": reason})
-            elif mode != "RGB":
-                modes[mode] += 1
+            elif stored != mode:
+                modes[stored] += 1
             done += 1
             bar.update()
     if done != len(rows):
@@ -636,12 +647,13 @@ def _decode_into(source: Source, index: Index, images: dict, size: int, workers:
     return skipped, modes
 
 
-def _write_splits(source: Source, index: Index, out: Path, size: int, workers: int) -> tuple[dict, collections.Counter]:
+def _write_splits(source: Source, index: Index, out: Path, size: int, workers: int,
+                  mode: str = "RGB") -> tuple[dict, collections.Counter]:
     """Both splits' image and label arrays in folder ``out``; the report of what was kept."""
     images = {split: open_memmap(out / f"{split}_images.npy", mode="w+", dtype=np.uint8,
-                                 shape=(len(items), size, size, 3))
+                                 shape=(len(items), size, size) + ((3,) if mode == "RGB" else ()))
               for split, items in index.splits.items()}
-    skipped, modes = _decode_into(source, index, images, size, workers)
+    skipped, modes = _decode_into(source, index, images, size, workers, mode)
     report = {"size": size}
     for split, items in index.splits.items():
         bad = {entry["path"] for entry in skipped[split]}
@@ -674,7 +686,7 @@ def prepare_folder(source: Source, out_dir: Path, config: Layout, workers: int |
     workers = min(workers or os.cpu_count() or 1, sum(len(items) for items in index.splits.values()))
     entries = class_entries(index.classes, config.wnid_aliases)
     with atomic_dir(out_dir) as tmp:
-        report, modes = _write_splits(source, index, tmp, config.size, workers)
+        report, modes = _write_splits(source, index, tmp, config.size, workers, config.mode)
         write_classes(tmp, entries)
         write_json(tmp / "report.json", report)
     return Prepared(report, entries, index.layout, index.ignored, dict(sorted(modes.items())))
@@ -707,11 +719,12 @@ def prepare(config: ImageFolderConfig, name: str, raw_dir: Path, out_dir: Path, 
     skipped = sum(len(report[split]["skipped"]) for split in SPLITS)
     notes = []
     if skipped:
-        notes.append(f"{skipped} images did not decode, listed in report.json")
+        notes.append(f"{skipped} image{'s' if skipped != 1 else ''} did not decode, listed in report.json")
     if done.converted:
-        notes.append("converted to RGB: " + ", ".join(f"{n} {mode}" for mode, n in done.converted.items()))
+        notes.append(f"converted to {'grey' if config.channels == 1 else 'RGB'}: "
+                     + ", ".join(f"{n} {mode}" for mode, n in done.converted.items()))
     if done.ignored:
-        notes.append(f"{done.ignored} files ignored (not images, or outside train/ and val/)")
+        notes.append(f"{done.ignored} file{'s' if done.ignored != 1 else ''} ignored (not images, or outside train/ and val/)")
     return (f"{title or name}: {report['train']['images']} train and {report['val']['images']} val images of "
             f"{len(done.classes)} classes at {report['size']}x{report['size']} in {out_dir} ({done.layout})"
             + "".join(f"; {note}" for note in notes))

@@ -158,6 +158,7 @@ class MnistConfig(Section):
 
     kind: Literal["mnist"]
     source: Literal["official", "sample"]
+    size: Literal[28] = 28          # MNIST's side, as every dataset says its stored side (not a choice)
     sample_test_every: Annotated[int, Field(ge=2)] = 5
     files: list[DownloadEntry] | None = None
 

@@ -273,6 +273,7 @@ register(Net(
     config=LeNet5Config,
     make_model=lambda c, classes: build_lenet5(c, classes),
     default_classes=DIGITS,
+    stored_size=28,
     make_inputs=lambda stats, c, device: LeNetInputs(*input_levels(stats, c)),
     make_loss=lambda c: (lambda scores, targets: lenet5_loss(scores, targets, c.j)),
 ))

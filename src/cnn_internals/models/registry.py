@@ -105,6 +105,9 @@ class Net:
     make_model: Callable     # (config, Classes) -> nn.Module, initialised (seed torch's RNG first)
     make_inputs: Callable    # (dataset stats, config, device) -> Inputs
     make_loss: Callable = lambda c: F.cross_entropy   # (config) -> loss(scores, targets)
+    # The side of the stored images its inputs take as they are (LeNet-5: MNIST's 28, padded to
+    # 32); None: any side of at least the input size, which its inputs crop.
+    stored_size: int | None = None
     # The classes of the registry's dataset (MNIST's digits, Imagenette's ten at their ImageNet
     # logits): what ``build`` makes a head for when given none.
     default_classes: Classes | None = field(default=None, hash=False)

@@ -103,6 +103,10 @@ def net_inputs(net: Net, config: ConfigLike, device: torch.device | str, stats: 
     """The net's batch transform from its config (a ``train.<net>`` section, or a weights file's
     config), built from its dataset's statistics."""
     stats = load_stats(net.dataset) if stats is None else stats
+    side = np.shape(stats["mean_image"])[:2]
+    if net.stored_size is None and min(side) < net.input_size[1]:   # validate says so first, but its run may be cached
+        raise UserError(f"{net.dataset}'s images are {side[0]}x{side[1]}, but {net.title} takes {net.input_size[1]} px crops "
+                        f"of them: set data.{net.dataset}.size to {net.input_size[1]} or more")
     return net.inputs(stats, config, device)
 
 

@@ -9,6 +9,7 @@
 them all.
 """
 
+import difflib
 import functools
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -87,8 +88,13 @@ class PipelineConfig(Section):
         return items
 
     @model_validator(mode="after")
-    def _datasets_of_the_nets(self):
+    def _datasets_of_the_nets(self, info: ValidationInfo):
+        known = (info.context or {}).get("datasets")
         for name, dataset in self.nets.items():
+            if known is not None and dataset not in known:
+                close = difflib.get_close_matches(dataset, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f" (it has: {', '.join(known)})"
+                raise ValueError(f"{{key}}.nets.{name} is {dataset!r}, but there is no such dataset under data{hint}")
             if dataset not in self.datasets:
                 raise ValueError(f"{name} is trained on {dataset}, so {dataset} must be listed in {{key}}.datasets")
         return self
