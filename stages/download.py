@@ -16,20 +16,17 @@ nothing is written and one line on stderr says what went wrong and how to fix it
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 
 import sys
-from pathlib import Path
 
 from cnn_internals.core.params import load_params
 from cnn_internals.core.project import user_path
 from cnn_internals.data.datasets import get_dataset
 from cnn_internals.data.paths import raw_dir
-from cnn_internals.pipeline.cli import ArgumentParser, cli
+from cnn_internals.pipeline.cli import cli, stage_parser
 
 
 def parse_args(argv=None):
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
+    parser = stage_parser(__doc__)
     parser.add_argument("--dataset", required=True, help="which dataset to download (a key of data in params.yaml)")
-    parser.add_argument("--params", default=Path("params.yaml"), type=user_path,
-                        help="params file (default: params.yaml at the project root)")
     parser.add_argument("--out", type=user_path, default=None,
                         help="output folder, replaced as a whole (default: data/raw/DATASET)")
     return parser.parse_args(argv)

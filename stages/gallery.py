@@ -15,16 +15,14 @@ render setting of one net still reruns only that net's render stage and this cop
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 
 import sys
-from pathlib import Path
 
 from cnn_internals.core.atomic import atomic_dir
 from cnn_internals.core.config import read_key
 from cnn_internals.core.errors import UserError
 from cnn_internals.core.params import load_params
-from cnn_internals.core.project import user_path
 from cnn_internals.models import get_net
 from cnn_internals.pipeline.artifacts import GALLERY, gallery_name, render_path, rendered
-from cnn_internals.pipeline.cli import ArgumentParser, cli
+from cnn_internals.pipeline.cli import cli, stage_parser
 from cnn_internals.pipeline.config import PipelineConfig
 
 OUT = GALLERY
@@ -45,9 +43,7 @@ def gather(nets) -> dict:
 
 @cli
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--params", type=user_path, default=Path("params.yaml"),
-                        help="params file (default: params.yaml at the project root)")
+    parser = stage_parser(__doc__)
     args = parser.parse_args(argv)
     # pipeline.nets alone (the validate stage checked the rest): the copy reruns only when the list does
     nets = read_key(load_params(args.params), "pipeline", PipelineConfig, "nets")

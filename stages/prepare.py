@@ -14,21 +14,18 @@ resized to ``size`` (256) on its short side and centre-cropped to a square (Kriz
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 
 import sys
-from pathlib import Path
 
 from cnn_internals.core.params import load_params
 from cnn_internals.core.project import user_path
 from cnn_internals.data.datasets import get_dataset
 from cnn_internals.data.paths import prepared_dir, raw_dir
-from cnn_internals.pipeline.cli import ArgumentParser, cli
+from cnn_internals.pipeline.cli import cli, stage_parser
 
 
 @cli
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
+    parser = stage_parser(__doc__)
     parser.add_argument("--dataset", required=True, help="which dataset (a key of data in params.yaml)")
-    parser.add_argument("--params", default=Path("params.yaml"), type=user_path,
-                        help="params file (default: params.yaml at the project root)")
     parser.add_argument("--raw", type=user_path, help="raw data folder (default data/raw/<dataset>)")
     parser.add_argument("--out", type=user_path, help="output folder (default data/prepared/<dataset>)")
     args = parser.parse_args(argv)

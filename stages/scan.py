@@ -13,22 +13,18 @@ URL or MNIST only the source, which download@<dataset> declares anyway.
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 
 import sys
-from pathlib import Path
 
 from cnn_internals.core.config import node
 from cnn_internals.core.errors import UserError
 from cnn_internals.core.params import load_params, params_name
-from cnn_internals.core.project import user_path
 from cnn_internals.data.manifest import manifest_path, write_manifest
-from cnn_internals.pipeline.cli import ArgumentParser, cli
+from cnn_internals.pipeline.cli import cli, stage_parser
 
 
 @cli
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
+    parser = stage_parser(__doc__)
     parser.add_argument("--dataset", required=True, help="which dataset (a key of data in params.yaml)")
-    parser.add_argument("--params", default=Path("params.yaml"), type=user_path,
-                        help="params file (default: params.yaml at the project root)")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     # only the two keys this stage declares (validate has checked the whole block)

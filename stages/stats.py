@@ -16,12 +16,12 @@ from cnn_internals.core.project import user_path
 from cnn_internals.data.datasets import TRAIN, open_split
 from cnn_internals.data.paths import prepared_dir, stats_dir, stats_metrics_path
 from cnn_internals.data.statistics import image_statistics, save_statistics, summary
-from cnn_internals.pipeline.cli import ArgumentParser, cli
+from cnn_internals.pipeline.cli import cli, stage_parser
 
 
 @cli
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
+    parser = stage_parser(__doc__, params=False)
     parser.add_argument("--dataset", required=True, help="which dataset (a key of data in params.yaml)")
     parser.add_argument("--prepared", type=user_path, help="prepared data folder (default data/prepared/<dataset>)")
     parser.add_argument("--out", type=user_path, help="output folder (default data/stats/<dataset>)")

@@ -20,7 +20,6 @@ with a GPU for each of ``train.<net>.nproc`` processes when it is CUDA, and that
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 
 import sys
-from pathlib import Path
 
 from cnn_internals.core.atomic import write_text
 from cnn_internals.core.config import node
@@ -32,7 +31,7 @@ from cnn_internals.data.imagefolder import class_entries
 from cnn_internals.data.pretrained import weights_entry
 from cnn_internals.models import NETS, Classes
 from cnn_internals.pipeline.artifacts import PARAMS_OK
-from cnn_internals.pipeline.cli import ArgumentParser, cli
+from cnn_internals.pipeline.cli import cli, stage_parser
 from cnn_internals.pipeline.config import check_layout, read_mine, read_pipeline, read_train, read_visualize
 from cnn_internals.pipeline.stage import train_device
 from cnn_internals.runtime.distributed import check_processes
@@ -113,9 +112,7 @@ def check_fit(params, net, dataset, train) -> None:
 
 @cli
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--params", default=Path("params.yaml"), type=user_path,
-                        help="params file (default: params.yaml at the project root)")
+    parser = stage_parser(__doc__)
     parser.add_argument("--out", default=OUT, type=user_path, help=f"stamp file written when valid (default {OUT})")
     args = parser.parse_args(argv)
     checked = validate(load_params(args.params))

@@ -18,21 +18,18 @@ import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
 
 import os
 import sys
-from pathlib import Path
 
 from cnn_internals.core.atomic import write_bytes
 from cnn_internals.core.config import node
 from cnn_internals.core.params import load_params
 from cnn_internals.core.project import shown, user_path
 from cnn_internals.data.pretrained import SCRATCH, fetch_pretrained, load_pretrained, pretrained_path, wants_imagenet, weights_entry
-from cnn_internals.pipeline.cli import ArgumentParser, cli
+from cnn_internals.pipeline.cli import cli, stage_parser
 
 
 def parse_args(argv=None):
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
+    parser = stage_parser(__doc__)
     parser.add_argument("--net", required=True, help="whose weights: a key of `weights` in the params")
-    parser.add_argument("--params", default=Path("params.yaml"), type=user_path,
-                        help="params file (default: params.yaml at the project root)")
     parser.add_argument("--out", type=user_path, default=None,
                         help="output file, replaced once verified (default: models/pretrained/NET.pth)")
     return parser.parse_args(argv)

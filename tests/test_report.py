@@ -351,6 +351,20 @@ def test_a_second_run_writes_the_same_bytes(built, tmp_path):
     assert again.keys() == first.keys() and all(again[k] == first[k] for k in first)
 
 
+def test_the_notes_name_the_bound_that_cut_a_layer(built, tmp_path):
+    """maps: 2 cuts F6 (84 units) to 2 before fc_units (256) could: the page notes maps, and
+    does not blame fc_units for it."""
+    repo = shutil.copytree(built["repo"], tmp_path / "repo", symlinks=True)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["report"]["lenet5"]["maps"] = 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run([sys.executable, "stages/report.py", "--net", "lenet5"], repo, built["mirror"])
+    assert "note: report.lenet5.maps = 2: the first 2 maps (or units) of each layer only" in result.stdout
+    assert "fc_units" not in result.stdout
+    page = Page((repo / REPORT / "index.html").read_text())
+    assert page.maps["f6"] == ["f6-0", "f6-1"] and len(page.maps["classes"]) == 10
+
+
 def test_fc_units_caps_the_fully_connected_tabs_only_and_says_so(built, tmp_path):
     """report.lenet5.fc_units = 5: F6's tab shows its first 5 units of 84 (their sprites 5 rows),
     the conv tabs and the classes stay whole; the stage prints the cap. Mining is untouched."""

@@ -6,6 +6,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 from cnn_internals.core.errors import WRITE_ERRNOS, UserError
@@ -55,3 +56,17 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
         sys.exit(2)
+
+
+def stage_parser(doc: str, *, params: bool = True) -> ArgumentParser:
+    """The parser of a stage script: its docstring's first paragraph as the description, the
+    rest as the epilog (``--help`` shows the whole), and ``--params`` unless ``params`` is False.
+    The stage adds its own options (``--dataset``, ``--out``, ...)."""
+    from cnn_internals.core.project import user_path
+
+    head, _, rest = doc.partition("\n\n")
+    parser = ArgumentParser(description=head, epilog=rest)
+    if params:
+        parser.add_argument("--params", default=Path("params.yaml"), type=user_path,
+                            help="params file (default: params.yaml at the project root)")
+    return parser

@@ -379,10 +379,12 @@ def build_report(net: "Net", model: nn.Module, inputs: "Inputs", device: torch.d
                        "patches": f"{slug(layer)}/patches.{ext(fmt)}"})
     progress.close()
     if p.maps != "all":
-        notes.append(f"report.{net.name}.maps = {p.maps}: the first {p.maps} maps of each layer only")
+        notes.append(f"report.{net.name}.maps = {p.maps}: the first {p.maps} maps (or units) of each layer only")
+    # named only where fc_units is the bound that cut the layer (not maps, whose note is above)
     capped = [f"{layer} ({counts[layer]} of {len(tables[layer]['values'])})" for layer in net.layers
-              if len(shapes_by_name[layer]) == 1 and counts[layer] < len(tables[layer]["values"])]
-    if capped and p.fc_units != "all":
+              if len(shapes_by_name[layer]) == 1 and p.fc_units != "all"
+              and counts[layer] < first(p.maps, len(tables[layer]["values"]))]
+    if capped:
         notes.append(f"report.{net.name}.fc_units = {p.fc_units}: the first units of " + ", ".join(capped)
                      + " only (all are mined)")
 
