@@ -234,25 +234,23 @@ def test_redirected_relu_gradient_by_hand():
     assert "forward" not in relu.__dict__                   # the module's own forward is back
 
 
-def test_autocast_is_refused_off_cuda():
-    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
-    with pytest.raises(ValueError, match="autocast is for CUDA"):
-        visualize(net, "1", [0], (1, 8, 8), lambda p: p, generators([1]), Recipe(steps=1), autocast=torch.bfloat16)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_bfloat16_autocast_on_cuda_stays_near_float32():
-    """The stage's amp path: the images optimized under autocast, the objectives returned in
-    float32; on a small ReLU net within 5 % of float32's (benchmarks/feature_vis.py --amp holds
-    AlexNet to the 1 % rule)."""
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_bfloat16_autocast_stays_near_float32(device):
+    """The stage's amp path (CUDA; on the CPU the same bfloat16 rounding, through the CPU's
+    autocast): the images optimized under autocast, the objectives returned in float32, within
+    2 % of float32's map by map on a small ReLU net's conv2 after 32 steps (measured 0.2-0.6 %),
+    and the autocast path really ran (not the same images). Deeper, where 32 steps leave the
+    objective still climbing, the two paths drift apart by more (docs/feature-visualization.md)."""
     from nets import relu_net
 
-    net = relu_net().float().cuda().eval()
-    args = (net, "conv3", [0, 1, 2], (3, 32, 32), lambda p: p)
-    _, full = visualize(*args, generators([1, 2, 3]), Recipe(steps=32))
-    _, half = visualize(*args, generators([1, 2, 3]), Recipe(steps=32), autocast=torch.bfloat16)
-    assert half.dtype == torch.float32
-    assert ((half - full).abs() / full.abs()).max() < 0.05
+    net = relu_net().float().to(device).eval()
+    args = (net, "conv2", [0, 1, 2], (3, 32, 32), lambda p: (p - 0.5) * 4)
+    full_pixels, full = visualize(*args, generators([1, 2, 3]), Recipe(steps=32))
+    half_pixels, half = visualize(*args, generators([1, 2, 3]), Recipe(steps=32), autocast=torch.bfloat16)
+    assert half.dtype == torch.float32 and (full > 0.3).all()
+    assert ((half - full).abs() / full).max() < 0.02
+    assert not torch.equal(half_pixels, full_pixels)
 
 
 @pytest.mark.parametrize("name, config", [

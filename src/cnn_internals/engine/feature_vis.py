@@ -236,9 +236,11 @@ def visualize(model: nn.Module, layer: str | None, units: Iterable[int], input_s
     objective on that image untransformed (``to_input`` of the pixels, model in eval mode).
     ``generators[b]`` draws image b's initial values and every step's transforms; ``to_input``
     maps pixels (B, C, H, W) to model inputs, differentiably (the net's normalization).
-    ``progress(n)`` is called after each step with 1. ``autocast`` (CUDA only, e.g. bfloat16):
-    the net's forward and backward of every step in that precision (torch.autocast; the image,
-    its gradient and Adam stay in ``dtype``); the returned objectives are computed without it.
+    ``progress(n)`` is called after each step with 1. ``autocast`` (e.g. bfloat16): the net's
+    forward and backward of every step in that precision (torch.autocast on the model's device;
+    the image, its gradient and Adam stay in ``dtype``); the returned objectives are computed
+    without it. The stage asks for it on CUDA only (visualize.<net>.amp); on the CPU it serves
+    to measure what bfloat16's rounding does to the objective (tests, benchmarks/feature_vis.py).
     ``score`` False skips the last forward pass and returns None for the objectives."""
     units = torch.as_tensor(list(units), dtype=torch.long)
     if len(units) != len(generators):
@@ -263,14 +265,12 @@ def _optimize(model, layer, units, images, optimizer, to_input, generators, reci
     dtype = images.values.dtype
     height, width = images.size
     param = next(model.parameters())
-    if autocast is not None and param.device.type != "cuda":
-        raise ValueError(f"autocast is for CUDA; the model is on {param.device}")
     for _ in range(recipe.steps):
         optimizer.zero_grad(set_to_none=True)
         pixels = images()
         if recipe.transforms:
             pixels = transform(pixels, draw_transforms(generators, (height, width), recipe, dtype))
-        with (torch.autocast("cuda", dtype=autocast) if autocast is not None else contextlib.nullcontext()):
+        with (torch.autocast(param.device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()):
             loss = -unit_objective(model, layer, to_input(pixels.to(param.dtype)), units).float().sum()
         loss.backward(inputs=[images.values])     # the image's gradient only: no weight gradients
         optimizer.step()
