@@ -238,10 +238,19 @@ def test_the_largest_sample_test_every_holds_out_one_digit_of_each_class_and_one
 
 
 def run_stage(tmp_path, params, *extra):
+    """scan@mnist then download@mnist as `dvc repro` runs them, on a params file of our own:
+    scan checks the block and writes the download spec into its manifest, download reads it."""
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    scan = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "scan.py"), "--dataset", "mnist",
+         "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "manifest.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    if scan.returncode:
+        return scan
     return subprocess.run(
         [sys.executable, str(REPO / "stages" / "download.py"), "--dataset", "mnist",
-         "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "out"), *extra],
+         "--manifest", str(tmp_path / "manifest.json"), "--out", str(tmp_path / "out"), *extra],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
 

@@ -251,7 +251,8 @@ def test_training_killed_mid_run_resumes_to_identical_outputs(built, tmp_path, r
     ("report", {"report.lenet5.k": 0}, "report.lenet5.k must be >= 1"),
     ("report", {"report.lenet5.format": "gif"}, "report.lenet5.format must be one of"),
     ("report", {"report.lenet5.maps": 0}, "report.lenet5.maps must be all or an int >= 1"),
-    ("download", {"data.mnist.source": "web"}, "data.mnist.source must be one of"),
+    # scan checks data.mnist and writes what download fetches (download reads only that)
+    ("scan", {"data.mnist.source": "web"}, "data.mnist.source must be one of"),
     ("train", {"train.lenet5.nproc": 3}, "train.lenet5.batch_size (16) must be divisible by train.lenet5.nproc (3)"),
     ("train", {"train.lenet5.nproc": 0}, "train.lenet5.nproc must be >= 1"),
     ("train", {"train.lenet5.device": "mps"}, "train.lenet5.device is 'mps', but Apple's Metal (MPS) is not available"),
@@ -263,7 +264,7 @@ def test_training_killed_mid_run_resumes_to_identical_outputs(built, tmp_path, r
 def test_bad_params_fail_in_one_line_before_any_output(tmp_path, refused, mnist_files, stage, changes, message):
     repo = copy_repo(tmp_path)
     set_params(repo, refused, mnist_files["md5"], **changes)
-    args = ["--dataset", "mnist"] if stage == "download" else [] if stage == "validate" else ["--net", "lenet5"]
+    args = ["--dataset", "mnist"] if stage == "scan" else [] if stage == "validate" else ["--net", "lenet5"]
     result = run([sys.executable, f"stages/{stage}.py", *args], repo, "", check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -30,19 +30,21 @@ class Kind:
     splits: tuple                 # (training split, held-out split); test_* metrics are the latter
     schema: type                  # its data.<name> section's Section class
     channels: Callable            # (config) -> what the prepared images hold: 1 (grey) or 3 (RGB)
-    download: Callable            # (config, dataset name, out dir) -> one-line summary
+    download_spec: Callable       # (config) -> the JSON-able part of it download@ reads (via scan@'s manifest)
+    download: Callable            # (download spec, dataset name, out dir) -> one-line summary
     prepare: Callable             # (config, dataset name, raw dir, out dir) -> one-line summary
     photo: Callable               # (config, a decoded PIL image) -> (uint8 array as the splits store one, notes)
     photo_min_side: Callable      # (config) -> a user's photo smaller than this (px, short side) is refused
 
 
 KINDS = {
-    "mnist": Kind("mnist", ("train", "test"), mnist.MnistConfig, lambda c: 1, lambda c, name, out: mnist.download(c, out),
+    "mnist": Kind("mnist", ("train", "test"), mnist.MnistConfig, lambda c: 1, mnist.download_spec,
+                  lambda spec, name, out: mnist.download(spec, out),
                   lambda c, name, raw, out: mnist.prepare(raw, out), lambda c, image: mnist.fit_photo(image),
                   lambda c: 28),
     # 224: the nets' input crop; a smaller photo would be blown up to fill it
     "imagefolder": Kind("imagefolder", imagefolder.SPLITS, imagefolder.ImageFolderConfig, lambda c: c.channels,
-                        imagefolder.download, imagefolder.prepare,
+                        imagefolder.ImageFolderConfig.download_spec, imagefolder.download, imagefolder.prepare,
                         lambda c, image: (imagefolder.fit_image(image, c.size, "L" if c.channels == 1 else "RGB"), []),
                         lambda c: min(224, c.size)),
 }
@@ -62,8 +64,12 @@ class Dataset:
     def channels(self) -> int:
         return self.kind.channels(self.config)
 
+    @property
+    def download_spec(self) -> dict:
+        return self.kind.download_spec(self.config)
+
     def download(self, out: Path) -> str:
-        return self.kind.download(self.config, self.name, Path(out))
+        return self.kind.download(self.download_spec, self.name, Path(out))
 
     def prepare(self, raw: Path, out: Path) -> str:
         return self.kind.prepare(self.config, self.name, Path(raw), Path(out))

@@ -164,12 +164,27 @@ class ImageFolderConfig(Section):
     def is_folder(self) -> bool:
         return archive_suffix(self.source) is None
 
+    def download_spec(self) -> dict:
+        """What download@ fetches, and nothing else: ``source`` and, for an archive, its
+        ``md5``/``sha256`` and ``mirrors`` (scan@ writes it into the manifest download@ reads,
+        so that an edit of ``size``, ``val_fraction``, ``classes``, ... fetches nothing again)."""
+        spec = {"source": self.source}
+        if not self.is_folder:
+            spec.update({name: getattr(self, name) for name in HASHES if getattr(self, name) is not None})
+            spec["mirrors"] = list(self.mirrors)
+        return spec
+
     def download_entry(self) -> dict:
-        """The archive as a download entry ({url, md5|sha256, mirrors}): a local path as a file:// URL."""
-        url = self.source if is_url(self.source) else Path(self.source).expanduser().resolve().as_uri()
-        entry = {"url": url, "mirrors": list(self.mirrors)}
-        entry.update({name: getattr(self, name) for name in HASHES if getattr(self, name) is not None})
-        return entry
+        return download_entry(self.download_spec())
+
+
+def download_entry(spec: dict) -> dict:
+    """An archive's download spec as a download entry ({url, md5|sha256, mirrors}): a local
+    path as a file:// URL."""
+    source = spec["source"]
+    url = source if is_url(source) else Path(source).expanduser().resolve().as_uri()
+    return {"url": url, "mirrors": list(spec.get("mirrors", [])),
+            **{name: spec[name] for name in HASHES if spec.get(name) is not None}}
 
 
 @dataclass(frozen=True)
@@ -694,19 +709,21 @@ def prepare_folder(source: Source, out_dir: Path, config: Layout, workers: int |
 
 # --- the pipeline's stage entry points (see datasets.py) -----------------------------------
 
-def download(config: ImageFolderConfig, name: str, out: Path) -> str:
-    """download@<name>: the archive fetched (mirrors first) and checked; for a folder, a note
-    that prepare reads it in place (nothing is copied: ImageNet's train split is 140 GB)."""
-    if config.is_folder:
-        folder = Path(config.source).expanduser()
+def download(spec: dict, name: str, out: Path) -> str:
+    """download@<name>, from ``ImageFolderConfig.download_spec``: the archive fetched (mirrors
+    first) and checked; for a folder, a note that prepare reads it in place (nothing is copied:
+    ImageNet's train split is 140 GB)."""
+    source = spec["source"]
+    if archive_suffix(source) is None:
+        folder = Path(source).expanduser()
         if not folder.is_dir():
             raise UserError(f"data.{name}.source: {folder} is not a folder (or an archive ending in "
                             f"{', '.join(ARCHIVE_SUFFIXES)})")
         with atomic_dir(out) as tmp:
-            write_text(tmp / SOURCE_NOTE, f"{name}: read in place from {config.source} by prepare@{name}; "
+            write_text(tmp / SOURCE_NOTE, f"{name}: read in place from {source} by prepare@{name}; "
                                           f"scan@{name} lists its files\n")
         return f"{name}: a local folder, {folder}, read in place by prepare@{name}"
-    paths = fetch([config.download_entry()], out)
+    paths = fetch([download_entry(spec)], out)
     return f"fetched {', '.join(path.name for path in paths)} into {out}"
 
 

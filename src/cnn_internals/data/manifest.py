@@ -9,11 +9,17 @@ Finder's .DS_Store, left out, as prepare leaves them): an image added, removed,
 replaced or touched changes it, so prepare@<dataset> reruns; nothing changed, the same bytes,
 so nothing after it does. Contents are not read (ImageNet's 1.33 M files are listed in seconds,
 hashing their 150 GB would take an hour). A local archive is described by its size and mtime
-(download@<dataset> then copies it again and checks its hash); a URL or the MNIST files by the
-params that name them, which download@<dataset> declares anyway.
+(download@<dataset> then copies it again and checks its hash).
+
+The manifest also carries the dataset's download spec (``Kind.download_spec``: the source, an
+archive's md5|sha256 and mirrors, MNIST's files and sample split), which is all download@<dataset>
+reads: it declares no params, so an edit of a key that only prepare uses (``size``,
+``val_fraction``, ``classes``, ...) does not fetch a 150 GB archive again. DVC cannot declare
+just those keys, because a declared key must exist and an archive gives one of md5 and sha256.
 """
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -82,7 +88,20 @@ def manifest(kind: str, source: str | None, key: str = "source") -> dict:
                     ".tar.gz or .zip, was expected): fix the path (relative paths start at the project root)")
 
 
-def write_manifest(path: Path, kind: str, source: str | None, key: str = "source") -> dict:
-    found = manifest(kind, source, key)
+def write_manifest(path: Path, kind: str, source: str | None, download: dict, key: str = "source") -> dict:
+    """scan@'s output: ``manifest`` of the source, with the ``download`` spec download@ reads."""
+    found = {**manifest(kind, source, key), "download": download}
     write_json(path, found)
     return found
+
+
+def read_download_spec(path: Path, dataset: str) -> tuple[str, dict]:
+    """(kind, download spec) from scan@<dataset>'s manifest."""
+    fix = f"run `python stages/scan.py --dataset {dataset}` first (`dvc repro download@{dataset}` runs both)"
+    try:
+        found = json.loads(Path(path).read_text())
+        return found["kind"], found["download"]
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing: {fix}") from None
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path} is not scan@{dataset}'s manifest: {fix}") from None

