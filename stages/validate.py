@@ -13,8 +13,10 @@ Checked: no unknown section or block (the closest known key named), ``pipeline``
 and datasets, each net's dataset listed), ``data.<dataset>``, ``train``, ``mine``, ``render``,
 ``report``, ``visualize`` and ``weights.<net>`` of every dataset and net: required for the listed ones, checked
 where present for the others; for a listed net also that ``train.<net>.device`` exists here,
-with a GPU for each of ``train.<net>.nproc`` processes when it is CUDA, and that
-``weights.<net>`` is given when ``train.<net>.weights`` is imagenet.
+with a GPU for each of ``train.<net>.nproc`` processes when it is CUDA, that
+``weights.<net>`` is given when ``train.<net>.weights`` is imagenet, and that the net fits its
+dataset (channels, size, and, where the classes are known before prepare runs, LeNet-5's fixed
+prototypes and a fresh head on ImageNet weights: ``check_fit``).
 """
 
 import _bootstrap  # noqa: F401 -- first: this checkout's src/ on sys.path
@@ -27,7 +29,7 @@ from cnn_internals.core.errors import UserError
 from cnn_internals.core.params import load_params, params_name
 from cnn_internals.core.project import user_path
 from cnn_internals.data.datasets import dataset_names, get_dataset
-from cnn_internals.data.imagefolder import class_entries
+from cnn_internals.data.imagefolder import ImageFolderConfig, class_entries, known_classes
 from cnn_internals.data.pretrained import weights_entry
 from cnn_internals.models import NETS, Classes
 from cnn_internals.pipeline.artifacts import PARAMS_OK
@@ -79,9 +81,10 @@ def validate(params) -> list:
 
 
 def check_fit(params, net, dataset, train) -> None:
-    """``net`` can run on ``dataset`` as ``train.<net>`` says: its channels and input size,
-    LeNet-5's prototypes, and a fresh head on ImageNet weights trained (where the dataset's
-    classes are pinned in its params; else train@<net> refuses it, before writing anything)."""
+    """``net`` can run on ``dataset`` as ``train.<net>`` says: its channels and input size, and
+    its classes where they are known now (``check_classes``). Where they are not (an archive:
+    its classes are known once download@ and prepare@ have run), train@<net> refuses LeNet-5's
+    fixed prototypes or an untrained fresh head on them, before writing anything."""
     where = params_name(params)
     channels = net.input_size[0]
     if channels != dataset.channels:
@@ -96,18 +99,31 @@ def check_fit(params, net, dataset, train) -> None:
     if size is not None and net.stored_size is None and size < net.input_size[1]:
         raise UserError(f"{where}: data.{dataset.name}.size is {size}, but {net.title} takes {net.input_size[1]} px crops "
                         f"of it: set it to {net.input_size[1]} or more (256 is the papers')")
-    if getattr(train, "prototypes", None) == "fixed" and dataset.kind.name != "mnist":
+    check_classes(params, net, dataset, train)
+
+
+def check_classes(params, net, dataset, train) -> None:
+    """Where ``dataset``'s classes are known now (``known_classes``: pinned in its params, or a
+    local folder's class folders, listed; not a prepared classes.json, which may be older than
+    the params or the folder): LeNet-5's fixed prototypes only on the ten digits "0".."9", and
+    no untrained fresh head on ImageNet weights. MNIST's classes are the ten digits."""
+    fixed = getattr(train, "prototypes", None) == "fixed"
+    fresh_head = train.weights == "imagenet" and train.epochs == 0
+    if not (fixed or fresh_head) or not isinstance(dataset.config, ImageFolderConfig):
+        return
+    found = known_classes(dataset.config)
+    if found is None:
+        return
+    classes = Classes.of(class_entries(found, dataset.config.wnid_aliases, dataset.name))
+    shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+    where = params_name(params)
+    if fixed and classes.names != net.default_classes.names:         # LeNet-5's: the ten digits
         raise UserError(f"{where}: LeNet-5 on {dataset.name}: its fixed RBF prototypes are bitmaps of the ten digits, "
-                        "not this dataset's classes: set train.lenet5.prototypes: learned")
-    pinned = getattr(dataset.config, "classes", None)
-    # Only classes pinned in the params: a prepared classes.json may be older than them (prepare
-    # runs after this stage); where none are pinned, train@<net> refuses it, before it writes.
-    if train.weights == "imagenet" and train.epochs == 0 and pinned:
-        entries = class_entries(list(pinned), dataset.config.wnid_aliases)
-        if Classes.of(entries).imagenet is None:
-            raise UserError(f"{where}: train.{net.name}.epochs is 0 with weights: imagenet, but the classes of {dataset.name} "
-                            "are not ImageNet wnids, so the net gets a fresh head for them, which only training fits: "
-                            "set epochs > 0")
+                        f"not this dataset's classes ({shown}): set train.lenet5.prototypes: learned")
+    if fresh_head and classes.imagenet is None:
+        raise UserError(f"{where}: train.{net.name}.epochs is 0 with weights: imagenet, but the classes of {dataset.name} "
+                        f"({shown}) are not ImageNet wnids, so the net gets a fresh head for them, which only training "
+                        "fits: set epochs > 0")
 
 
 @cli

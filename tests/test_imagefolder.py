@@ -18,7 +18,7 @@ from PIL import Image
 from cnn_internals.core.errors import UserError
 from cnn_internals.core.params import load_params
 from cnn_internals.data.datasets import get_dataset
-from cnn_internals.data.imagefolder import ImageFolderConfig, fit_image
+from cnn_internals.data.imagefolder import ImageFolderConfig, fit_image, known_classes
 from cnn_internals.data.manifest import manifest
 from cnn_internals.data.wnids import imagenet_logits, imagenet_names
 from cnn_internals.models.imagenet import IMAGENETTE_IN_IMAGENET
@@ -176,6 +176,36 @@ def test_an_archive_on_127_0_0_1_downloads_and_prepares_to_the_same_bytes(plain,
     assert folder_bytes(tmp_path / "served") == folder_bytes(tmp_path / "folder")
 
 
+def test_the_classes_validate_lists_from_folders_alone_are_those_prepare_finds(tmp_path):
+    """``known_classes`` (validate's, from folder listings) against the classes prepare@ writes
+    after reading every path: the images one folder down beside a folder of text only, train/
+    and val/ beside an unlabelled test/ and a hidden folder, a given root; and None where prepare
+    refuses the layout (split folders that are not train/ and val/), or for an archive."""
+    nested = tmp_path / "nested"
+    write_images(nested, {f"unpacked/{c}": (label, 3, 0) for label, c in enumerate(PLAIN)})
+    (nested / "docs").mkdir()
+    (nested / "docs" / "notes.txt").write_text("no images here\n")
+    wnids = tmp_path / "imagenet"
+    write_images(wnids, {f"{split}/{w}": (label, 3, 0) for split in ("train", "val")
+                         for label, w in enumerate(("n01440764", "n02102040", "n03888257"))})
+    write_images(wnids, {"test": (0, 2, 0), ".cache/n09999999": (0, 1, 0)})
+    rooted = tmp_path / "rooted"
+    write_images(rooted, {f"photos/{c}": (label, 3, 0) for label, c in enumerate(PLAIN)})
+    (rooted / "other").mkdir()
+    (rooted / "other" / "licence.txt").write_text("CC-BY\n")
+    for n, (folder, keys) in enumerate(((nested, {"val_fraction": 0.4}), (wnids, {}),
+                                        (rooted, {"root": "photos", "val_fraction": 0.4}))):
+        config = dataset({"source": str(folder), **keys}).config
+        prepare({"source": str(folder), **keys}, tmp_path / "raw", tmp_path / f"out{n}")
+        prepared = [entry.get("wnid", entry["name"]) for entry in json.loads((tmp_path / f"out{n}/classes.json").read_text())]
+        assert known_classes(config) == prepared, folder
+    splits = tmp_path / "splits"
+    write_images(splits, {f"{split}/{c}": (0, 2, 0) for split in ("train", "test") for c in "ab"})
+    assert known_classes(dataset({"source": str(splits), "val_fraction": 0.2}).config) is None
+    assert known_classes(dataset({"source": "photos.tgz", "md5": "0" * 32, "val_fraction": 0.2}).config) is None
+    assert known_classes(dataset({"source": str(tmp_path / "nowhere"), "val_fraction": 0.2}).config) is None
+
+
 def test_imagenet_layout_is_named_by_imagenet_and_scored_at_its_logits(tmp_path):
     """train/ and val/ of wnid folders (JPEGs of several sizes and modes, one corrupt): classes
     named by ImageNet's table, labels by sorted wnid, the corrupt one skipped and listed."""
@@ -206,12 +236,25 @@ def test_imagenet_layout_is_named_by_imagenet_and_scored_at_its_logits(tmp_path)
     assert report["train"]["images"] == 9 and report["val"]["images"] == 6 and "1 file ignored" in summary
 
 
+# ImageNet logit -> (wnid, torchvision's name), by hand from Keras's imagenet_class_index.json
+# (keras.applications' decode_predictions): both ends of the table, classes across it, and the
+# two wnids Imagenette's parachute folder mixes up (702, its folder's name; 701, its images').
+KNOWN_LOGITS = {0: ("n01440764", "tench"), 1: ("n01443537", "goldfish"), 2: ("n01484850", "great white shark"),
+                7: ("n01514668", "cock"), 8: ("n01514859", "hen"), 281: ("n02123045", "tabby"),
+                285: ("n02124075", "Egyptian cat"), 340: ("n02391049", "zebra"), 386: ("n02504458", "African elephant"),
+                701: ("n03888257", "parachute"), 702: ("n03888605", "parallel bars"), 954: ("n07753592", "banana"),
+                980: ("n09472597", "volcano"), 998: ("n13133613", "ear"), 999: ("n15075141", "toilet tissue")}
+
+
 def test_the_wnid_table_is_torchvisions_order_and_names_and_knows_imagenettes_logits():
     from torchvision.models._meta import _IMAGENET_CATEGORIES
 
     names = imagenet_names()
     assert list(names) == sorted(names) and len(names) == 1000 and len(set(names.values())) == 1000
     assert list(names.values()) == list(_IMAGENET_CATEGORIES)
+    wnids = list(names)
+    assert {logit: (wnids[logit], names[wnids[logit]]) for logit in KNOWN_LOGITS} == KNOWN_LOGITS
+    assert imagenet_logits([{"wnid": w, "name": n} for w, n in KNOWN_LOGITS.values()]) == tuple(KNOWN_LOGITS)
     # models/imagenet.py's hand-written table of Imagenette's ten, through params.yaml's aliases
     params = load_params(Path(__file__).parents[1] / "params.yaml")
     config = get_dataset(params, "imagenette").config
@@ -250,7 +293,8 @@ def test_bad_folders_fail_in_one_line_and_write_nothing(plain, tmp_path):
     assert "set val_fraction" in one_line({"source": str(folder)}, tmp_path, tmp_path / "o3")
     split = tmp_path / "split"
     write_images(split, {"train/a": (0, 2, 0), "val/a": (0, 1, 0), "train/b": (1, 2, 0), "val/b": (1, 1, 0)})
-    assert "remove it" in one_line({"source": str(split), "val_fraction": 0.2}, tmp_path, tmp_path / "o4")
+    message = one_line({"source": str(split), "val_fraction": 0.2}, tmp_path, tmp_path / "o4")
+    assert "data.mine.val_fraction is for one folder of class folders; remove it" in message
     assert "is not a folder" in one_line({"source": str(tmp_path / "nowhere")}, tmp_path, tmp_path / "o5")
 
 
@@ -277,13 +321,16 @@ def test_split_folders_class_folders_without_training_images_and_shared_aliases_
     splits = tmp_path / "splits"
     write_images(splits, {"train/a": (0, 2, 0), "test/a": (0, 1, 0), "train/b": (1, 2, 0), "test/b": (1, 1, 0)})
     message = one_line({"source": str(splits), "val_fraction": 0.2}, tmp_path, tmp_path / "o1")
-    assert "holds test/, train/, split folders, not classes" in message
+    assert "holds test/, train/, split folders, not classes" in message and "(data.mine.root)" in message
     pinned = {"source": str(folder), "val_fraction": 0.3, "classes": ["cat", "dog", "fox", "owl"]}
     assert "class 'owl' has no training images" in one_line(pinned, tmp_path, tmp_path / "o2")
+    pinned["classes"] = ["cat", "dog"]                                  # fox/ is not one of them
+    assert "<one of the classes listed in data.mine.classes>" in one_line(pinned, tmp_path, tmp_path / "o2")
     wnids = tmp_path / "wnids"
     write_images(wnids, {"n03888605": (0, 3, 0), "n03888257": (1, 3, 0)})
     aliased = {"source": str(wnids), "val_fraction": 0.3, "wnid_aliases": {"n03888605": "n03888257"}}
-    assert "two classes are scored as ImageNet's n03888257 (parachute)" in one_line(aliased, tmp_path, tmp_path / "o3")
+    assert ("two classes are scored as ImageNet's n03888257 (parachute) through data.mine.wnid_aliases"
+            in one_line(aliased, tmp_path, tmp_path / "o3"))
 
 
 @pytest.mark.parametrize("member", ["../evil.jpg", "/abs/evil.jpg", "link"])

@@ -1,7 +1,7 @@
 """Mining on several processes (mine.<net>.nproc): the ranks' shares of the split, the merge of
 their top-k tables against a brute-force top-k over all the values, and the mine stage under
 torchrun (two processes over gloo on the CPU) against one process, byte for byte, and with a
-rank that fails."""
+rank that fails (raises, or is killed by SIGKILL)."""
 
 import json
 import sys
@@ -88,14 +88,18 @@ def test_merged_shards_equal_the_brute_force_top_k_of_all_images_with_ties_acros
 IMAGES, BATCH, K, TWINS = 23, 4, 5, 11
 
 # Run as the stage's command (imported, not runpy, so that sys.argv[0] stays this file and
-# torchrun's ranks run it too): batches of 4 images, and the rank MINE_FAIL_RANK names raises.
+# torchrun's ranks run it too): batches of 4 images, and the rank MINE_FAIL_RANK names raises,
+# or with MINE_FAIL_HOW=kill is killed by SIGKILL (as the kernel's OOM killer does: no Python
+# error, no exit code of its own) when it starts mining.
 MINE_AS_TESTED = f"""
-import os, sys
+import os, signal, sys
 sys.path.insert(0, "stages")
 import mine
 mine.BATCH_BYTES = {BATCH} * 28 * 28
 if os.environ.get("RANK") is not None and os.environ.get("RANK") == os.environ.get("MINE_FAIL_RANK"):
     def fail(*args, **kwargs):
+        if os.environ.get("MINE_FAIL_HOW") == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
         raise RuntimeError("this rank fails on purpose")
     mine.top_k_activations = fail
 mine.main()
@@ -173,3 +177,17 @@ def test_a_failing_rank_ends_the_stage_in_one_line_and_writes_nothing(project):
         assert fragment in ours[0], ours[0]
     assert not (project / MINED).exists() and not list((project / "data").rglob("*.tmp"))
     assert "this rank fails on purpose" in (project / "checkpoints/lenet5/mine_torchrun.log").read_text()
+
+
+def test_a_rank_killed_by_sigkill_ends_the_stage_in_one_line_and_writes_nothing(project):
+    """A rank that dies without a word (SIGKILL: the OOM killer) is named with its signal; the
+    whole of stderr is that one line (torchrun's own report goes to the log), nothing written."""
+    result = mine(project, 2, MINE_FAIL_RANK="1", MINE_FAIL_HOW="kill")
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in ("mining rank 1 of 2 failed first, killed by SIGKILL (exit code -9)",
+                     "checkpoints/lenet5/mine_torchrun.log"):
+        assert fragment in lines[0], lines[0]
+    assert not (project / MINED).exists() and not list((project / "data").rglob("*.tmp"))
+    assert "Signal 9 (SIGKILL) received" in (project / "checkpoints/lenet5/mine_torchrun.log").read_text()

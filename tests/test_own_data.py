@@ -1,7 +1,8 @@
 """Any net on any dataset: a head sized by the dataset's classes, ImageNet nets scored at a wnid
 dataset's logits (against torchvision's own net), a fresh head fine-tuned where the classes are
 not ImageNet's, and the refusals of validate in one line (channels, LeNet-5's prototypes,
-epochs 0 on a fresh head)."""
+epochs 0 on a fresh head, from pinned classes or a local folder's class folders; a dataset
+name that cannot name a stage)."""
 
 import runpy
 from pathlib import Path
@@ -132,10 +133,8 @@ def committed() -> dict:
                                                 "did you mean 'photos'?"),
     ({"alexnet": "photos"}, {"size": 128}, "data.photos.size is 128, but AlexNet takes 224 px crops of it"),
     ({"lenet5": "photos"}, {"channels": 1, "size": 32}, "data.photos.size is 32, but LeNet-5 takes 28 px images as they are"),
-    ({"lenet5": "photos"}, {"channels": 1, "size": 28}, "LeNet-5 on photos: its fixed RBF prototypes are bitmaps of the ten "
-                                                        "digits"),
     ({"vgg16": "photos"}, {"classes": ["cat", "dog"]}, "train.vgg16.epochs is 0 with weights: imagenet, but the "
-                                                       "classes of photos are not ImageNet wnids"),
+                                                       "classes of photos (cat, dog) are not ImageNet wnids"),
 ])
 def test_validate_refuses_a_net_its_dataset_does_not_fit_in_one_line(validate, nets, changes, says):
     params = committed()
@@ -160,3 +159,66 @@ def test_validate_takes_a_net_on_a_dataset_that_fits(validate):
     params["mine"]["lenet5"]["split"] = "val"                           # an image folder's held-out split
     params["pipeline"]["nets"] = {"lenet5": "photos"}
     assert "train.lenet5" in validate(params)
+
+
+def class_folders(folder: Path, layout: dict) -> Path:
+    """``layout``: {relative class folder: image files in it}. validate lists folders and reads
+    no image, so each file is a few placeholder bytes named like an image."""
+    for rel, count in layout.items():
+        (folder / rel).mkdir(parents=True)
+        for i in range(count):
+            (folder / rel / f"{i}.png").write_bytes(b"png")
+    (folder / "README.txt").write_text("not an image\n")
+    return folder
+
+
+def grey_lenet5_on(params: dict, folder: Path, **keys) -> dict:
+    params["data"]["photos"].update(source=str(folder), channels=1, size=28, **keys)
+    params["pipeline"]["nets"] = {"lenet5": "photos"}
+    params["mine"]["lenet5"]["split"] = "val"
+    return params
+
+
+def test_validate_reads_a_local_folders_class_folders_for_lenet5s_fixed_prototypes(validate, tmp_path):
+    """A grey folder of the ten digits "0".."9" (one folder of class folders, one level down)
+    takes the paper's prototypes, as the model does; one of other classes is refused."""
+    digits = class_folders(tmp_path / "digits", {f"unpacked/{d}": 2 for d in range(10)})
+    assert "train.lenet5" in validate(grey_lenet5_on(committed(), digits))
+    letters = class_folders(tmp_path / "letters", {f"train/{c}": 2 for c in "abc"} | {f"val/{c}": 1 for c in "abc"})
+    params = grey_lenet5_on(committed(), letters)
+    del params["data"]["photos"]["val_fraction"]                     # train/ and val/ say the split
+    with pytest.raises(UserError) as err:
+        validate(params)
+    assert ("LeNet-5 on photos: its fixed RBF prototypes are bitmaps of the ten digits, not this dataset's classes "
+            "(a, b, c): set train.lenet5.prototypes: learned") in str(err.value) and "\n" not in str(err.value)
+    params["train"]["lenet5"]["prototypes"] = "learned"
+    assert "train.lenet5" in validate(params)
+
+
+def test_validate_refuses_epochs_0_on_imagenet_weights_for_a_local_folder_of_plain_classes(validate, tmp_path):
+    params = committed()
+    params["pipeline"]["nets"] = {"vgg16": "photos"}
+    params["train"]["vgg16"]["device"] = "cpu"
+    params["data"]["photos"]["source"] = str(class_folders(tmp_path / "plain", {c: 3 for c in PLAIN.names}))
+    with pytest.raises(UserError) as err:
+        validate(params)
+    assert str(err.value).startswith("params.yaml: train.vgg16.epochs is 0 with weights: imagenet, but the classes of "
+                                     "photos (cat, dog, fox) are not ImageNet wnids")
+    assert "set epochs > 0" in str(err.value) and "\n" not in str(err.value)
+    params["data"]["photos"]["source"] = str(class_folders(tmp_path / "wnids", {w: 3 for w in WNIDS}))
+    assert "train.vgg16" in validate(params)                          # wnid folders: scored at their logits
+    params["data"]["photos"]["source"] = str(tmp_path / "photos.tgz")   # an archive: train@vgg16 refuses it later
+    params["data"]["photos"]["md5"] = "0" * 32
+    assert "train.vgg16" in validate(params)
+
+
+@pytest.mark.parametrize("name", ["photos.v2", "my photos", "a/b", "_photos", "-x"])
+def test_validate_refuses_a_dataset_name_that_cannot_name_a_stage_or_a_folder(validate, name):
+    params = committed()
+    params["data"][name] = params["data"].pop("photos")
+    params["pipeline"]["datasets"] = ["mnist", name]
+    with pytest.raises(UserError) as err:
+        validate(params)
+    message = str(err.value)
+    assert message.startswith(f"params.yaml: data: {name!r} is not a usable dataset name: use letters, digits, _ and - "
+                              "only") and "DVC stage name (prepare@<name>)" in message and "\n" not in message

@@ -10,6 +10,7 @@ folder, read in place) and prepared into data/prepared/<name>. Adding a dataset 
 ``data.<name>`` block and, for `dvc repro` to build it, its name in ``pipeline.datasets``.
 """
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,9 @@ from cnn_internals.data import imagefolder, mnist
 from cnn_internals.data.prepared import Split, read_split
 
 TRAIN = "train"                   # every kind's training split (the held-out one differs: Kind.splits)
+# A dataset's name becomes DVC stage names (prepare@<name>) and folders (data/prepared/<name>),
+# and params keys are dotted paths: no dot, slash or space in it.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True)
@@ -89,9 +93,10 @@ def dataset_names(params: Mapping) -> list:
 
 
 def get_dataset(params: Mapping, name: str) -> Dataset:
-    """``data.<name>`` as a Dataset: its kind and its section, checked (one-line UserError)."""
-    block = node(params, f"data.{name}", None)
+    """``data.<name>`` as a Dataset: its name, its kind and its section, checked (one-line UserError)."""
     where = params_name(params)
+    check_name(name, where)
+    block = node(params, f"data.{name}", None)
     if block is None:
         known = ", ".join(dataset_names(params)) or "none"
         raise UserError(f"{where}: no dataset {name!r} under data (it has: {known})")
@@ -99,6 +104,14 @@ def get_dataset(params: Mapping, name: str) -> Dataset:
     if kind not in KINDS:
         raise UserError(f"{where}: data.{name}.kind must be one of {', '.join(KINDS)}, got {kind!r}")
     return Dataset(name, KINDS[kind], read_section(params, f"data.{name}", KINDS[kind].schema))
+
+
+def check_name(name: object, where: str) -> None:
+    """``name`` can name a dataset: letters, digits, ``_`` and ``-``, a letter or digit first."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise UserError(f"{where}: data: {name!r} is not a usable dataset name: use letters, digits, _ and - only "
+                        "(a letter or digit first), since it becomes a DVC stage name (prepare@<name>) and a folder "
+                        "name (data/prepared/<name>)")
 
 
 def open_split(dataset: str, split: str, directory: Path, splits: tuple | None = None) -> Split:

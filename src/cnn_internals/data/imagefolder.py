@@ -217,6 +217,10 @@ class Source:
     title: str                 # the dataset, as errors name it
     name: str = ""             # its key under data (stage names: prepare@<name>); default: the title
 
+    def key(self, field: str) -> str:
+        """``data.<name>.<field>``: a key of this dataset's block in params.yaml, as errors name it."""
+        return f"data.{self.name or self.title}.{field}"
+
     def members(self) -> Iterator[Member]:
         """Every folder and file, names only (an archive's headers); unsafe ones refused."""
         if self.kind == "folder":
@@ -425,13 +429,13 @@ def index_source(source: Source, config: Layout) -> Index:
     tops = {parts[0] for parts, is_dir in under.values() if is_dir or len(parts) > 1}
     split_layout = set(SPLITS) <= tops
     if split_layout and config.val_fraction is not None:
-        raise UserError(f"{source.path} has train/ and val/ folders: data.*.val_fraction is for one folder of class "
-                        f"folders; remove it (the folders say which image is in which split)")
+        raise UserError(f"{source.path} has train/ and val/ folders: {source.key('val_fraction')} is for one folder "
+                        f"of class folders; remove it (the folders say which image is in which split)")
     split_like = sorted(tops & SPLIT_NAMES) if not split_layout else []
     if split_like:      # train/ + test/, training/ + validation/: splits, which would be read as classes
         raise UserError(f"{source.path}: {'/'.join(root) or 'its top'} holds {', '.join(f'{t}/' for t in split_like)}, "
                         "split folders, not classes: name them train/ and val/, or give one of them as root "
-                        "(data.*.root) with val_fraction to split its class folders")
+                        f"({source.key('root')}) with val_fraction to split its class folders")
     if not split_layout and config.val_fraction is None:
         raise UserError(f"{source.path}: {'/'.join(root) or 'its top'} holds no train/ and val/ folders: set "
                         "val_fraction (e.g. 0.1) to split its class folders, or give both folders")
@@ -493,27 +497,97 @@ def index_source(source: Source, config: Layout) -> Index:
     return Index(classes, splits, layout, ignored)
 
 
+def known_classes(config: ImageFolderConfig) -> list | None:
+    """The classes prepare@ will find, in label order, where they are known before it runs:
+    ``classes`` where pinned; for a local folder, its class folders' names, sorted, as
+    ``index_source`` finds them (``root``, or the deepest folder holding every image; ``train/``
+    and ``val/``, or one folder of class folders). None for an archive (download@ fetches it
+    later), a folder that is not there, and a layout prepare@ refuses in its own words.
+
+    ``index_source`` finds the classes from every file's path, since it reads every image
+    anyway. validate, which runs before every `dvc repro`, must not walk ImageNet's 1.33 M files
+    to learn 1,000 names, so this lists folders only: those on the way down to the root and the
+    class folders, and in a few of them as many files as it takes to find one image (to tell
+    where the images are when ``root`` is not given). No image is read."""
+    if config.classes:
+        return list(config.classes)
+    if not config.is_folder:
+        return None
+    folder = Path(config.source).expanduser()
+    try:
+        root = folder / config.root if config.root else _image_root(folder)
+        if root is None or not root.is_dir():
+            return None
+        tops = _listing(root)[0]
+        if set(SPLITS) <= set(tops):
+            if config.val_fraction is not None:
+                return None
+            classes = sorted({cls for split in SPLITS for cls in _listing(root / split)[0]})
+        elif set(tops) & SPLIT_NAMES or config.val_fraction is None:
+            return None
+        else:
+            classes = tops
+    except OSError:               # not there, not readable: scan@ and prepare@ say so
+        return None
+    return classes if len(classes) >= 2 else None
+
+
+def _listing(folder: Path) -> tuple[list, bool]:
+    """(the folders in ``folder``, sorted; whether it holds an image file), hidden ones left
+    out, links followed: one directory listing, no file opened."""
+    folders, images = [], False
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if hidden(entry.name):
+                continue
+            if entry.is_dir():
+                folders.append(entry.name)
+            elif is_image(entry.name):
+                images = True
+    return sorted(folders), images
+
+
+def _holds_an_image(folder: Path) -> bool:
+    """Whether any file under ``folder`` is an image: the walk stops at the first one."""
+    return any(is_image(name) for _, _, names in walk(folder) for name in names)
+
+
+def _image_root(folder: Path) -> Path | None:
+    """``_common_folder`` of every image under ``folder`` (None: no image), from listings: go
+    down while the images are all in one sub-folder; stop at a folder holding an image itself,
+    or two sub-folders that hold images."""
+    while True:
+        folders, images = _listing(folder)
+        if images:
+            return folder
+        holding = list(itertools.islice((name for name in folders if _holds_an_image(folder / name)), 2))
+        if len(holding) != 1:
+            return folder if holding else None
+        folder = folder / holding[0]
+
+
 def _misplaced(source: Source, name: str, root: tuple, config: Layout) -> UserError:
     where = "/".join(root) + "/" if root else ""
-    classes = "<one of the classes listed in data.*.classes>" if config.classes else "<class>"
+    classes = f"<one of the classes listed in {source.key('classes')}>" if config.classes else "<class>"
     return UserError(
         f"{source.path}: member {name!r} is outside the {source.title} layout ({where}train|val/{classes}/<image>, "
         f"or {where}{classes}/<image>); the source is not the dataset it should be, or is corrupt: {source.fix}")
 
 
-def class_entries(classes: list, aliases: dict) -> list:
+def class_entries(classes: list, aliases: dict, dataset: str) -> list:
     """classes.json's entries: {"wnid": the folder, "name": the ImageNet class that scores it}
-    where every class is an ImageNet wnid after ``aliases``, else {"name": the folder}. ImageNet's
-    1,000 names are distinct (``wnids.py``), so a name says which logit scores the class: an
-    aliased folder (Imagenette's n03888605) is named by the class it is scored as (parachute)."""
+    where every class is an ImageNet wnid after ``aliases`` (``data.<dataset>.wnid_aliases``),
+    else {"name": the folder}. ImageNet's 1,000 names are distinct (``wnids.py``), so a name says
+    which logit scores the class: an aliased folder (Imagenette's n03888605) is named by the
+    class it is scored as (parachute)."""
     names = imagenet_names()
     if not all(aliases.get(cls, cls) in names for cls in classes):
         return [{"name": cls} for cls in classes]
     targets = [aliases.get(cls, cls) for cls in classes]
     twice = sorted({t for t in targets if targets.count(t) > 1})
     if twice:
-        raise UserError(f"two classes are scored as ImageNet's {twice[0]} ({names[twice[0]]}) through data.*.wnid_aliases: "
-                        "each class needs its own ImageNet class")
+        raise UserError(f"two classes are scored as ImageNet's {twice[0]} ({names[twice[0]]}) through "
+                        f"data.{dataset}.wnid_aliases: each class needs its own ImageNet class")
     return [{"wnid": cls, "name": names[target]} for cls, target in zip(classes, targets)]
 
 
@@ -699,7 +773,7 @@ def prepare_folder(source: Source, out_dir: Path, config: Layout, workers: int |
         raise ValueError(f"workers must be a positive int or None, got {workers!r}")
     index = index_source(source, config)
     workers = min(workers or os.cpu_count() or 1, sum(len(items) for items in index.splits.values()))
-    entries = class_entries(index.classes, config.wnid_aliases)
+    entries = class_entries(index.classes, config.wnid_aliases, source.name or source.title)
     with atomic_dir(out_dir) as tmp:
         report, modes = _write_splits(source, index, tmp, config.size, workers, config.mode)
         write_classes(tmp, entries)
@@ -712,7 +786,10 @@ def prepare_folder(source: Source, out_dir: Path, config: Layout, workers: int |
 def download(spec: dict, name: str, out: Path) -> str:
     """download@<name>, from ``ImageFolderConfig.download_spec``: the archive fetched (mirrors
     first) and checked; for a folder, a note that prepare reads it in place (nothing is copied:
-    ImageNet's train split is 140 GB)."""
+    ImageNet's train split is 148 GB)."""
+    # 148 GB: ILSVRC2012_img_train.tar is 147,897,477,120 bytes, the size CompVis's
+    # taming-transformers checks (taming/data/imagenet.py, ImageNetTrain.SIZES) and users' `ls -l`
+    # show; image-net.org's "138GB" is the same in GiB. Its JPEGs unpacked take about as much.
     source = spec["source"]
     if archive_suffix(source) is None:
         folder = Path(source).expanduser()

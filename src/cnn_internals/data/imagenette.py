@@ -51,7 +51,7 @@ def prepare_imagenette(archive: Path, out_dir: Path, size: int = DEFAULT_SIZE, w
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive int, got {size!r}")
     source = Source(Path(archive), "tgz", "delete data/raw/imagenette and rerun `dvc repro download@imagenette`",
-                    "Imagenette")
+                    "Imagenette", "imagenette")
     layout = Layout(size, None, LAYOUT.root, LAYOUT.classes, LAYOUT.wnid_aliases)
     return prepare_folder(source, Path(out_dir), layout, workers).report
 

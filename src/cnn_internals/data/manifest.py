@@ -8,13 +8,13 @@ and a sha256 over every file's path, size and mtime, in path order (hidden files
 Finder's .DS_Store, left out, as prepare leaves them): an image added, removed,
 replaced or touched changes it, so prepare@<dataset> reruns; nothing changed, the same bytes,
 so nothing after it does. Contents are not read (ImageNet's 1.33 M files are listed in seconds,
-hashing their 150 GB would take an hour). A local archive is described by its size and mtime
+hashing their 148 GB would take an hour). A local archive is described by its size and mtime
 (download@<dataset> then copies it again and checks its hash).
 
 The manifest also carries the dataset's download spec (``Kind.download_spec``: the source, an
 archive's md5|sha256 and mirrors, MNIST's files and sample split), which is all download@<dataset>
 reads: it declares no params, so an edit of a key that only prepare uses (``size``,
-``val_fraction``, ``classes``, ...) does not fetch a 150 GB archive again. DVC cannot declare
+``val_fraction``, ``classes``, ...) does not fetch a 148 GB archive again. DVC cannot declare
 just those keys, because a declared key must exist and an archive gives one of md5 and sha256.
 """
 
