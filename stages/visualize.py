@@ -113,6 +113,7 @@ def main(argv=None):
     with tqdm(total=sum(-(-n // p.batch) for n in counts.values()) * p.steps, desc=f"visualize {net.name}",
               unit="step", disable=None, leave=False) as bar:
         for name in names:
+            bar.set_description(f"visualize {net.name} {name}")
             path = net.module_path(name)
             units = list(range(counts[name]))
             pixels = []

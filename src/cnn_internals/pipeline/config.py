@@ -131,8 +131,9 @@ def read_mine(params: Mapping, net: Net, splits: tuple | None = None) -> MineCon
 class VisualizeConfig(Section):
     """``visualize.<net>``: feature visualization by optimization (engine/feature_vis.py), the
     recipe of Distill's article and Lucid/Lucent as defaults. ``maps``: all, or the first N maps
-    (units, classes) of each shown layer; ``batch``: images optimized together (memory only: an
-    image does not depend on its batch-mates); the transforms in pixels of a 128-px image."""
+    (units, classes) of each shown layer; ``batch``: images optimized together (memory and speed:
+    an image does not depend on its batch-mates, in float32 up to the last bits a kernel's
+    summation order may take from the batch's size); the transforms in pixels of a 128-px image."""
 
     maps: AllOrCount = "all"
     seed: Natural = 0

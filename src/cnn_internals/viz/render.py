@@ -193,13 +193,32 @@ def classes_figure(images: torch.Tensor, saliency: torch.Tensor, heat: torch.Ten
 
 def optimized_figure(optimized: torch.Tensor, patches: torch.Tensor, labels: Sequence[str], title: str,
                      seen: str = "top patches") -> bytes:
-    """PNG bytes, two units a row: each unit's optimized image (feature visualization, the
-    visualize stage's) beside its mined patches. ``optimized`` (N, C, H, W) and ``patches``
-    (N, k, C, h, w) in [0, 1]; ``labels`` name the N units (map 3, unit 3, a class)."""
-    side = math.ceil(math.sqrt(patches.shape[1]))
-    return unit_grid([[(mosaic(optimized[i][None], 1), f"{labels[i]}: optimized"),
-                       (mosaic(patches[i], side), f"{labels[i]}: {seen}")]
-                      for i in range(len(patches))], title)
+    """PNG bytes, one unit a row (issue 21's layout): its optimized image (feature visualization,
+    the visualize stage's), then its k mined patches in a line, each at the same height.
+    ``optimized`` (N, C, H, W) and ``patches`` (N, k, C, h, w) in [0, 1]; ``labels`` name the N
+    units (map 3, unit 3, a class)."""
+    n, k = patches.shape[:2]
+    strips = [mosaic(patches[i], k) for i in range(n)]           # side k: one line of k tiles
+    line = strips[0][:patches.shape[3]]                          # mosaic pads to k lines; keep the first
+    ratio = line.shape[1] / line.shape[0]                        # the line's width per unit of height
+    # inches a row: 32-px pictures at 4 px a pixel, 224-px ones at their own size
+    height = min(2.24, max(1.25, max(optimized.shape[-1], patches.shape[-1]) / 100))
+    caption, top = 0.25, 0.7                                     # inches: a caption, the title
+    width = height * (1 + ratio) * 1.04 + 0.2
+    fig = plt.figure(figsize=(width, (height + caption) * n + top))
+    grid = fig.add_gridspec(n, 2, width_ratios=[1, ratio], wspace=0.04 * 2 / (1 + ratio),
+                            hspace=caption / height, left=0.1 / width, right=1 - 0.1 / width,
+                            bottom=0.05 / fig.get_figheight(), top=1 - top / fig.get_figheight())
+    for i in range(n):
+        for j, (picture, caption) in enumerate(((mosaic(optimized[i][None], 1), f"{labels[i]}: optimized"),
+                                                (strips[i][:patches.shape[3]], f"{labels[i]}: {seen}"))):
+            ax = fig.add_subplot(grid[i, j])
+            ax.set_anchor("E" if j == 0 else "W")               # the two panels close together
+            ax.set_axis_off()
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_title(caption, fontsize=8)
+    suptitle(fig, title)
+    return figure_png(fig)
 
 
 def figure_png(fig: Figure) -> bytes:
