@@ -7,8 +7,9 @@ dependency of a param's value: treeverse/dvc#5167). scan@<dataset> runs on every
 and a sha256 over every file's path, size and mtime, in path order (hidden files, such as a
 Finder's .DS_Store, left out, as prepare leaves them): an image added, removed,
 replaced or touched changes it, so prepare@<dataset> reruns; nothing changed, the same bytes,
-so nothing after it does. Contents are not read (ImageNet's 1.33 M files are listed in seconds,
-hashing their 148 GB would take an hour). A local archive is described by its size and mtime
+so nothing after it does. Contents are not read (ImageNet's 1.33 M files are listed in about
+10 s, projected by benchmarks/scan.py; hashing them would read all 148 GB from disk on every
+`dvc repro`). A local archive is described by its size and mtime
 (download@<dataset> then copies it again and checks its hash).
 
 The manifest also carries the dataset's download spec (``Kind.download_spec``: the source, an
@@ -54,18 +55,23 @@ def manifest_path(dataset: str) -> Path:
 
 
 def folder_manifest(folder: Path) -> dict:
-    """{"files", "bytes", "listing_sha256"} of every file under ``folder`` (links followed)."""
+    """{"files", "bytes", "listing_sha256"} of every file under ``folder`` (links followed).
+    String paths and os.stat, not pathlib: a 1.3 M-file folder is listed on every `dvc repro`,
+    and pathlib's objects cost more than the stat itself (benchmarks/scan.py)."""
     digest = hashlib.sha256()
     files = total = 0
     entries = []
+    top = os.fspath(folder)
+    skip = len(top.rstrip(os.sep)) + 1                    # the relative path starts after "folder/"
     for here, _, names in walk(folder):
+        base = os.fspath(here)
         for name in names:
-            path = here / name
+            path = os.path.join(base, name)
             try:
-                info = path.stat()
+                info = os.stat(path)
             except OSError as err:
                 raise UserError(f"{path} cannot be read ({' '.join(str(err).split())}): fix the folder") from None
-            entries.append((path.relative_to(folder).as_posix(), info.st_size, info.st_mtime_ns))
+            entries.append((path[skip:], info.st_size, info.st_mtime_ns))
     for rel, size, mtime in sorted(entries):
         digest.update(f"{rel}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))
         files += 1
