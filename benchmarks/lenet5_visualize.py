@@ -10,11 +10,12 @@ of its mined digits, and the best-scoring winner of the same layer for reference
                        of the uniform grey the recipe starts from (sigmoid(0) = 0.5 everywhere)
   digit, shifted       the best mined digit as mined, and moved 1 px right and down (background
                        in from the edge): how much the objective depends on the exact position
-  default              the stage's recipe and seeds again: must give the committed objective
+  default              the stage's recipe and seeds again, these units in one batch of their own:
+                       the committed objectives up to float32's batch effect (within 3e-4 here)
   no transforms        the same without pad, jitter, scale and rotation
   2048 steps           the recipe with 4x the steps, with and without the transforms
 Objectives as the stage computes them: on the image as stored (uint8). The same thread count as
-the stage (its CPU pinning), so "default" reproduces the committed bytes.
+the stage (its CPU pinning). About a minute on 2 idle cores.
 And the batch: F6's units 3 and 7 (and classes 3 and 7) optimized each alone (a batch of one)
 against the committed images, optimized in one batch with all the layer's others: in float64
 the two are equal (tests/test_feature_vis.py); in float32 the kernels' summation order follows

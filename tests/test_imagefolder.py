@@ -127,6 +127,11 @@ def test_adding_images_moves_no_image_between_splits_and_changes_the_manifest(pl
         (copy / rel).write_bytes((folder / rel).read_bytes())
     before = manifest("imagefolder", str(copy))
     assert manifest("imagefolder", str(copy)) == before                       # nothing changed: the same
+    (copy / "emu").mkdir()                 # an empty class folder: seen, so prepare runs (and refuses it)
+    empty = manifest("imagefolder", str(copy))
+    assert empty != before and empty["folder"]["files"] == before["folder"]["files"]
+    (copy / "emu").rmdir()
+    assert manifest("imagefolder", str(copy)) == before
     prepare({"source": str(copy), "val_fraction": 0.3}, tmp_path / "raw", tmp_path / "before")
     added = write_images(copy, {name: (label, 5, 50) for label, name in enumerate(PLAIN)})
     after = manifest("imagefolder", str(copy))

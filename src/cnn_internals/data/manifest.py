@@ -4,7 +4,7 @@ and download@<dataset> depend on.
 A local folder changes without DVC knowing (its path is a param, and DVC cannot make a
 dependency of a param's value: treeverse/dvc#5167). scan@<dataset> runs on every `dvc repro`
 (``always_changed``) and writes, for a folder source, the count and total size of its files
-and a sha256 over every file's path, size and mtime, in path order (hidden files, such as a
+and a sha256 over every file's path, size and mtime (and every folder's path), in path order (hidden files, such as a
 Finder's .DS_Store, left out, as prepare leaves them): an image added, removed,
 replaced or touched changes it, so prepare@<dataset> reruns; nothing changed, the same bytes,
 so nothing after it does. Contents are not read (ImageNet's 1.33 M files are listed in about
@@ -63,8 +63,11 @@ def folder_manifest(folder: Path) -> dict:
     entries = []
     top = os.fspath(folder)
     skip = len(top.rstrip(os.sep)) + 1                    # the relative path starts after "folder/"
-    for here, _, names in walk(folder):
+    for here, dirs, names in walk(folder):
         base = os.fspath(here)
+        # every folder too (size -1), so that an added empty class folder changes the manifest
+        # and prepare@ runs, and refuses it, instead of waiting for the next edit
+        entries.extend((os.path.join(base, d)[skip:] + "/", -1, 0) for d in dirs)
         for name in names:
             path = os.path.join(base, name)
             try:
@@ -74,8 +77,9 @@ def folder_manifest(folder: Path) -> dict:
             entries.append((path[skip:], info.st_size, info.st_mtime_ns))
     for rel, size, mtime in sorted(entries):
         digest.update(f"{rel}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))
-        files += 1
-        total += size
+        if size >= 0:
+            files += 1
+            total += size
     return {"files": files, "bytes": total, "listing_sha256": digest.hexdigest()}
 
 
@@ -103,7 +107,8 @@ def write_manifest(path: Path, kind: str, source: str | None, download: dict, ke
 
 def read_download_spec(path: Path, dataset: str) -> tuple[str, dict]:
     """(kind, download spec) from scan@<dataset>'s manifest."""
-    fix = f"run `python stages/scan.py --dataset {dataset}` first (`dvc repro download@{dataset}` runs both)"
+    fix = (f"run `python stages/scan.py --dataset {dataset}` first (for a dataset in pipeline.datasets, "
+           f"`dvc repro download@{dataset}` runs both)")
     try:
         found = json.loads(Path(path).read_text())
         return found["kind"], found["download"]
